@@ -1,0 +1,285 @@
+//! The emulator on real HTTP (axum on 127.0.0.1): Dropbox's routes plus an `/__admin` API for
+//! mutations, fault scripts, consent, token expiry and request counters.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::state::{fault_reply, Config, Counters, Fault, FaultKind, Reply, State};
+
+type Shared = Arc<Mutex<State>>;
+
+/// A running emulator. Dropping it stops the server.
+pub struct Emulator {
+    state: Shared,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Generate the accounts and serve on `addr` (port 0 picks a free port).
+    pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Self> {
+        let state = Arc::new(Mutex::new(State::new(&config)));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = router(state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Emulator { state, addr, shutdown: Some(tx), task: Some(task) })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Direct access to the emulated Dropbox (tests and the CLI's own process).
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.state().counters.clone()
+    }
+
+    /// Stop serving and wait for the server task to end.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn lock(state: &Shared) -> MutexGuard<'_, State> {
+    // A panicking handler must not wedge the emulator for everyone else.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/oauth2/authorize", get(authorize))
+        .route("/oauth2/token", post(token))
+        .route("/2/users/get_current_account", post(|s, h, b| rpc("users/get_current_account", s, h, b)))
+        .route("/2/files/list_folder", post(|s, h, b| rpc("files/list_folder", s, h, b)))
+        .route("/2/files/list_folder/continue", post(|s, h, b| rpc("files/list_folder/continue", s, h, b)))
+        .route("/2/auth/token/revoke", post(|s, h, b| rpc("auth/token/revoke", s, h, b)))
+        .route("/home", get(web_page))
+        .route("/home/{*path}", get(web_page))
+        .route("/__admin/stats", get(admin_stats))
+        .route("/__admin/tree", get(admin_tree))
+        .route("/__admin/faults", post(admin_faults))
+        .route("/__admin/mutate", post(admin_mutate))
+        .route("/__admin/reset_cursors", post(admin_reset))
+        .route("/__admin/consent", post(admin_consent))
+        .route("/__admin/expire_tokens", post(admin_expire))
+        .with_state(state)
+}
+
+async fn send(reply: Reply) -> Response {
+    if let Some(d) = reply.delay {
+        tokio::time::sleep(d).await;
+    }
+    to_response(reply)
+}
+
+fn to_response(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = if reply.truncate {
+        // Send half, then fail the stream: the client sees the connection cut mid-body.
+        let half = Bytes::from(reply.body[..reply.body.len() / 2].to_vec());
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            vec![Ok(half), Err(std::io::Error::other("emulated connection drop"))];
+        Body::from_stream(futures_util::stream::iter(chunks))
+    } else {
+        Body::from(reply.body)
+    };
+    let mut resp = (status, body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(reply.content_type));
+    for (k, v) in reply.headers {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.insert(k, v);
+        }
+    }
+    resp
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_string)
+}
+
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let raw = headers.get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(STANDARD.decode(raw).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    Some((unescape(id)?, unescape(secret)?))
+}
+
+async fn authorize(AxState(s): AxState<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let reply = lock(&s).authorize(&q);
+    send(reply).await
+}
+
+async fn token(AxState(s): AxState<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let reply = lock(&s).token_endpoint(basic(&headers), &form);
+    send(reply).await
+}
+
+async fn rpc(route: &'static str, AxState(s): AxState<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let has_body = !body.is_empty();
+    if has_body && !content_type.starts_with("application/json") {
+        let why = format!("Error in call to API function \"{route}\": Bad HTTP \"Content-Type\" header: \"{content_type}\".  Expecting one of \"application/json\", \"application/json; charset=utf-8\", \"text/plain; charset=dropbox-cors-hack\".");
+        return send(Reply::text(400, why)).await;
+    }
+    let bearer = bearer(&headers);
+    let reply = {
+        let mut st = lock(&s);
+        let fault = st.take_fault(route);
+        if let Some(r) = fault.as_ref().and_then(|f| fault_reply(f, Some(route))) {
+            st.counters.by_route.entry(route.to_string()).and_modify(|n| *n += 1).or_insert(1);
+            r
+        } else {
+            let mut reply = match route {
+                "users/get_current_account" => st.current_account(bearer.as_deref()),
+                "files/list_folder" => st.list_folder(bearer.as_deref(), &body),
+                "files/list_folder/continue" => st.list_folder_continue(bearer.as_deref(), &body),
+                "auth/token/revoke" => st.revoke(bearer.as_deref()),
+                _ => Reply::text(404, "unknown route"),
+            };
+            match fault {
+                Some(FaultKind::Truncate) => reply.truncate = true,
+                Some(FaultKind::Delay { ms }) => reply.delay = Some(std::time::Duration::from_millis(ms)),
+                _ => {}
+            }
+            reply
+        }
+    };
+    send(reply).await
+}
+
+async fn web_page(uri: axum::http::Uri) -> Response {
+    send(Reply::text(200, format!("Emulated Dropbox web page for {}", uri.path()))).await
+}
+
+async fn admin_stats(AxState(s): AxState<Shared>) -> Response {
+    let counters = lock(&s).counters.clone();
+    Json(counters).into_response()
+}
+
+/// The account's tree: what a full sync must produce.
+async fn admin_tree(AxState(s): AxState<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let account: usize = q.get("account").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let st = lock(&s);
+    let Some(acct) = st.accounts.get(account) else {
+        return to_response(Reply::text(404, "no such account"));
+    };
+    let entries: Vec<serde_json::Value> = acct
+        .home
+        .nodes
+        .iter()
+        .map(|(k, n)| serde_json::json!({ "id": n.id, "path_lower": k, "path_display": n.path_display, "folder": n.is_folder }))
+        .collect();
+    Json(serde_json::json!({ "account_id": acct.account_id, "email": acct.email, "entries": entries })).into_response()
+}
+
+async fn admin_faults(AxState(s): AxState<Shared>, Json(faults): Json<Vec<Fault>>) -> Response {
+    let mut st = lock(&s);
+    let n = faults.len();
+    st.faults.extend(faults);
+    Json(serde_json::json!({ "queued": n, "pending": st.faults.len() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Mutation {
+    AddFile { path: String, #[serde(default)] size: u64 },
+    AddFolder { path: String },
+    Modify { path: String, #[serde(default)] size: u64 },
+    Delete { path: String },
+    Move { from: String, to: String },
+}
+
+async fn admin_mutate(
+    AxState(s): AxState<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+    Json(ops): Json<Vec<Mutation>>,
+) -> Response {
+    let account: usize = q.get("account").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let mut st = lock(&s);
+    let Some(acct) = st.accounts.get_mut(account) else {
+        return to_response(Reply::text(404, "no such account"));
+    };
+    for (i, op) in ops.into_iter().enumerate() {
+        let ns = &mut acct.home;
+        let r = match op {
+            Mutation::AddFile { path, size } => ns.add(&path, false, size).map(|_| ()),
+            Mutation::AddFolder { path } => ns.add(&path, true, 0).map(|_| ()),
+            Mutation::Modify { path, size } => ns.modify(&path, size),
+            Mutation::Delete { path } => ns.delete(&path),
+            Mutation::Move { from, to } => ns.move_entry(&from, &to),
+        };
+        if let Err(e) = r {
+            return to_response(Reply::text(409, format!("operation {i}: {e}")));
+        }
+    }
+    Json(serde_json::json!({ "seq": acct.home.seq() })).into_response()
+}
+
+async fn admin_reset(AxState(s): AxState<Shared>) -> Response {
+    lock(&s).reset_cursors(0);
+    Json(serde_json::json!({ "reset": true })).into_response()
+}
+
+#[derive(Deserialize)]
+struct Consent {
+    approve: bool,
+}
+
+async fn admin_consent(AxState(s): AxState<Shared>, Json(c): Json<Consent>) -> Response {
+    lock(&s).approve_consent = c.approve;
+    Json(serde_json::json!({ "approve": c.approve })).into_response()
+}
+
+async fn admin_expire(AxState(s): AxState<Shared>) -> Response {
+    lock(&s).expire_access_tokens();
+    Json(serde_json::json!({ "expired": true })).into_response()
+}

@@ -1,0 +1,431 @@
+//! The wasmtime embedding: one `Engine`, the component compiled once (and cached on disk keyed
+//! by the wasm's hash and the engine's settings), an `InstancePre`, and a fresh `Store` per
+//! call with a memory limit, an epoch deadline, a wall-clock timeout and an outbound allow-list.
+//! A trap, a panic or a timeout in the guest is an error for that call, never a host crash.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "connector",
+    exports: { default: async },
+});
+
+pub use coco::dropbox::types::{AppCredentials, Endpoints, Error as WitError, Profile, RootInfo, Tokens};
+pub use exports::coco::dropbox::oauth_redirect::{ConnectRequest, Datasource, DatasourceConfig, RedirectRequest};
+pub use exports::coco::dropbox::sync_page::{Document, PageRequest, PageResult, PageStats, SyncFailure, SyncOptions};
+
+/// How often the epoch advances; the deadline is counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Guest stderr kept for error reports (panic messages).
+const STDERR_CAPTURE: usize = 16 * 1024;
+
+/// Sandbox limits for every call.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Linear memory per instance.
+    pub memory_bytes: usize,
+    /// Wall-clock bound of one call, HTTP waits included.
+    pub call_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub between_bytes_timeout: Duration,
+    /// Use wasmtime's pooling allocator (faster instantiation, memory reserved up front).
+    pub pooling: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 128 << 20,
+            call_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(60),
+            between_bytes_timeout: Duration::from_secs(30),
+            pooling: false,
+        }
+    }
+}
+
+/// Why a call produced no result from the component.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("the component trapped: {0}")]
+    Trap(String),
+    #[error("the component did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("could not instantiate the component: {0}")]
+    Instantiate(String),
+}
+
+/// Outbound HTTP only to the authorities the datasource is configured for.
+struct AllowList {
+    allowed: Vec<(String, u16)>,
+    options: wasmtime_wasi_http::RequestOptions,
+}
+
+fn host_port(scheme: Option<&str>, host: &str, port: Option<u16>) -> (String, u16) {
+    let default = if scheme == Some("http") { 80 } else { 443 };
+    (host.to_ascii_lowercase(), port.unwrap_or(default))
+}
+
+impl AllowList {
+    fn new(endpoints: &[&str], limits: &Limits) -> Self {
+        let allowed = endpoints
+            .iter()
+            .filter_map(|e| url::Url::parse(e).ok())
+            .filter_map(|u| Some(host_port(Some(u.scheme()), u.host_str()?, u.port())))
+            .collect();
+        AllowList {
+            allowed,
+            options: wasmtime_wasi_http::RequestOptions {
+                connect_timeout: Some(limits.connect_timeout),
+                first_byte_timeout: Some(limits.first_byte_timeout),
+                between_bytes_timeout: Some(limits.between_bytes_timeout),
+            },
+        }
+    }
+
+    fn permits(&self, uri: &http::Uri) -> bool {
+        let Some(host) = uri.host() else { return false };
+        let key = host_port(uri.scheme_str(), host, uri.port_u16());
+        self.allowed.contains(&key)
+    }
+}
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for AllowList {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let permitted = self.permits(request.uri());
+        // The guest may tighten our timeouts, never loosen them.
+        let ours = self.options;
+        let pick = |theirs: Option<Duration>, ours: Option<Duration>| match (theirs, ours) {
+            (Some(t), Some(o)) => Some(t.min(o)),
+            (t, o) => o.or(t),
+        };
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: pick(options.and_then(|o| o.connect_timeout), ours.connect_timeout),
+            first_byte_timeout: pick(options.and_then(|o| o.first_byte_timeout), ours.first_byte_timeout),
+            between_bytes_timeout: pick(
+                options.and_then(|o| o.between_bytes_timeout),
+                ours.between_bytes_timeout,
+            ),
+        };
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            if !permitted {
+                tracing::warn!(uri = %request.uri(), "outbound request denied: not a configured Dropbox host");
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+struct Ctx {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: AllowList,
+    limits: StoreLimits,
+}
+
+impl WasiView for Ctx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for Ctx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Advances the engine's epoch until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn epoch thread");
+        EpochTicker { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How the component was obtained, for reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadedFrom {
+    Compiled,
+    Cache,
+}
+
+/// A loaded connector component, ready to run calls concurrently.
+pub struct Runtime {
+    engine: Engine,
+    component: Component,
+    pre: ConnectorPre<Ctx>,
+    limits: Limits,
+    pub loaded_from: LoadedFrom,
+    pub load_time: Duration,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Load (and compile, or fetch from `cache_dir`) the component at `wasm_path`.
+    pub fn load(wasm_path: &Path, cache_dir: Option<&Path>, limits: Limits) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        if limits.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(256)
+                .total_memories(256)
+                .total_tables(256)
+                .max_memory_size(limits.memory_bytes);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = wt(Engine::new(&config))?;
+        let bytes = std::fs::read(wasm_path).with_context(|| {
+            format!(
+                "cannot read the component {} (build it: cargo build --target wasm32-wasip2 --release)",
+                wasm_path.display()
+            )
+        })?;
+        let (component, loaded_from) = load_component(&engine, &bytes, cache_dir)?;
+        let mut linker = Linker::<Ctx>::new(&engine);
+        wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker))?;
+        wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))?;
+        let pre = wt(linker.instantiate_pre(&component).and_then(ConnectorPre::new))?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Runtime {
+            engine,
+            component,
+            pre,
+            limits,
+            loaded_from,
+            load_time: started.elapsed(),
+            _ticker: ticker,
+        })
+    }
+
+    /// The component's imports, e.g. to check it asks for no filesystem or sockets.
+    pub fn imports(&self) -> Vec<String> {
+        self.component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// The component's exports.
+    pub fn exports(&self) -> Vec<String> {
+        self.component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    fn store(&self, endpoints: &[&str]) -> (Store<Ctx>, MemoryOutputPipe) {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let ctx = Ctx {
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks: AllowList::new(endpoints, &self.limits),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .instances(8)
+                .tables(8)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|c| &mut c.limits);
+        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        (store, stderr)
+    }
+
+    /// A fresh store and instance for one call.
+    async fn instance(&self, endpoints: &[&str]) -> Result<(Store<Ctx>, MemoryOutputPipe, Connector), RuntimeError> {
+        let (mut store, stderr) = self.store(endpoints);
+        let connector = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        Ok((store, stderr, connector))
+    }
+
+    /// Bound a whole call (instantiation, guest work, HTTP waits) by the wall-clock limit.
+    async fn bounded<R>(&self, work: impl std::future::Future<Output = Result<R, RuntimeError>>) -> Result<R, RuntimeError> {
+        let timeout = self.limits.call_timeout;
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(RuntimeError::Timeout(timeout)),
+        }
+    }
+
+    pub async fn authorize_url(&self, req: &ConnectRequest) -> Result<Result<String, WitError>, RuntimeError> {
+        // Builds a URL only: no outbound HTTP at all.
+        self.bounded(async {
+            let (mut store, stderr, c) = self.instance(&[]).await?;
+            c.coco_dropbox_oauth_redirect().call_authorize_url(&mut store, req).await.map_err(|e| trap(e, &stderr))
+        })
+        .await
+    }
+
+    pub async fn handle_redirect(
+        &self,
+        req: &RedirectRequest,
+    ) -> Result<Result<Datasource, WitError>, RuntimeError> {
+        self.bounded(async {
+            let (mut store, stderr, c) = self.instance(&[req.endpoints.api.as_str()]).await?;
+            c.coco_dropbox_oauth_redirect().call_handle_redirect(&mut store, req).await.map_err(|e| trap(e, &stderr))
+        })
+        .await
+    }
+
+    pub async fn sync_page(&self, req: &PageRequest) -> Result<Result<PageResult, SyncFailure>, RuntimeError> {
+        let e = &req.endpoints;
+        let endpoints = [e.api.as_str(), e.content.as_str(), e.notify.as_str()];
+        self.bounded(async {
+            let (mut store, stderr, c) = self.instance(&endpoints).await?;
+            c.coco_dropbox_sync_page().call_sync(&mut store, req).await.map_err(|e| trap(e, &stderr))
+        })
+        .await
+    }
+
+    /// Instantiate without calling anything (benchmarks the per-call overhead).
+    pub async fn instantiate_only(&self) -> Result<(), RuntimeError> {
+        let (mut store, _) = self.store(&[]);
+        self.pre
+            .instantiate_async(&mut store)
+            .await
+            .map(|_| ())
+            .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))
+    }
+}
+
+/// A guest trap (panic, out of memory, deadline) with whatever the guest wrote to stderr.
+fn trap(e: wasmtime::Error, stderr: &MemoryOutputPipe) -> RuntimeError {
+    let mut msg = format!("{e:#}");
+    let captured = stderr.contents();
+    if !captured.is_empty() {
+        msg.push_str(&format!("; guest stderr: {}", String::from_utf8_lossy(&captured).trim()));
+    }
+    RuntimeError::Trap(msg)
+}
+
+fn wt<T>(r: wasmtime::Result<T>) -> anyhow::Result<T> {
+    r.map_err(|e| anyhow::anyhow!("{e:#}"))
+}
+
+/// Compile, or deserialize a previous compilation of the same bytes by the same engine settings.
+fn load_component(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> anyhow::Result<(Component, LoadedFrom)> {
+    let Some(dir) = cache_dir else {
+        return Ok((wt(Component::new(engine, bytes))?, LoadedFrom::Compiled));
+    };
+    let mut engine_hash = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    let digest = Sha256::digest(bytes);
+    let key: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let path: PathBuf = dir.join(format!("coco-dropbox-{key}-{:016x}.cwasm", engine_hash.finish()));
+    if path.exists() {
+        // SAFETY: the file was written by `Component::serialize` below into our own cache
+        // directory, and its name binds it to these wasm bytes and these engine settings.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => return Ok((c, LoadedFrom::Cache)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "discarding unusable compiled component: {e:#}");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    let component = wt(Component::new(engine, bytes))?;
+    if let Err(e) = wt(component.serialize()).and_then(|bytes| write_atomically(dir, &path, &bytes)) {
+        tracing::warn!(path = %path.display(), "could not cache the compiled component: {e:#}");
+    }
+    Ok((component, LoadedFrom::Compiled))
+}
+
+fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), rand::random::<u64>()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matches_host_and_effective_port() {
+        let a = AllowList::new(&["https://api.dropboxapi.com", "http://127.0.0.1:8080/"], &Limits::default());
+        let ok = |u: &str| a.permits(&u.parse::<http::Uri>().unwrap());
+        assert!(ok("https://api.dropboxapi.com/2/files/list_folder"));
+        assert!(ok("https://API.dropboxapi.com:443/2/x"));
+        assert!(ok("http://127.0.0.1:8080/oauth2/token"));
+        assert!(!ok("http://127.0.0.1:8081/oauth2/token"));
+        assert!(!ok("http://api.dropboxapi.com/2/x"), "port 80 is not 443");
+        assert!(!ok("https://evil.example/2/x"));
+    }
+}

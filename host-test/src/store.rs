@@ -1,0 +1,545 @@
+//! Durable host state in SQLite: connectors (app credentials), datasources (tokens, profile,
+//! endpoints, options, status), sync state (cursor, generation) and the document index.
+//!
+//! A page is applied in ONE transaction together with its cursor and tokens, so a crash at any
+//! point loses nothing and replaying the same page is idempotent. Secrets are sealed at rest.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use coco_dropbox::Secret;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{KeyError, Keys};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("state database holds unreadable {what}: {why}")]
+    Corrupt { what: &'static str, why: String },
+    #[error("no datasource {0}")]
+    NoDatasource(String),
+    #[error("the datasource's cursor moved while this page was fetched (another host applied it); page discarded")]
+    CursorConflict,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where a datasource's Dropbox lives (real or emulated).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointsRecord {
+    pub authorize: String,
+    pub api: String,
+    pub content: String,
+    pub notify: String,
+}
+
+impl EndpointsRecord {
+    pub fn dropbox() -> Self {
+        let e = coco_dropbox::types::Endpoints::dropbox();
+        EndpointsRecord { authorize: e.authorize, api: e.api, content: e.content, notify: e.notify }
+    }
+
+    /// All four services at one base URL (the emulator).
+    pub fn single(base: &str) -> Self {
+        let e = coco_dropbox::types::Endpoints::single(base);
+        EndpointsRecord { authorize: e.authorize, api: e.api, content: e.content, notify: e.notify }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootRecord {
+    pub is_team: bool,
+    pub root_namespace_id: String,
+    pub home_namespace_id: String,
+    pub home_path: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    pub account_id: String,
+    pub email: String,
+    pub name: String,
+    pub picture: Option<String>,
+    pub root_info: RootRecord,
+}
+
+/// A registered Dropbox app (Coco's connector object).
+#[derive(Clone, Debug)]
+pub struct ConnectorRecord {
+    pub id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub redirect_uri: String,
+    pub endpoints: EndpointsRecord,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Ok,
+    /// The refresh token stopped working: not scheduled until connected again.
+    ReauthRequired,
+    /// Retries ran out or the configuration is wrong; see the detail.
+    Failing,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::ReauthRequired => "reauth-required",
+            Status::Failing => "failing",
+        }
+    }
+
+    fn parse(s: &str) -> Status {
+        match s {
+            "reauth-required" => Status::ReauthRequired,
+            "failing" => Status::Failing,
+            _ => Status::Ok,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TokensRecord {
+    pub access_token: Secret,
+    pub expires_at: u64,
+    pub refresh_token: Secret,
+}
+
+#[derive(Clone, Debug)]
+pub struct DatasourceRecord {
+    pub id: String,
+    pub name: String,
+    pub connector_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub tokens: TokensRecord,
+    pub profile: ProfileRecord,
+    pub endpoints: EndpointsRecord,
+    /// Folder to index ("" = whole account).
+    pub path: String,
+    /// list_folder limit (0 = the component's default, 2000).
+    pub page_limit: u32,
+    pub owner_id: Option<String>,
+    pub status: Status,
+    pub status_detail: Option<String>,
+}
+
+impl DatasourceRecord {
+    /// The namespace to root file calls at, for team spaces.
+    pub fn path_root(&self) -> Option<String> {
+        let r = &self.profile.root_info;
+        (r.is_team && r.root_namespace_id != r.home_namespace_id).then(|| r.root_namespace_id.clone())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncState {
+    /// None: the next page starts a full listing.
+    pub cursor: Option<String>,
+    /// Bumped at each full listing; documents not seen by a finished listing are swept.
+    pub generation: i64,
+    /// A full listing (and its catch-up) is in progress.
+    pub listing: bool,
+    pub pages: i64,
+    pub last_synced_at: Option<i64>,
+}
+
+/// One page, as the host applies it.
+pub struct PageApply<'a> {
+    pub expected_cursor: Option<&'a str>,
+    pub deletes: &'a [String],
+    pub documents: &'a [crate::runtime::Document],
+    pub cursor: &'a str,
+    pub has_more: bool,
+    pub tokens: Option<&'a TokensRecord>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub upserted: u64,
+    pub deleted: u64,
+    /// Documents removed by the end-of-listing sweep.
+    pub swept: u64,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    keys: Keys,
+}
+
+const SCHEMA: &str = r#"
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS connectors (
+    id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    client_secret_sealed TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    endpoints_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS datasources (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    connector_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    client_secret_sealed TEXT NOT NULL,
+    access_token_sealed TEXT NOT NULL,
+    refresh_token_sealed TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    profile_json TEXT NOT NULL,
+    endpoints_json TEXT NOT NULL,
+    path TEXT NOT NULL DEFAULT '',
+    page_limit INTEGER NOT NULL DEFAULT 0,
+    owner_id TEXT,
+    status TEXT NOT NULL DEFAULT 'ok',
+    status_detail TEXT,
+    connected_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sync_state (
+    datasource_id TEXT PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
+    cursor TEXT,
+    generation INTEGER NOT NULL DEFAULT 1,
+    listing INTEGER NOT NULL DEFAULT 1,
+    pages INTEGER NOT NULL DEFAULT 0,
+    last_synced_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS documents (
+    datasource_id TEXT NOT NULL REFERENCES datasources(id) ON DELETE CASCADE,
+    doc_id TEXT NOT NULL,
+    path_lower TEXT NOT NULL,
+    rev TEXT,
+    generation INTEGER NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (datasource_id, doc_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS documents_by_path ON documents(datasource_id, path_lower);
+"#;
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
+    move |e| StoreError::Corrupt { what, why: e.to_string() }
+}
+
+impl Store {
+    /// Open (creating if needed) the state database at `path`.
+    pub fn open(path: &Path, keys: Keys) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn: Mutex::new(conn), keys })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn seal(&self, what: &str, id: &str, s: &Secret) -> String {
+        self.keys.seal(&format!("{what}:{id}"), s.expose())
+    }
+
+    fn open_secret(&self, what: &str, id: &str, sealed: &str) -> Result<Secret> {
+        Ok(Secret::new(self.keys.open(&format!("{what}:{id}"), sealed)?))
+    }
+
+    pub fn upsert_connector(&self, c: &ConnectorRecord) -> Result<()> {
+        let endpoints = serde_json::to_string(&c.endpoints).map_err(corrupt("endpoints"))?;
+        self.conn().execute(
+            "INSERT INTO connectors (id, client_id, client_secret_sealed, redirect_uri, endpoints_json)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET client_id = ?2, client_secret_sealed = ?3, redirect_uri = ?4, endpoints_json = ?5",
+            params![c.id, c.client_id, self.seal("client_secret", &c.id, &c.client_secret), c.redirect_uri, endpoints],
+        )?;
+        Ok(())
+    }
+
+    pub fn connector(&self, id: &str) -> Result<Option<ConnectorRecord>> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT client_id, client_secret_sealed, redirect_uri, endpoints_json FROM connectors WHERE id = ?1",
+                [id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+            )
+            .optional()?;
+        let Some((client_id, secret, redirect_uri, endpoints)) = row else { return Ok(None) };
+        Ok(Some(ConnectorRecord {
+            id: id.to_string(),
+            client_id,
+            client_secret: self.open_secret("client_secret", id, &secret)?,
+            redirect_uri,
+            endpoints: serde_json::from_str(&endpoints).map_err(corrupt("endpoints"))?,
+        }))
+    }
+
+    /// Record a connected account. Reconnecting the same account (same id) replaces its
+    /// credentials and profile and clears a reauth-required status, but keeps its cursor,
+    /// index and options: sync resumes where it stopped.
+    pub fn save_connected(&self, ds: &DatasourceRecord) -> Result<()> {
+        let profile = serde_json::to_string(&ds.profile).map_err(corrupt("profile"))?;
+        let endpoints = serde_json::to_string(&ds.endpoints).map_err(corrupt("endpoints"))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO datasources (id, name, connector_id, client_id, client_secret_sealed, access_token_sealed,
+                 refresh_token_sealed, expires_at, profile_json, endpoints_json, path, page_limit, owner_id, status,
+                 status_detail, connected_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'ok', NULL, ?14)
+             ON CONFLICT(id) DO UPDATE SET name = ?2, client_id = ?4, client_secret_sealed = ?5,
+                 access_token_sealed = ?6, refresh_token_sealed = ?7, expires_at = ?8, profile_json = ?9,
+                 endpoints_json = ?10, status = 'ok', status_detail = NULL, connected_at = ?14",
+            params![
+                ds.id,
+                ds.name,
+                ds.connector_id,
+                ds.client_id,
+                self.seal("client_secret", &ds.id, &ds.client_secret),
+                self.seal("access_token", &ds.id, &ds.tokens.access_token),
+                self.seal("refresh_token", &ds.id, &ds.tokens.refresh_token),
+                ds.tokens.expires_at as i64,
+                profile,
+                endpoints,
+                ds.path,
+                ds.page_limit,
+                ds.owner_id,
+                now_unix(),
+            ],
+        )?;
+        tx.execute("INSERT OR IGNORE INTO sync_state (datasource_id) VALUES (?1)", [&ds.id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn row_to_datasource(&self, r: &rusqlite::Row<'_>) -> Result<DatasourceRecord> {
+        let id: String = r.get("id")?;
+        let profile: String = r.get("profile_json")?;
+        let endpoints: String = r.get("endpoints_json")?;
+        Ok(DatasourceRecord {
+            name: r.get("name")?,
+            connector_id: r.get("connector_id")?,
+            client_id: r.get("client_id")?,
+            client_secret: self.open_secret("client_secret", &id, &r.get::<_, String>("client_secret_sealed")?)?,
+            tokens: TokensRecord {
+                access_token: self.open_secret("access_token", &id, &r.get::<_, String>("access_token_sealed")?)?,
+                expires_at: r.get::<_, i64>("expires_at")?.max(0) as u64,
+                refresh_token: self.open_secret("refresh_token", &id, &r.get::<_, String>("refresh_token_sealed")?)?,
+            },
+            profile: serde_json::from_str(&profile).map_err(corrupt("profile"))?,
+            endpoints: serde_json::from_str(&endpoints).map_err(corrupt("endpoints"))?,
+            path: r.get("path")?,
+            page_limit: r.get("page_limit")?,
+            owner_id: r.get("owner_id")?,
+            status: Status::parse(&r.get::<_, String>("status")?),
+            status_detail: r.get("status_detail")?,
+            id,
+        })
+    }
+
+    pub fn datasource(&self, id: &str) -> Result<DatasourceRecord> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT * FROM datasources WHERE id = ?1")?;
+        let mut rows = stmt.query([id])?;
+        match rows.next()? {
+            Some(r) => self.row_to_datasource(r),
+            None => Err(StoreError::NoDatasource(id.to_string())),
+        }
+    }
+
+    pub fn datasources(&self) -> Result<Vec<DatasourceRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT * FROM datasources ORDER BY connected_at, id")?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(self.row_to_datasource(r)?);
+        }
+        Ok(out)
+    }
+
+    /// Set the folder to index and the page size; a changed folder restarts the listing.
+    pub fn set_options(&self, id: &str, path: &str, page_limit: u32) -> Result<()> {
+        let conn = self.conn();
+        let old: String = conn
+            .query_row("SELECT path FROM datasources WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
+        conn.execute("UPDATE datasources SET path = ?2, page_limit = ?3 WHERE id = ?1", params![id, path, page_limit])?;
+        drop(conn);
+        if old != path {
+            self.restart_listing(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn sync_state(&self, id: &str) -> Result<SyncState> {
+        self.conn()
+            .query_row(
+                "SELECT cursor, generation, listing, pages, last_synced_at FROM sync_state WHERE datasource_id = ?1",
+                [id],
+                |r| {
+                    Ok(SyncState {
+                        cursor: r.get(0)?,
+                        generation: r.get(1)?,
+                        listing: r.get::<_, i64>(2)? != 0,
+                        pages: r.get(3)?,
+                        last_synced_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NoDatasource(id.to_string()))
+    }
+
+    /// Apply one page atomically: deletes, then upserts, then the cursor (and tokens). When a
+    /// full listing finishes, documents it did not see are swept.
+    pub fn apply_page(&self, id: &str, page: &PageApply<'_>) -> Result<Applied> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (cursor, generation, listing): (Option<String>, i64, bool) = tx
+            .query_row("SELECT cursor, generation, listing FROM sync_state WHERE datasource_id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0))
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
+        if cursor.as_deref() != page.expected_cursor {
+            return Err(StoreError::CursorConflict);
+        }
+        let mut applied = Applied::default();
+        {
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM documents WHERE datasource_id = ?1
+                   AND (path_lower = ?2 OR (path_lower >= ?2 || '/' AND path_lower < ?2 || '0'))",
+            )?;
+            for p in page.deletes {
+                applied.deleted += delete.execute(params![id, p])? as u64;
+            }
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
+                     path_lower = excluded.path_lower, rev = excluded.rev,
+                     generation = excluded.generation, json = excluded.json",
+            )?;
+            for d in page.documents {
+                upsert.execute(params![id, d.id, d.path_lower, d.rev, generation, d.json])?;
+                applied.upserted += 1;
+            }
+        }
+        let finished_listing = listing && !page.has_more;
+        if finished_listing {
+            applied.swept = tx.execute(
+                "DELETE FROM documents WHERE datasource_id = ?1 AND generation < ?2",
+                params![id, generation],
+            )? as u64;
+        }
+        tx.execute(
+            "UPDATE sync_state SET cursor = ?2, listing = ?3, pages = pages + 1,
+                 last_synced_at = CASE WHEN ?4 THEN ?5 ELSE last_synced_at END
+             WHERE datasource_id = ?1",
+            params![id, page.cursor, listing && page.has_more, !page.has_more, now_unix()],
+        )?;
+        if let Some(t) = page.tokens {
+            self.write_tokens(&tx, id, t)?;
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    fn write_tokens(&self, conn: &Connection, id: &str, t: &TokensRecord) -> Result<()> {
+        conn.execute(
+            "UPDATE datasources SET access_token_sealed = ?2, refresh_token_sealed = ?3, expires_at = ?4 WHERE id = ?1",
+            params![
+                id,
+                self.seal("access_token", id, &t.access_token),
+                self.seal("refresh_token", id, &t.refresh_token),
+                t.expires_at as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Keep tokens a failed call refreshed.
+    pub fn save_tokens(&self, id: &str, t: &TokensRecord) -> Result<()> {
+        self.write_tokens(&self.conn(), id, t)
+    }
+
+    /// Start a full listing under a new generation; the index is kept until the listing
+    /// finishes and sweeps what it did not see.
+    pub fn restart_listing(&self, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE sync_state SET cursor = NULL, listing = 1, generation = generation + 1 WHERE datasource_id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_root(&self, id: &str, root: &RootRecord) -> Result<()> {
+        let mut ds = self.datasource(id)?;
+        ds.profile.root_info = root.clone();
+        let profile = serde_json::to_string(&ds.profile).map_err(corrupt("profile"))?;
+        self.conn().execute("UPDATE datasources SET profile_json = ?2 WHERE id = ?1", params![id, profile])?;
+        Ok(())
+    }
+
+    pub fn set_status(&self, id: &str, status: Status, detail: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE datasources SET status = ?2, status_detail = ?3 WHERE id = ?1",
+            params![id, status.as_str(), detail],
+        )?;
+        Ok(())
+    }
+
+    /// Forget a datasource and everything indexed for it.
+    pub fn remove_datasource(&self, id: &str) -> Result<bool> {
+        Ok(self.conn().execute("DELETE FROM datasources WHERE id = ?1", [id])? > 0)
+    }
+
+    pub fn document_count(&self, id: &str) -> Result<u64> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM documents WHERE datasource_id = ?1", [id], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// Stream every indexed document's JSON, in path order, without loading them all.
+    pub fn for_each_document(&self, id: &str, mut f: impl FnMut(&str, &str) -> std::io::Result<()>) -> Result<u64> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT doc_id, json FROM documents WHERE datasource_id = ?1 ORDER BY path_lower")?;
+        let mut rows = stmt.query([id])?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            let doc_id: String = r.get(0)?;
+            let json: String = r.get(1)?;
+            f(&doc_id, &json).map_err(|e| StoreError::Corrupt { what: "output", why: e.to_string() })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// (doc id, path_lower) of every indexed document.
+    pub fn index_entries(&self, id: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT doc_id, path_lower FROM documents WHERE datasource_id = ?1")?;
+        let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

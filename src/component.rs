@@ -1,0 +1,196 @@
+//! The wasm glue: WIT exports → core, core → WIT, and the waki transport. Nothing else.
+
+use std::time::Duration;
+
+use crate::http::{HttpRequest, HttpResponse, Transport, TransportError};
+use crate::{connect, oauth, page, types as core, Error as CoreError, Secret, SecretBytes};
+
+wit_bindgen::generate!({ path: "wit", world: "connector" });
+
+use coco::dropbox::types as wit;
+use exports::coco::dropbox::oauth_redirect as wit_oauth;
+use exports::coco::dropbox::sync_page as wit_sync;
+
+/// Bounds the TCP connect; the host bounds the rest of each request (first byte, between bytes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct WakiTransport;
+
+impl Transport for WakiTransport {
+    fn send(&mut self, r: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        let mut builder = waki::Client::new().post(&r.url).connect_timeout(CONNECT_TIMEOUT);
+        for (name, value) in &r.headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        let resp = builder.body(r.body.clone()).send().map_err(|e| {
+            let msg = format!("{e:#}");
+            if msg.contains("HttpRequestDenied") {
+                TransportError::Denied(msg)
+            } else {
+                TransportError::Failed(msg)
+            }
+        })?;
+        let status = resp.status_code();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = resp
+            .body()
+            .map_err(|e| TransportError::Failed(format!("reading the response body: {e:#}")))?;
+        Ok(HttpResponse { status, headers, body })
+    }
+}
+
+struct Component;
+
+impl wit_oauth::Guest for Component {
+    fn authorize_url(req: wit_oauth::ConnectRequest) -> Result<String, wit::Error> {
+        let mut nonce = [0u8; oauth::NONCE_LEN];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| wit::Error::Transient(format!("no randomness for the state nonce: {e}")))?;
+        let req = core::ConnectRequest {
+            connector_id: req.connector_id,
+            client_id: req.client_id,
+            redirect_uri: req.redirect_uri,
+            state_secret: SecretBytes::new(req.state_secret),
+            now: req.now,
+            state_ttl_secs: req.state_ttl_secs,
+            scopes: req.scopes,
+            endpoints: endpoints_in(req.endpoints),
+        };
+        oauth::authorize_url(&req, &nonce).map_err(error_out)
+    }
+
+    fn handle_redirect(req: wit_oauth::RedirectRequest) -> Result<wit_oauth::Datasource, wit::Error> {
+        let req = core::RedirectRequest {
+            connector_id: req.connector_id,
+            app: app_in(req.app),
+            redirect_uri: req.redirect_uri,
+            redirect_query: req.redirect_query,
+            state_secret: SecretBytes::new(req.state_secret),
+            now: req.now,
+            endpoints: endpoints_in(req.endpoints),
+        };
+        let ds = connect::handle_redirect(&req, &mut WakiTransport).map_err(error_out)?;
+        Ok(wit_oauth::Datasource {
+            id: ds.id,
+            name: ds.name,
+            connector_id: ds.connector_id,
+            config: wit_oauth::DatasourceConfig {
+                client_id: ds.config.client_id,
+                client_secret: ds.config.client_secret.into_inner(),
+                refresh_token: ds.config.refresh_token.into_inner(),
+                profile: profile_out(ds.config.profile),
+            },
+            tokens: tokens_out(ds.tokens),
+        })
+    }
+}
+
+impl wit_sync::Guest for Component {
+    fn sync(req: wit_sync::PageRequest) -> Result<wit_sync::PageResult, wit_sync::SyncFailure> {
+        let req = core::PageRequest {
+            datasource_id: req.datasource_id,
+            datasource_name: req.datasource_name,
+            owner_id: req.owner_id,
+            app: app_in(req.app),
+            tokens: tokens_in(req.tokens),
+            cursor: req.cursor,
+            options: core::SyncOptions {
+                path: req.options.path,
+                page_limit: req.options.page_limit,
+                refresh_margin_secs: req.options.refresh_margin_secs,
+                path_root: req.options.path_root,
+            },
+            batch_number: req.batch_number,
+            now: req.now,
+            endpoints: endpoints_in(req.endpoints),
+        };
+        match page::sync_page(&req, &mut WakiTransport) {
+            Ok(r) => Ok(wit_sync::PageResult {
+                documents: r
+                    .documents
+                    .into_iter()
+                    .map(|d| wit_sync::Document { id: d.id, path_lower: d.path_lower, rev: d.rev, json: d.json })
+                    .collect(),
+                deletes: r.deletes,
+                cursor: r.cursor,
+                has_more: r.has_more,
+                tokens: r.tokens.map(tokens_out),
+                stats: stats_out(r.stats),
+            }),
+            Err(f) => Err(wit_sync::SyncFailure {
+                error: error_out(f.error),
+                tokens: f.tokens.map(tokens_out),
+                stats: stats_out(f.stats),
+            }),
+        }
+    }
+}
+
+
+fn endpoints_in(e: wit::Endpoints) -> core::Endpoints {
+    core::Endpoints { authorize: e.authorize, api: e.api, content: e.content, notify: e.notify }
+}
+
+fn app_in(a: wit::AppCredentials) -> core::AppCredentials {
+    core::AppCredentials { client_id: a.client_id, client_secret: Secret::new(a.client_secret) }
+}
+
+fn tokens_in(t: wit::Tokens) -> core::Tokens {
+    core::Tokens {
+        access_token: Secret::new(t.access_token),
+        expires_at: t.expires_at,
+        refresh_token: Secret::new(t.refresh_token),
+    }
+}
+
+fn tokens_out(t: core::Tokens) -> wit::Tokens {
+    wit::Tokens {
+        access_token: t.access_token.into_inner(),
+        expires_at: t.expires_at,
+        refresh_token: t.refresh_token.into_inner(),
+    }
+}
+
+fn root_out(r: core::RootInfo) -> wit::RootInfo {
+    wit::RootInfo {
+        is_team: r.is_team,
+        root_namespace_id: r.root_namespace_id,
+        home_namespace_id: r.home_namespace_id,
+        home_path: r.home_path,
+    }
+}
+
+fn profile_out(p: core::Profile) -> wit::Profile {
+    wit::Profile {
+        account_id: p.account_id,
+        email: p.email,
+        name: p.name,
+        picture: p.picture,
+        root_info: root_out(p.root_info),
+    }
+}
+
+fn stats_out(s: core::PageStats) -> wit_sync::PageStats {
+    wit_sync::PageStats { entries: s.entries, skipped: s.skipped, requests: s.requests, refreshes: s.refreshes }
+}
+
+fn error_out(e: CoreError) -> wit::Error {
+    match e {
+        CoreError::InvalidInput(m) => wit::Error::InvalidInput(m),
+        CoreError::Denied(m) => wit::Error::Denied(m),
+        CoreError::InvalidClient(m) => wit::Error::InvalidClient(m),
+        CoreError::ReauthRequired(m) => wit::Error::ReauthRequired(m),
+        CoreError::RateLimited(ms) => wit::Error::RateLimited(ms),
+        CoreError::CursorReset(m) => wit::Error::CursorReset(m),
+        CoreError::RootChanged(r) => wit::Error::RootChanged(root_out(r)),
+        CoreError::PathNotFound(p) => wit::Error::PathNotFound(p),
+        CoreError::Transient(m) => wit::Error::Transient(m),
+        CoreError::Api(m) => wit::Error::Api(m),
+    }
+}
+
+export!(Component);

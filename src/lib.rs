@@ -1,0 +1,21 @@
+//! coco-dropbox: Coco Server's Dropbox connector as a WebAssembly component.
+//!
+//! The core is plain Rust with one I/O seam ([`http::Transport`]), so it is unit-tested and
+//! benchmarked natively; `component` (wasm only) binds it to the WIT exports and to wasi:http.
+
+pub mod api;
+pub mod connect;
+pub mod error;
+pub mod http;
+pub mod mapping;
+pub mod oauth;
+pub mod page;
+pub mod secret;
+pub mod session;
+pub mod types;
+
+#[cfg(target_family = "wasm")]
+mod component;
+
+pub use error::Error;
+pub use secret::{Secret, SecretBytes};

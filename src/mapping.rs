@@ -1,0 +1,579 @@
+//! Dropbox `list_folder` entries → Coco documents, field for field as the upstream Go connector
+//! (`coco-upstream.md` §5), so a server switching to us keeps every document id. Two deliberate
+//! differences: `_system` is a per-document copy (upstream aliases one map, leaking a stale
+//! `parent_path` into root-level entries), and documents carry a web `url`.
+
+use std::borrow::Cow;
+
+use md5::{Digest, Md5};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use serde::{Deserialize, Serialize};
+
+use crate::types::Document;
+
+/// `list_folder` / `list_folder/continue` response. Strings borrow from the body when they
+/// contain no escapes.
+#[derive(Deserialize)]
+pub struct ListFolderResult<'a> {
+    #[serde(borrow)]
+    pub entries: Vec<Entry<'a>>,
+    #[serde(borrow)]
+    pub cursor: Cow<'a, str>,
+    pub has_more: bool,
+}
+
+/// One `Metadata` union member; only the fields upstream reads.
+#[derive(Deserialize, Default)]
+pub struct Entry<'a> {
+    #[serde(rename = ".tag", borrow)]
+    pub tag: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub path_lower: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub path_display: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub client_modified: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub server_modified: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub rev: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(borrow, default)]
+    pub content_hash: Option<Cow<'a, str>>,
+}
+
+/// What every document of a page shares.
+pub struct MapContext<'a> {
+    pub datasource_id: &'a str,
+    pub datasource_name: &'a str,
+    pub owner_id: Option<&'a str>,
+    pub batch_number: &'a str,
+    /// Web UI base, e.g. `https://www.dropbox.com`; document urls are `{base}/home{path}`.
+    pub web_base: &'a str,
+}
+
+/// A page turned into index operations, in Dropbox's order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MappedPage {
+    pub documents: Vec<Document>,
+    pub deletes: Vec<String>,
+    pub skipped: u32,
+}
+
+/// Upstream's only skip rule: exact, case-sensitive name.
+pub fn is_skipped(name: &str) -> bool {
+    name == ".DS_Store"
+}
+
+pub fn md5_hex(input: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Md5::digest(input.as_bytes());
+    let mut out = String::with_capacity(32);
+    for b in digest {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0xf) as usize] as char);
+    }
+    out
+}
+
+/// `md5_hex("{datasource_id}_{dropbox id}")`; the Dropbox id keeps its `id:` prefix.
+pub fn document_id(datasource_id: &str, entry_id: &str) -> String {
+    let mut key = String::with_capacity(datasource_id.len() + 1 + entry_id.len());
+    key.push_str(datasource_id);
+    key.push('_');
+    key.push_str(entry_id);
+    md5_hex(&key)
+}
+
+/// `md5_hex("dropbox,{connector_id},{account_id},{email}")`.
+pub fn datasource_id(connector_id: &str, account_id: &str, email: &str) -> String {
+    md5_hex(&format!("dropbox,{connector_id},{account_id},{email}"))
+}
+
+/// Upstream's name rule.
+pub fn datasource_name(display_name: &str) -> String {
+    if display_name.is_empty() {
+        "My Dropbox".into()
+    } else {
+        format!("{display_name}'s Dropbox")
+    }
+}
+
+/// Upstream's icon table: by lower-cased extension (text after the last '.').
+pub fn icon_for(name: &str, is_folder: bool) -> &'static str {
+    if is_folder {
+        return "font_filetype-folder";
+    }
+    let ext = match name.rfind('.') {
+        Some(i) => &name[i + 1..],
+        None => return "default",
+    };
+    // Longest extension in the table is 7 bytes; avoid allocating for the common case.
+    if ext.len() > 7 {
+        return "default";
+    }
+    match ext.to_ascii_lowercase().as_str() {
+        "docx" | "doc" => "docx",
+        "xlsx" | "xls" => "xlsx",
+        "pptx" | "ppt" => "pptx",
+        "pdf" => "pdf",
+        "paper" => "paper",
+        "gdoc" => "gdoc",
+        "gsheet" => "gexcel",
+        "gslides" => "gppt",
+        _ => "default",
+    }
+}
+
+/// Every icon key `icon_for` can return for a file (folders use a font icon).
+pub const FILE_ICON_KEYS: [&str; 9] =
+    ["default", "docx", "xlsx", "pptx", "pdf", "paper", "gdoc", "gexcel", "gppt"];
+
+/// The directory components of `path_display`, as upstream derives categories:
+/// `filepath.Dir`, then nothing for the root, else the parts without the leading '/'.
+pub fn parent_parts(path_display: &str) -> Vec<&str> {
+    let Some(slash) = path_display.rfind('/') else {
+        return Vec::new();
+    };
+    let dir = path_display[..slash].trim_end_matches('/');
+    let dir = dir.strip_prefix('/').unwrap_or(dir);
+    if dir.is_empty() {
+        return Vec::new();
+    }
+    dir.split('/').filter(|p| !p.is_empty()).collect()
+}
+
+/// RFC 3339 as Go's `time.Parse(time.RFC3339, …)` accepts it; upstream leaves a field unset
+/// when parsing fails. A valid value is kept byte for byte (Dropbox sends `…Z`, no fraction,
+/// which is also how Go prints it back).
+pub fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return false;
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    if !(digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10)) {
+        return false;
+    }
+    if !(matches!(b[10], b'T' | b't') && digits(11..13) && b[13] == b':' && digits(14..16)) {
+        return false;
+    }
+    if !(b[16] == b':' && digits(17..19)) {
+        return false;
+    }
+    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day == 0 || day > days[month as usize - 1] {
+        return false;
+    }
+    if num(11..13) > 23 || num(14..16) > 59 || num(17..19) > 59 {
+        return false;
+    }
+    let mut i = 19;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match &b[i..] {
+        [b'Z' | b'z'] => true,
+        [sign, h1, h2, b':', m1, m2] if matches!(sign, b'+' | b'-') => {
+            let zone = [*h1, *h2, *m1, *m2];
+            zone.iter().all(u8::is_ascii_digit)
+                && (h1 - b'0') * 10 + (h2 - b'0') <= 23
+                && (m1 - b'0') * 10 + (m2 - b'0') <= 59
+        }
+        _ => false,
+    }
+}
+
+/// Characters escaped in a web path segment (RFC 3986 pchar minus sub-delims we keep).
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'[')
+    .add(b']')
+    .add(b'/');
+
+/// `{web_base}/home` + the percent-encoded display path (Fess does the same).
+pub fn web_url(web_base: &str, path_display: &str) -> String {
+    let mut url = String::with_capacity(web_base.len() + 5 + path_display.len() + 16);
+    url.push_str(web_base);
+    url.push_str("/home");
+    for segment in path_display.split('/').filter(|s| !s.is_empty()) {
+        url.push('/');
+        url.extend(utf8_percent_encode(segment, PATH_SEGMENT));
+    }
+    url
+}
+
+#[derive(Serialize)]
+struct Source<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    id: &'a str,
+}
+
+#[derive(Serialize)]
+struct System<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_path: Option<&'a str>,
+}
+
+impl System<'_> {
+    fn is_empty(&self) -> bool {
+        self.owner_id.is_none() && self.parent_path.is_none()
+    }
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    batch_number: &'a str,
+    file_id: &'a str,
+    path_display: &'a str,
+    path_lower: &'a str,
+    content_hash: &'a str,
+    rev: &'a str,
+    server_modified: &'a str,
+    client_modified: &'a str,
+    tag: &'a str,
+}
+
+#[derive(Serialize)]
+struct CocoDocument<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated: Option<&'a str>,
+    #[serde(rename = "_system", skip_serializing_if = "System::is_empty")]
+    system: System<'a>,
+    metadata: Metadata<'a>,
+    source: Source<'a>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<&'a str>,
+    #[serde(skip_serializing_if = "no_parts")]
+    categories: &'a [&'a str],
+    title: &'a str,
+    icon: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+    processed: bool,
+}
+
+fn no_parts(parts: &&[&str]) -> bool {
+    parts.is_empty()
+}
+
+fn opt<'a>(v: &'a Option<Cow<'a, str>>) -> &'a str {
+    v.as_deref().unwrap_or("")
+}
+
+/// Map one file or folder entry. `None` for entries that are not indexed (no id).
+pub fn map_entry(ctx: &MapContext<'_>, e: &Entry<'_>) -> Option<Document> {
+    let entry_id = e.id.as_deref()?;
+    let is_folder = e.tag == "folder";
+    let path_display = opt(&e.path_display);
+    let path_lower = opt(&e.path_lower);
+    let parts = parent_parts(path_display);
+    let category = if parts.is_empty() {
+        None
+    } else {
+        let mut c = String::with_capacity(path_display.len() + 1);
+        for p in &parts {
+            c.push('/');
+            c.push_str(p);
+        }
+        c.push('/');
+        Some(c)
+    };
+    let id = document_id(ctx.datasource_id, entry_id);
+    let url = e.path_display.as_deref().map(|p| web_url(ctx.web_base, p));
+    let valid_time = |t: &'_ Option<Cow<'_, str>>| t.as_deref().is_some_and(is_rfc3339);
+    let doc = CocoDocument {
+        id: &id,
+        created: valid_time(&e.client_modified).then(|| opt(&e.client_modified)),
+        updated: valid_time(&e.server_modified).then(|| opt(&e.server_modified)),
+        system: System { owner_id: ctx.owner_id, parent_path: category.as_deref() },
+        metadata: Metadata {
+            batch_number: ctx.batch_number,
+            file_id: entry_id,
+            path_display,
+            path_lower,
+            content_hash: opt(&e.content_hash),
+            rev: opt(&e.rev),
+            server_modified: opt(&e.server_modified),
+            client_modified: opt(&e.client_modified),
+            tag: if is_folder { "folder" } else { "file" },
+        },
+        source: Source { kind: "connector", name: ctx.datasource_name, id: ctx.datasource_id },
+        kind: if is_folder { "folder" } else { "file" },
+        category: category.as_deref(),
+        categories: &parts,
+        title: &e.name,
+        icon: icon_for(&e.name, is_folder),
+        size: e.size.filter(|s| *s != 0),
+        url: url.as_deref(),
+        processed: false,
+    };
+    let json = serde_json::to_string(&doc).expect("document of strings serializes");
+    Some(Document {
+        id,
+        path_lower: path_lower.to_string(),
+        rev: e.rev.as_deref().map(str::to_string),
+        json,
+    })
+}
+
+/// `path` is `prefix` or inside it (`path_lower`s compare byte-wise).
+pub fn is_at_or_below(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Map a page's entries in order: files and folders become documents, `deleted` entries
+/// become path deletes, `.DS_Store` and unmountable entries are skipped.
+pub fn map_entries(ctx: &MapContext<'_>, entries: &[Entry<'_>]) -> MappedPage {
+    let mut out = MappedPage { documents: Vec::with_capacity(entries.len()), ..Default::default() };
+    for e in entries {
+        match e.tag.as_ref() {
+            "deleted" => match e.path_lower.as_deref() {
+                Some(p) if !p.is_empty() => {
+                    // Earlier upserts in this page at or below the deleted path are void, so
+                    // the host may apply all deletes first and all upserts after.
+                    if !out.documents.is_empty() {
+                        out.documents.retain(|d| !is_at_or_below(&d.path_lower, p));
+                    }
+                    out.deletes.push(p.to_string());
+                }
+                _ => out.skipped += 1,
+            },
+            "file" | "folder" if !is_skipped(&e.name) => match map_entry(ctx, e) {
+                Some(doc) => out.documents.push(doc),
+                None => out.skipped += 1,
+            },
+            _ => out.skipped += 1,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DS: &str = "0335b4e59c687f2666f7d7e5d5d17686";
+
+    fn ctx() -> MapContext<'static> {
+        MapContext {
+            datasource_id: DS,
+            datasource_name: "Franz's Dropbox",
+            owner_id: Some("user-1"),
+            batch_number: "batch-1",
+            web_base: "https://www.dropbox.com",
+        }
+    }
+
+    fn entry(tag: &'static str, id: &'static str, path: &'static str) -> Entry<'static> {
+        let name = path.rsplit('/').next().unwrap();
+        Entry {
+            tag: tag.into(),
+            name: name.into(),
+            id: Some(id.into()),
+            path_lower: Some(path.to_lowercase().into()),
+            path_display: Some(path.into()),
+            ..Default::default()
+        }
+    }
+
+    fn json(doc: &Document) -> serde_json::Value {
+        serde_json::from_str(&doc.json).unwrap()
+    }
+
+    #[test]
+    fn ids_match_upstream_vectors() {
+        assert_eq!(
+            datasource_id("dropbox", "dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc", "franz@dropbox.com"),
+            DS
+        );
+        assert_eq!(document_id(DS, "id:a4ayc_80_OEAAAAAAAAAXw"), "d7ddcff8df5f174a7f18b237b37a0582");
+        assert_eq!(datasource_name("Franz"), "Franz's Dropbox");
+        assert_eq!(datasource_name(""), "My Dropbox");
+    }
+
+    #[test]
+    fn upstream_example_document() {
+        let mut e = entry("file", "id:a4ayc_80_OEAAAAAAAAAXw", "/Docs/2024/report.pdf");
+        e.size = Some(12345);
+        e.client_modified = Some("2024-01-02T03:04:05Z".into());
+        e.server_modified = Some("2024-01-03T00:00:00Z".into());
+        e.rev = Some("015f0b8a0e3b0c8000000012a5c3f40".into());
+        e.content_hash = Some("e3b0c442".into());
+        let doc = map_entry(&ctx(), &e).unwrap();
+        let expected = serde_json::json!({
+            "id": "d7ddcff8df5f174a7f18b237b37a0582",
+            "created": "2024-01-02T03:04:05Z",
+            "updated": "2024-01-03T00:00:00Z",
+            "_system": {"owner_id": "user-1", "parent_path": "/Docs/2024/"},
+            "metadata": {
+                "batch_number": "batch-1", "file_id": "id:a4ayc_80_OEAAAAAAAAAXw",
+                "path_display": "/Docs/2024/report.pdf", "path_lower": "/docs/2024/report.pdf",
+                "content_hash": "e3b0c442", "rev": "015f0b8a0e3b0c8000000012a5c3f40",
+                "server_modified": "2024-01-03T00:00:00Z", "client_modified": "2024-01-02T03:04:05Z",
+                "tag": "file"
+            },
+            "source": {"type": "connector", "name": "Franz's Dropbox", "id": DS},
+            "type": "file", "category": "/Docs/2024/", "categories": ["Docs", "2024"],
+            "title": "report.pdf", "icon": "pdf", "size": 12345,
+            "url": "https://www.dropbox.com/home/Docs/2024/report.pdf",
+            "processed": false
+        });
+        assert_eq!(json(&doc), expected);
+        assert_eq!(doc.path_lower, "/docs/2024/report.pdf");
+        assert_eq!(doc.rev.as_deref(), Some("015f0b8a0e3b0c8000000012a5c3f40"));
+    }
+
+    #[test]
+    fn root_level_entries_have_no_category_even_after_nested_ones() {
+        // Upstream's aliased `_system` leaks the previous parent_path here; we do not.
+        let nested = map_entry(&ctx(), &entry("file", "id:1", "/A/B/x.txt")).unwrap();
+        let root = map_entry(&ctx(), &entry("file", "id:2", "/y.txt")).unwrap();
+        assert_eq!(json(&nested)["_system"]["parent_path"], "/A/B/");
+        let r = json(&root);
+        assert_eq!(r["_system"], serde_json::json!({"owner_id": "user-1"}));
+        assert!(r.get("category").is_none() && r.get("categories").is_none());
+    }
+
+    #[test]
+    fn folders_have_font_icon_no_size_no_times_and_empty_file_fields() {
+        let folder = json(&map_entry(&ctx(), &entry("folder", "id:f", "/Docs/2024")).unwrap());
+        assert_eq!(folder["type"], "folder");
+        assert_eq!(folder["icon"], "font_filetype-folder");
+        assert_eq!(folder["categories"], serde_json::json!(["Docs"]));
+        assert_eq!(folder["category"], "/Docs/");
+        assert!(folder.get("size").is_none() && folder.get("created").is_none());
+        assert_eq!(folder["metadata"]["rev"], "");
+        assert_eq!(folder["metadata"]["tag"], "folder");
+        let top = json(&map_entry(&ctx(), &entry("folder", "id:t", "/Docs")).unwrap());
+        assert!(top.get("category").is_none());
+    }
+
+    #[test]
+    fn icon_table() {
+        let cases = [
+            ("a.DOCX", "docx"), ("a.doc", "docx"), ("a.xlsx", "xlsx"), ("a.xls", "xlsx"),
+            ("a.pptx", "pptx"), ("a.PPT", "pptx"), ("a.pdf", "pdf"), ("a.paper", "paper"),
+            ("a.gdoc", "gdoc"), ("a.gsheet", "gexcel"), ("a.gslides", "gppt"), ("a.txt", "default"),
+            ("README", "default"), ("archive.tar.gz", "default"), (".pdf", "pdf"), ("a.", "default"),
+            ("x.verylongextension", "default"),
+        ];
+        for (name, icon) in cases {
+            assert_eq!(icon_for(name, false), icon, "{name}");
+        }
+        assert_eq!(icon_for("x.pdf", true), "font_filetype-folder");
+    }
+
+    #[test]
+    fn zero_size_and_bad_times_are_omitted() {
+        let mut e = entry("file", "id:z", "/empty.txt");
+        e.size = Some(0);
+        e.client_modified = Some("yesterday".into());
+        e.server_modified = Some("2024-02-30T00:00:00Z".into());
+        let d = json(&map_entry(&ctx(), &e).unwrap());
+        assert!(d.get("size").is_none() && d.get("created").is_none() && d.get("updated").is_none());
+        assert_eq!(d["metadata"]["client_modified"], "yesterday");
+    }
+
+    #[test]
+    fn rfc3339_validation() {
+        for ok in ["2024-01-02T03:04:05Z", "2024-02-29T23:59:59.123Z", "2024-01-02T03:04:05+05:30", "2000-02-29t00:00:00z"] {
+            assert!(is_rfc3339(ok), "{ok}");
+        }
+        for bad in ["", "2024-01-02", "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-01-02T24:00:00Z",
+                    "2024-01-02T03:04:05", "2024-01-02T03:04:05.Z", "2024-01-02 03:04:05Z", "2024-01-02T03:04:05+0530"] {
+            assert!(!is_rfc3339(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn web_urls_escape_what_a_path_segment_cannot_hold() {
+        assert_eq!(
+            web_url("https://www.dropbox.com", "/Q1 #2/100% done?/Ünïcode 文件.txt"),
+            "https://www.dropbox.com/home/Q1%20%232/100%25%20done%3F/%C3%9Cn%C3%AFcode%20%E6%96%87%E4%BB%B6.txt"
+        );
+    }
+
+    fn page(entries: &str) -> MappedPage {
+        let body = format!(r#"{{"entries":[{entries}],"cursor":"c","has_more":false}}"#);
+        let page: ListFolderResult = serde_json::from_str(&body).unwrap();
+        map_entries(&ctx(), &page.entries)
+    }
+
+    #[test]
+    fn deletes_void_earlier_upserts_so_deletes_can_be_applied_first() {
+        // Created then deleted within one page: nothing to upsert.
+        let m = page(r#"{".tag":"file","name":"x","id":"id:A","path_lower":"/d/x","path_display":"/d/x"},
+                       {".tag":"deleted","name":"d","path_lower":"/d","path_display":"/d"}"#);
+        assert!(m.documents.is_empty());
+        assert_eq!(m.deletes, ["/d"]);
+        // Deleted then re-created, and a move (delete old + same id at new path): kept.
+        let m = page(r#"{".tag":"deleted","name":"x","path_lower":"/x","path_display":"/x"},
+                       {".tag":"file","name":"x","id":"id:B","path_lower":"/x","path_display":"/x"},
+                       {".tag":"file","name":"y","id":"id:M","path_lower":"/new/y","path_display":"/new/y"},
+                       {".tag":"deleted","name":"old","path_lower":"/old","path_display":"/old"},
+                       {".tag":"file","name":"keep","id":"id:K","path_lower":"/dx","path_display":"/dx"},
+                       {".tag":"deleted","name":"d","path_lower":"/d","path_display":"/d"}"#);
+        let ids: Vec<_> = m.documents.iter().map(|d| d.path_lower.as_str()).collect();
+        assert_eq!(ids, ["/x", "/new/y", "/dx"], "a sibling sharing the prefix text survives");
+        assert!(is_at_or_below("/a/b", "/a") && is_at_or_below("/a", "/a") && !is_at_or_below("/ab", "/a"));
+    }
+
+    #[test]
+    fn page_mapping_skips_ds_store_and_turns_deleted_into_path_deletes() {
+        let body = r#"{"entries":[
+            {".tag":"folder","name":"A","id":"id:A","path_lower":"/a","path_display":"/A"},
+            {".tag":"file","name":".DS_Store","id":"id:ds","path_lower":"/a/.ds_store","path_display":"/A/.DS_Store","size":6148},
+            {".tag":"file","name":".ds_store","id":"id:lc","path_lower":"/a/.ds_store2","path_display":"/A/.ds_store"},
+            {".tag":"deleted","name":"Old","path_lower":"/old","path_display":"/Old"},
+            {".tag":"file","name":"caf\u00e9.pdf","id":"id:c","path_lower":"/a/caf\u00e9.pdf","path_display":"/A/caf\u00e9.pdf","size":3}
+        ],"cursor":"CUR","has_more":true}"#;
+        let page: ListFolderResult = serde_json::from_str(body).unwrap();
+        let m = map_entries(&ctx(), &page.entries);
+        assert_eq!(m.deletes, vec!["/old".to_string()]);
+        assert_eq!(m.skipped, 1);
+        let titles: Vec<_> = m.documents.iter().map(|d| json(d)["title"].clone()).collect();
+        assert_eq!(titles, ["A", ".ds_store", "café.pdf"]);
+        assert_eq!(page.cursor, "CUR");
+    }
+}

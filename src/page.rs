@@ -1,0 +1,317 @@
+//! One `sync-page` step: refresh the token if due, fetch ONE list_folder page, map it.
+
+use serde::Serialize;
+
+use crate::api::{self, Route};
+use crate::error::Error;
+use crate::http::Transport;
+use crate::mapping::{self, ListFolderResult, MapContext};
+use crate::session::{Session, DEFAULT_REFRESH_MARGIN_SECS};
+use crate::types::{PageRequest, PageResult, SyncFailure};
+
+/// Dropbox's maximum (and our default) `limit`.
+pub const MAX_PAGE_LIMIT: u32 = 2000;
+
+/// Normalise the configured folder: "" and "/" mean the root (Dropbox wants ""), a trailing
+/// slash is dropped, a leading one added. `id:`/`ns:` paths pass through.
+pub fn normalize_path(path: &str) -> Result<String, Error> {
+    if path.chars().any(char::is_control) {
+        return Err(Error::InvalidInput(format!("path {path:?} contains control characters")));
+    }
+    if path.starts_with("id:") || path.starts_with("ns:") {
+        return Ok(path.trim_end_matches('/').to_string());
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if trimmed.contains("//") {
+        return Err(Error::InvalidInput(format!("path {path:?} has an empty component")));
+    }
+    Ok(if trimmed.starts_with('/') { trimmed.to_string() } else { format!("/{trimmed}") })
+}
+
+fn effective_limit(limit: u32) -> Result<u32, Error> {
+    match limit {
+        0 => Ok(MAX_PAGE_LIMIT),
+        1..=MAX_PAGE_LIMIT => Ok(limit),
+        n => Err(Error::InvalidInput(format!("page limit {n} is outside 1..={MAX_PAGE_LIMIT}"))),
+    }
+}
+
+fn check_endpoint(name: &str, value: &str) -> Result<(), Error> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(Error::InvalidInput(format!("{name} endpoint {value:?} is not an http(s) URL"))),
+    }
+}
+
+/// Everything that can be checked before any request is made.
+fn validate(req: &PageRequest) -> Result<(), Error> {
+    let missing = |what: &str| Err(Error::InvalidInput(format!("{what} is empty")));
+    if req.datasource_id.is_empty() {
+        return missing("datasource id");
+    }
+    if req.app.client_id.is_empty() {
+        return missing("client_id");
+    }
+    if req.app.client_secret.is_empty() {
+        return missing("client_secret");
+    }
+    if req.tokens.refresh_token.is_empty() {
+        return missing("refresh_token");
+    }
+    if matches!(&req.cursor, Some(c) if c.trim().is_empty()) {
+        return missing("cursor");
+    }
+    check_endpoint("api", &req.endpoints.api)?;
+    check_endpoint("authorize", &req.endpoints.authorize)?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ListFolderArg<'a> {
+    path: &'a str,
+    recursive: bool,
+    limit: u32,
+    include_mounted_folders: bool,
+    include_non_downloadable_files: bool,
+}
+
+#[derive(Serialize)]
+struct ContinueArg<'a> {
+    cursor: &'a str,
+}
+
+/// Run one page. Failures carry any tokens refreshed before the failure.
+pub fn sync_page<T: Transport>(req: &PageRequest, transport: &mut T) -> Result<PageResult, SyncFailure> {
+    let fail_early = |error| SyncFailure { error, tokens: None, stats: Default::default() };
+    validate(req).map_err(fail_early)?;
+    let limit = effective_limit(req.options.page_limit).map_err(fail_early)?;
+    let path = normalize_path(&req.options.path).map_err(fail_early)?;
+
+    let mut session = Session::new(transport, &req.endpoints, &req.app, req.tokens.clone(), req.now);
+    let outcome = fetch_and_map(req, &mut session, &path, limit);
+    let tokens = session.refreshed_tokens();
+    let mut stats = session.stats;
+    match outcome {
+        Ok((mut result, entries, skipped)) => {
+            stats.entries = entries;
+            stats.skipped = skipped;
+            result.tokens = tokens;
+            result.stats = stats;
+            Ok(result)
+        }
+        Err(error) => Err(SyncFailure { error, tokens, stats }),
+    }
+}
+
+fn fetch_and_map<T: Transport>(
+    req: &PageRequest,
+    session: &mut Session<'_, T>,
+    path: &str,
+    limit: u32,
+) -> Result<(PageResult, u32, u32), Error> {
+    let margin = match req.options.refresh_margin_secs {
+        0 => DEFAULT_REFRESH_MARGIN_SECS,
+        n => u64::from(n),
+    };
+    session.ensure_fresh(margin)?;
+    let path_root = req.options.path_root.as_deref().filter(|r| !r.is_empty());
+    let (route, body) = match &req.cursor {
+        None => (
+            Route::ListFolder,
+            serde_json::to_string(&ListFolderArg {
+                path,
+                recursive: true,
+                limit,
+                include_mounted_folders: true,
+                include_non_downloadable_files: true,
+            }),
+        ),
+        Some(cursor) => (Route::ListFolderContinue, serde_json::to_string(&ContinueArg { cursor })),
+    };
+    let body = body.map_err(|e| Error::InvalidInput(format!("cannot encode request: {e}")))?;
+    let bytes = session.rpc(route, &body, path_root).map_err(|e| match e {
+        Error::PathNotFound(_) => Error::PathNotFound(if path.is_empty() { "/".into() } else { path.into() }),
+        other => other,
+    })?;
+    let page: ListFolderResult = api::parse_json(route, &bytes)?;
+    if page.cursor.is_empty() {
+        return Err(Error::Transient(format!("{route:?}: response has no cursor")));
+    }
+    let web_base = req.endpoints.authorize.trim_end_matches('/');
+    let ctx = MapContext {
+        datasource_id: &req.datasource_id,
+        datasource_name: &req.datasource_name,
+        owner_id: req.owner_id.as_deref(),
+        batch_number: &req.batch_number,
+        web_base,
+    };
+    let mapped = mapping::map_entries(&ctx, &page.entries);
+    let entries = page.entries.len() as u32;
+    Ok((
+        PageResult {
+            documents: mapped.documents,
+            deletes: mapped.deletes,
+            cursor: page.cursor.into_owned(),
+            has_more: page.has_more,
+            tokens: None,
+            stats: Default::default(),
+        },
+        entries,
+        mapped.skipped,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{HttpRequest, HttpResponse, TransportError};
+    use crate::secret::Secret;
+    use crate::types::{AppCredentials, Endpoints, SyncOptions, Tokens};
+    use std::collections::VecDeque;
+
+    /// Answers from a script and records what was asked.
+    struct Scripted {
+        answers: VecDeque<Result<HttpResponse, TransportError>>,
+        seen: Vec<HttpRequest>,
+    }
+
+    impl Transport for Scripted {
+        fn send(&mut self, r: &HttpRequest) -> Result<HttpResponse, TransportError> {
+            self.seen.push(r.clone());
+            self.answers.pop_front().unwrap_or_else(|| Err(TransportError::Failed("script ended".into())))
+        }
+    }
+
+    fn ok(status: u16, body: &str) -> Result<HttpResponse, TransportError> {
+        Ok(HttpResponse { status, headers: vec![], body: body.as_bytes().to_vec() })
+    }
+
+    fn request(cursor: Option<&str>, expires_at: u64) -> PageRequest {
+        PageRequest {
+            datasource_id: "ds".into(),
+            datasource_name: "Franz's Dropbox".into(),
+            owner_id: None,
+            app: AppCredentials { client_id: "k".into(), client_secret: Secret::new("s") },
+            tokens: Tokens {
+                access_token: Secret::new("old-access"),
+                expires_at,
+                refresh_token: Secret::new("refresh"),
+            },
+            cursor: cursor.map(str::to_string),
+            options: SyncOptions { path: "/Docs/".into(), ..Default::default() },
+            batch_number: "b".into(),
+            now: 10_000,
+            endpoints: Endpoints::single("http://127.0.0.1:1"),
+        }
+    }
+
+    const PAGE: &str = r#"{"entries":[{".tag":"file","name":"a.pdf","id":"id:1","path_lower":"/docs/a.pdf","path_display":"/Docs/a.pdf"}],"cursor":"C2","has_more":false}"#;
+    const TOKEN: &str = r#"{"access_token":"new-access","expires_in":14400,"token_type":"bearer"}"#;
+
+    fn header<'a>(r: &'a HttpRequest, name: &str) -> Option<&'a str> {
+        r.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn fresh_token_one_request_normalised_path() {
+        let mut t = Scripted { answers: [ok(200, PAGE)].into(), seen: vec![] };
+        let r = sync_page(&request(None, 20_000), &mut t).unwrap();
+        assert_eq!(t.seen.len(), 1);
+        let body: serde_json::Value = serde_json::from_slice(&t.seen[0].body).unwrap();
+        assert_eq!(body["path"], "/Docs");
+        assert_eq!(body["limit"], 2000);
+        assert_eq!(body["recursive"], true);
+        assert!(t.seen[0].url.ends_with("/2/files/list_folder"));
+        assert_eq!(r.cursor, "C2");
+        assert!(!r.has_more && r.tokens.is_none());
+        assert_eq!(r.stats.requests, 1);
+        assert_eq!(r.documents.len(), 1);
+    }
+
+    #[test]
+    fn refreshes_within_margin_before_listing() {
+        let mut t = Scripted { answers: [ok(200, TOKEN), ok(200, PAGE)].into(), seen: vec![] };
+        let r = sync_page(&request(Some("C1"), 10_200), &mut t).unwrap();
+        assert!(t.seen[0].url.ends_with("/oauth2/token"));
+        assert_eq!(header(&t.seen[1], "authorization"), Some("Bearer new-access"));
+        let tokens = r.tokens.unwrap();
+        assert_eq!(tokens.refresh_token.expose(), "refresh");
+        assert_eq!(tokens.expires_at, 10_000 + 14_400);
+        assert_eq!(r.stats.refreshes, 1);
+    }
+
+    #[test]
+    fn expired_401_refreshes_once_and_replays_the_same_body() {
+        let expired = r#"{"error":{".tag":"expired_access_token"}}"#;
+        let mut t = Scripted { answers: [ok(401, expired), ok(200, TOKEN), ok(200, PAGE)].into(), seen: vec![] };
+        let r = sync_page(&request(Some("C1"), 99_999), &mut t).unwrap();
+        assert_eq!(t.seen.len(), 3);
+        assert_eq!(t.seen[0].body, t.seen[2].body);
+        assert_eq!(header(&t.seen[2], "authorization"), Some("Bearer new-access"));
+        assert_eq!(r.stats.refreshes, 1);
+        // A second expiry in a row is not replayed again.
+        let mut t = Scripted { answers: [ok(401, expired), ok(200, TOKEN), ok(401, expired)].into(), seen: vec![] };
+        let f = sync_page(&request(Some("C1"), 99_999), &mut t).unwrap_err();
+        assert!(matches!(f.error, Error::Transient(_)));
+        assert!(f.tokens.is_some(), "the refreshed token survives the failure");
+    }
+
+    #[test]
+    fn invalid_grant_on_refresh_requires_reauth() {
+        let mut t = Scripted { answers: [ok(400, r#"{"error":"invalid_grant"}"#)].into(), seen: vec![] };
+        let f = sync_page(&request(None, 0), &mut t).unwrap_err();
+        assert!(matches!(f.error, Error::ReauthRequired(_)));
+    }
+
+    #[test]
+    fn bad_input_fails_before_any_request() {
+        let mut t = Scripted { answers: VecDeque::new(), seen: vec![] };
+        let mut r = request(Some("  "), 99_999);
+        assert!(matches!(sync_page(&r, &mut t).unwrap_err().error, Error::InvalidInput(m) if m.contains("cursor")));
+        r.cursor = None;
+        r.options.page_limit = 5000;
+        assert!(matches!(sync_page(&r, &mut t).unwrap_err().error, Error::InvalidInput(m) if m.contains("5000")));
+        r.options.page_limit = 0;
+        r.endpoints.api = "not a url".into();
+        assert!(matches!(sync_page(&r, &mut t).unwrap_err().error, Error::InvalidInput(m) if m.contains("api endpoint")));
+        assert!(t.seen.is_empty());
+    }
+
+    #[test]
+    fn unreadable_bodies_and_dead_connections_are_transient() {
+        for answer in [ok(200, "<html>oops"), ok(200, r#"{"entries":[],"#), Err(TransportError::Failed("reset".into()))] {
+            let mut t = Scripted { answers: [answer].into(), seen: vec![] };
+            let f = sync_page(&request(Some("C"), 99_999), &mut t).unwrap_err();
+            assert!(matches!(f.error, Error::Transient(_)), "{:?}", f.error);
+        }
+    }
+
+    #[test]
+    fn missing_configured_folder_is_named() {
+        let gone = r#"{"error":{".tag":"path","path":{".tag":"not_found"}}}"#;
+        let mut t = Scripted { answers: [ok(409, gone)].into(), seen: vec![] };
+        let f = sync_page(&request(None, 99_999), &mut t).unwrap_err();
+        assert_eq!(f.error, Error::PathNotFound("/Docs".into()));
+    }
+
+    #[test]
+    fn path_root_header_is_sent_when_configured() {
+        let mut t = Scripted { answers: [ok(200, PAGE)].into(), seen: vec![] };
+        let mut r = request(Some("C"), 99_999);
+        r.options.path_root = Some("42".into());
+        sync_page(&r, &mut t).unwrap();
+        assert_eq!(header(&t.seen[0], "dropbox-api-path-root"), Some(r#"{".tag":"root","root":"42"}"#));
+    }
+
+    #[test]
+    fn path_normalisation() {
+        for (input, want) in [("", ""), ("/", ""), ("///", ""), ("Docs", "/Docs"), ("/Docs/", "/Docs"), ("/a b/c", "/a b/c"), ("id:abc", "id:abc")] {
+            assert_eq!(normalize_path(input).unwrap(), want, "{input:?}");
+        }
+        assert!(normalize_path("/a//b").is_err());
+        assert!(normalize_path("/a\nb").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! Authenticated Dropbox calls for one invocation: refresh ahead of expiry, and on
+//! `401 expired_access_token` refresh once and replay the same request.
+
+use crate::api::{self, Failure, Route};
+use crate::error::Error;
+use crate::http::{HttpRequest, HttpResponse, Transport};
+use crate::oauth::{self, Grant};
+use crate::types::{AppCredentials, Endpoints, PageStats, Tokens};
+
+/// Default refresh margin: upstream's and the Python SDK's five minutes.
+pub const DEFAULT_REFRESH_MARGIN_SECS: u64 = 300;
+
+pub struct Session<'a, T: Transport> {
+    transport: &'a mut T,
+    endpoints: &'a Endpoints,
+    app: &'a AppCredentials,
+    tokens: Tokens,
+    now: u64,
+    /// Set once this invocation obtained a new access token.
+    refreshed: bool,
+    pub stats: PageStats,
+}
+
+impl<'a, T: Transport> Session<'a, T> {
+    pub fn new(
+        transport: &'a mut T,
+        endpoints: &'a Endpoints,
+        app: &'a AppCredentials,
+        tokens: Tokens,
+        now: u64,
+    ) -> Self {
+        Session { transport, endpoints, app, tokens, now, refreshed: false, stats: PageStats::default() }
+    }
+
+    /// The tokens, if this invocation changed them.
+    pub fn refreshed_tokens(&self) -> Option<Tokens> {
+        self.refreshed.then(|| self.tokens.clone())
+    }
+
+    fn send(&mut self, route: Route, req: &HttpRequest) -> Result<HttpResponse, Error> {
+        self.stats.requests += 1;
+        self.transport.send(req).map_err(|e| api::transport_error(route, e))
+    }
+
+    /// Refresh if the access token is missing or expires within `margin_secs`.
+    pub fn ensure_fresh(&mut self, margin_secs: u64) -> Result<(), Error> {
+        let due = self.tokens.access_token.is_empty()
+            || self.now.saturating_add(margin_secs) >= self.tokens.expires_at;
+        if due {
+            self.refresh()?;
+        }
+        Ok(())
+    }
+
+    pub fn refresh(&mut self) -> Result<(), Error> {
+        if self.tokens.refresh_token.is_empty() {
+            return Err(Error::ReauthRequired("no refresh token is stored".into()));
+        }
+        let req = oauth::refresh_request(&self.endpoints.api, self.app, &self.tokens.refresh_token);
+        let resp = self.send(Route::Token, &req)?;
+        self.stats.refreshes += 1;
+        let tokens = oauth::parse_token_response(
+            Grant::Refresh,
+            self.app,
+            &resp,
+            self.now,
+            Some(&self.tokens.refresh_token),
+        )?;
+        self.tokens = tokens;
+        self.refreshed = true;
+        Ok(())
+    }
+
+    /// One RPC call; the body of a 200 response.
+    pub fn rpc(&mut self, route: Route, body: &str, path_root: Option<&str>) -> Result<Vec<u8>, Error> {
+        let mut replayed = false;
+        loop {
+            let req = api::rpc_request(
+                &self.endpoints.api,
+                route,
+                self.tokens.access_token.expose(),
+                body.to_string(),
+                path_root,
+            );
+            let resp = self.send(route, &req)?;
+            match api::check_rpc(route, &resp) {
+                Ok(_) => return Ok(resp.body),
+                Err(Failure::Error(e)) => return Err(e),
+                Err(Failure::ExpiredToken) if !replayed => {
+                    replayed = true;
+                    self.refresh()?;
+                }
+                Err(Failure::ExpiredToken) => {
+                    return Err(Error::Transient(
+                        "Dropbox called a just-refreshed access token expired".into(),
+                    ))
+                }
+            }
+        }
+    }
+}

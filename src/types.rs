@@ -1,0 +1,180 @@
+//! Plain-Rust request and result types, one-to-one with the WIT records.
+//!
+//! The core works on these so it can be unit-tested and benchmarked natively; the wasm glue
+//! (`component.rs`) only converts between them and the generated bindings.
+
+use crate::secret::{Secret, SecretBytes};
+
+/// Upstream's OAuth scopes, in upstream's order.
+pub const DEFAULT_SCOPES: [&str; 5] = [
+    "files.content.read",
+    "files.metadata.read",
+    "sharing.read",
+    "account_info.read",
+    "team_data.member",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppCredentials {
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub authorize: String,
+    pub api: String,
+    pub content: String,
+    pub notify: String,
+}
+
+impl Endpoints {
+    /// Real Dropbox.
+    pub fn dropbox() -> Self {
+        Endpoints {
+            authorize: "https://www.dropbox.com".into(),
+            api: "https://api.dropboxapi.com".into(),
+            content: "https://content.dropboxapi.com".into(),
+            notify: "https://notify.dropboxapi.com".into(),
+        }
+    }
+
+    /// All four services behind one base URL (the local emulator).
+    pub fn single(base: &str) -> Self {
+        let base = base.trim_end_matches('/').to_string();
+        Endpoints {
+            authorize: base.clone(),
+            api: base.clone(),
+            content: base.clone(),
+            notify: base,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    pub access_token: Secret,
+    /// Unix seconds.
+    pub expires_at: u64,
+    pub refresh_token: Secret,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RootInfo {
+    pub is_team: bool,
+    pub root_namespace_id: String,
+    pub home_namespace_id: String,
+    pub home_path: Option<String>,
+}
+
+impl RootInfo {
+    /// A team space whose root differs from the member's home: file calls must carry
+    /// `Dropbox-API-Path-Root` to see team folders.
+    pub fn needs_path_root(&self) -> bool {
+        self.is_team && self.root_namespace_id != self.home_namespace_id
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub account_id: String,
+    pub email: String,
+    pub name: String,
+    pub picture: Option<String>,
+    pub root_info: RootInfo,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnectRequest {
+    pub connector_id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state_secret: SecretBytes,
+    pub now: u64,
+    pub state_ttl_secs: u32,
+    pub scopes: Option<Vec<String>>,
+    pub endpoints: Endpoints,
+}
+
+#[derive(Clone, Debug)]
+pub struct RedirectRequest {
+    pub connector_id: String,
+    pub app: AppCredentials,
+    pub redirect_uri: String,
+    pub redirect_query: String,
+    pub state_secret: SecretBytes,
+    pub now: u64,
+    pub endpoints: Endpoints,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasourceConfig {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub refresh_token: Secret,
+    pub profile: Profile,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datasource {
+    pub id: String,
+    pub name: String,
+    pub connector_id: String,
+    pub config: DatasourceConfig,
+    pub tokens: Tokens,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncOptions {
+    pub path: String,
+    pub page_limit: u32,
+    pub refresh_margin_secs: u32,
+    pub path_root: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PageRequest {
+    pub datasource_id: String,
+    pub datasource_name: String,
+    pub owner_id: Option<String>,
+    pub app: AppCredentials,
+    pub tokens: Tokens,
+    pub cursor: Option<String>,
+    pub options: SyncOptions,
+    pub batch_number: String,
+    pub now: u64,
+    pub endpoints: Endpoints,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    pub id: String,
+    pub path_lower: String,
+    pub rev: Option<String>,
+    pub json: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageStats {
+    pub entries: u32,
+    pub skipped: u32,
+    pub requests: u32,
+    pub refreshes: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageResult {
+    pub documents: Vec<Document>,
+    pub deletes: Vec<String>,
+    pub cursor: String,
+    pub has_more: bool,
+    pub tokens: Option<Tokens>,
+    pub stats: PageStats,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncFailure {
+    pub error: crate::Error,
+    pub tokens: Option<Tokens>,
+    pub stats: PageStats,
+}
