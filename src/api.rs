@@ -83,11 +83,9 @@ pub fn check_rpc(route: Route, resp: &HttpResponse) -> Result<&[u8], Failure> {
     let err = |e| Err(Failure::Error(e));
     match status {
         200 => Ok(body),
-        400 => err(Error::InvalidInput(format!(
-            "Dropbox rejected the {} request (400): {}",
-            route.name(),
-            quote(body)
-        ))),
+        400 => {
+            err(Error::InvalidInput(format!("Dropbox rejected the {} request (400): {}", route.name(), quote(body))))
+        }
         401 => {
             let tag = error_tags(body);
             if tag.starts_with("expired_access_token") {
@@ -103,25 +101,14 @@ pub fn check_rpc(route: Route, resp: &HttpResponse) -> Result<&[u8], Failure> {
         409 => err(route_conflict(route, body)),
         422 => match invalid_root(body) {
             Some(root) => err(Error::RootChanged(root)),
-            None => err(Error::Api(format!(
-                "{}: 422 path root error {}",
-                route.name(),
-                tag_or_quote(body)
-            ))),
+            None => err(Error::Api(format!("{}: 422 path root error {}", route.name(), tag_or_quote(body)))),
         },
         429 => err(Error::RateLimited(retry_after_ms(resp).unwrap_or(DEFAULT_RETRY_AFTER_MS))),
         503 if resp.header("retry-after").is_some() => {
             err(Error::RateLimited(retry_after_ms(resp).unwrap_or(DEFAULT_RETRY_AFTER_MS)))
         }
-        500..=599 => err(Error::Transient(format!(
-            "{}: Dropbox answered {status}",
-            route.name()
-        ))),
-        _ => err(Error::Api(format!(
-            "{}: HTTP {status} {}",
-            route.name(),
-            tag_or_quote(body)
-        ))),
+        500..=599 => err(Error::Transient(format!("{}: Dropbox answered {status}", route.name()))),
+        _ => err(Error::Api(format!("{}: HTTP {status} {}", route.name(), tag_or_quote(body)))),
     }
 }
 
@@ -132,9 +119,9 @@ fn route_conflict(route: Route, body: &[u8]) -> Error {
         Route::ListFolderContinue if tags == "reset" => {
             Error::CursorReset("Dropbox reset the cursor (409 reset)".into())
         }
-        Route::ListFolderContinue if tags.starts_with("path/not_found") => Error::CursorReset(
-            "the folder the cursor lists no longer exists (409 path/not_found)".into(),
-        ),
+        Route::ListFolderContinue if tags.starts_with("path/not_found") => {
+            Error::CursorReset("the folder the cursor lists no longer exists (409 path/not_found)".into())
+        }
         // The caller knows which path it asked for and fills it in.
         Route::ListFolder if tags.starts_with("path/not_found") => Error::PathNotFound(String::new()),
         _ if tags.is_empty() => Error::Api(format!("{}: 409 {}", route.name(), quote(body))),
@@ -185,11 +172,7 @@ fn tag_or_quote(body: &[u8]) -> String {
 /// A short, printable excerpt of a response body for error messages.
 pub fn quote(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(QUOTE_LIMIT)
-        .collect();
+    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(QUOTE_LIMIT).collect();
     if text.chars().count() > QUOTE_LIMIT {
         out.push('…');
     }
@@ -202,10 +185,8 @@ pub fn quote(body: &[u8]) -> String {
 
 /// `Retry-After` in decimal seconds (seen as "60.0"), else the JSON `retry_after`.
 pub fn retry_after_ms(resp: &HttpResponse) -> Option<u64> {
-    if let Some(secs) = resp
-        .header("retry-after")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
+    if let Some(secs) =
+        resp.header("retry-after").and_then(|v| v.trim().parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.0)
     {
         return Some((secs * 1000.0).round() as u64);
     }
@@ -295,19 +276,10 @@ mod tests {
     #[test]
     fn continue_409_reset_and_not_found_reset_the_cursor() {
         let reset = r#"{"error_summary":"reset/...","error":{".tag":"reset"}}"#;
-        assert!(matches!(
-            classify(Route::ListFolderContinue, 409, &[], reset),
-            Failure::Error(Error::CursorReset(_))
-        ));
+        assert!(matches!(classify(Route::ListFolderContinue, 409, &[], reset), Failure::Error(Error::CursorReset(_))));
         let gone = r#"{"error":{".tag":"path","path":{".tag":"not_found"}}}"#;
-        assert!(matches!(
-            classify(Route::ListFolderContinue, 409, &[], gone),
-            Failure::Error(Error::CursorReset(_))
-        ));
-        assert!(matches!(
-            classify(Route::ListFolder, 409, &[], gone),
-            Failure::Error(Error::PathNotFound(_))
-        ));
+        assert!(matches!(classify(Route::ListFolderContinue, 409, &[], gone), Failure::Error(Error::CursorReset(_))));
+        assert!(matches!(classify(Route::ListFolder, 409, &[], gone), Failure::Error(Error::PathNotFound(_))));
         let malformed = r#"{"error":{".tag":"path","path":{".tag":"malformed_path"}}}"#;
         assert!(matches!(
             classify(Route::ListFolder, 409, &[], malformed),

@@ -36,9 +36,7 @@ impl Transport for WakiTransport {
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
-        let body = resp
-            .body()
-            .map_err(|e| TransportError::Failed(format!("reading the response body: {e:#}")))?;
+        let body = resp.body().map_err(|e| TransportError::Failed(format!("reading the response body: {e:#}")))?;
         Ok(HttpResponse { status, headers, body })
     }
 }
@@ -129,7 +127,6 @@ impl wit_sync::Guest for Component {
         }
     }
 }
-
 
 fn endpoints_in(e: wit::Endpoints) -> core::Endpoints {
     core::Endpoints { authorize: e.authorize, api: e.api, content: e.content, notify: e.notify }

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::api::{self, Failure, Route, RootInfoJson};
+use crate::api::{self, Failure, RootInfoJson, Route};
 use crate::error::Error;
 use crate::http::Transport;
 use crate::mapping::{datasource_id, datasource_name};
@@ -44,20 +44,15 @@ pub fn handle_redirect<T: Transport>(req: &RedirectRequest, transport: &mut T) -
             api::quote(why.as_bytes())
         )));
     }
-    let nonce = oauth::verify_state(
-        &req.state_secret,
-        params.state.as_deref().unwrap_or(""),
-        &req.connector_id,
-        req.now,
-    )?;
+    let nonce =
+        oauth::verify_state(&req.state_secret, params.state.as_deref().unwrap_or(""), &req.connector_id, req.now)?;
     let code = params
         .code
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Error::InvalidInput("the redirect carries no authorization code".into()))?;
 
     let verifier = oauth::pkce_verifier(&req.state_secret, &nonce);
-    let exchange =
-        oauth::code_exchange_request(&req.endpoints.api, &req.app, &code, &req.redirect_uri, &verifier);
+    let exchange = oauth::code_exchange_request(&req.endpoints.api, &req.app, &code, &req.redirect_uri, &verifier);
     let resp = transport.send(&exchange).map_err(|e| api::transport_error(Route::Token, e))?;
     let tokens = oauth::parse_token_response(Grant::Code, &req.app, &resp, req.now, None)?;
 
@@ -68,9 +63,7 @@ pub fn handle_redirect<T: Transport>(req: &RedirectRequest, transport: &mut T) -
         "null".into(),
         None,
     );
-    let resp = transport
-        .send(&account)
-        .map_err(|e| api::transport_error(Route::GetCurrentAccount, e))?;
+    let resp = transport.send(&account).map_err(|e| api::transport_error(Route::GetCurrentAccount, e))?;
     let body = match api::check_rpc(Route::GetCurrentAccount, &resp) {
         Ok(body) => body,
         Err(Failure::Error(e)) => return Err(e),

@@ -131,8 +131,7 @@ pub fn icon_for(name: &str, is_folder: bool) -> &'static str {
 }
 
 /// Every icon key `icon_for` can return for a file (folders use a font icon).
-pub const FILE_ICON_KEYS: [&str; 9] =
-    ["default", "docx", "xlsx", "pptx", "pdf", "paper", "gdoc", "gexcel", "gppt"];
+pub const FILE_ICON_KEYS: [&str; 9] = ["default", "docx", "xlsx", "pptx", "pdf", "paper", "gdoc", "gexcel", "gppt"];
 
 /// The directory components of `path_display`, as upstream derives categories:
 /// `filepath.Dir`, then nothing for the root, else the parts without the leading '/'.
@@ -157,9 +156,7 @@ pub fn is_rfc3339(s: &str) -> bool {
         return false;
     }
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    let num = |r: std::ops::Range<usize>| {
-        b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
-    };
+    let num = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
     if !(digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10)) {
         return false;
     }
@@ -191,7 +188,7 @@ pub fn is_rfc3339(s: &str) -> bool {
     }
     match &b[i..] {
         [b'Z' | b'z'] => true,
-        [sign, h1, h2, b':', m1, m2] if matches!(sign, b'+' | b'-') => {
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
             let zone = [*h1, *h2, *m1, *m2];
             zone.iter().all(u8::is_ascii_digit)
                 && (h1 - b'0') * 10 + (h2 - b'0') <= 23
@@ -349,12 +346,7 @@ pub fn map_entry(ctx: &MapContext<'_>, e: &Entry<'_>) -> Option<Document> {
         processed: false,
     };
     let json = serde_json::to_string(&doc).expect("document of strings serializes");
-    Some(Document {
-        id,
-        path_lower: path_lower.to_string(),
-        rev: e.rev.as_deref().map(str::to_string),
-        json,
-    })
+    Some(Document { id, path_lower: path_lower.to_string(), rev: e.rev.as_deref().map(str::to_string), json })
 }
 
 /// `path` is `prefix` or inside it (`path_lower`s compare byte-wise).
@@ -423,10 +415,7 @@ mod tests {
 
     #[test]
     fn ids_match_upstream_vectors() {
-        assert_eq!(
-            datasource_id("dropbox", "dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc", "franz@dropbox.com"),
-            DS
-        );
+        assert_eq!(datasource_id("dropbox", "dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc", "franz@dropbox.com"), DS);
         assert_eq!(document_id(DS, "id:a4ayc_80_OEAAAAAAAAAXw"), "d7ddcff8df5f174a7f18b237b37a0582");
         assert_eq!(datasource_name("Franz"), "Franz's Dropbox");
         assert_eq!(datasource_name(""), "My Dropbox");
@@ -492,10 +481,22 @@ mod tests {
     #[test]
     fn icon_table() {
         let cases = [
-            ("a.DOCX", "docx"), ("a.doc", "docx"), ("a.xlsx", "xlsx"), ("a.xls", "xlsx"),
-            ("a.pptx", "pptx"), ("a.PPT", "pptx"), ("a.pdf", "pdf"), ("a.paper", "paper"),
-            ("a.gdoc", "gdoc"), ("a.gsheet", "gexcel"), ("a.gslides", "gppt"), ("a.txt", "default"),
-            ("README", "default"), ("archive.tar.gz", "default"), (".pdf", "pdf"), ("a.", "default"),
+            ("a.DOCX", "docx"),
+            ("a.doc", "docx"),
+            ("a.xlsx", "xlsx"),
+            ("a.xls", "xlsx"),
+            ("a.pptx", "pptx"),
+            ("a.PPT", "pptx"),
+            ("a.pdf", "pdf"),
+            ("a.paper", "paper"),
+            ("a.gdoc", "gdoc"),
+            ("a.gsheet", "gexcel"),
+            ("a.gslides", "gppt"),
+            ("a.txt", "default"),
+            ("README", "default"),
+            ("archive.tar.gz", "default"),
+            (".pdf", "pdf"),
+            ("a.", "default"),
             ("x.verylongextension", "default"),
         ];
         for (name, icon) in cases {
@@ -517,11 +518,22 @@ mod tests {
 
     #[test]
     fn rfc3339_validation() {
-        for ok in ["2024-01-02T03:04:05Z", "2024-02-29T23:59:59.123Z", "2024-01-02T03:04:05+05:30", "2000-02-29t00:00:00z"] {
+        for ok in
+            ["2024-01-02T03:04:05Z", "2024-02-29T23:59:59.123Z", "2024-01-02T03:04:05+05:30", "2000-02-29t00:00:00z"]
+        {
             assert!(is_rfc3339(ok), "{ok}");
         }
-        for bad in ["", "2024-01-02", "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-01-02T24:00:00Z",
-                    "2024-01-02T03:04:05", "2024-01-02T03:04:05.Z", "2024-01-02 03:04:05Z", "2024-01-02T03:04:05+0530"] {
+        for bad in [
+            "",
+            "2024-01-02",
+            "2023-02-29T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-02T24:00:00Z",
+            "2024-01-02T03:04:05",
+            "2024-01-02T03:04:05.Z",
+            "2024-01-02 03:04:05Z",
+            "2024-01-02T03:04:05+0530",
+        ] {
             assert!(!is_rfc3339(bad), "{bad}");
         }
     }
@@ -543,17 +555,21 @@ mod tests {
     #[test]
     fn deletes_void_earlier_upserts_so_deletes_can_be_applied_first() {
         // Created then deleted within one page: nothing to upsert.
-        let m = page(r#"{".tag":"file","name":"x","id":"id:A","path_lower":"/d/x","path_display":"/d/x"},
-                       {".tag":"deleted","name":"d","path_lower":"/d","path_display":"/d"}"#);
+        let m = page(
+            r#"{".tag":"file","name":"x","id":"id:A","path_lower":"/d/x","path_display":"/d/x"},
+                       {".tag":"deleted","name":"d","path_lower":"/d","path_display":"/d"}"#,
+        );
         assert!(m.documents.is_empty());
         assert_eq!(m.deletes, ["/d"]);
         // Deleted then re-created, and a move (delete old + same id at new path): kept.
-        let m = page(r#"{".tag":"deleted","name":"x","path_lower":"/x","path_display":"/x"},
+        let m = page(
+            r#"{".tag":"deleted","name":"x","path_lower":"/x","path_display":"/x"},
                        {".tag":"file","name":"x","id":"id:B","path_lower":"/x","path_display":"/x"},
                        {".tag":"file","name":"y","id":"id:M","path_lower":"/new/y","path_display":"/new/y"},
                        {".tag":"deleted","name":"old","path_lower":"/old","path_display":"/old"},
                        {".tag":"file","name":"keep","id":"id:K","path_lower":"/dx","path_display":"/dx"},
-                       {".tag":"deleted","name":"d","path_lower":"/d","path_display":"/d"}"#);
+                       {".tag":"deleted","name":"d","path_lower":"/d","path_display":"/d"}"#,
+        );
         let ids: Vec<_> = m.documents.iter().map(|d| d.path_lower.as_str()).collect();
         assert_eq!(ids, ["/x", "/new/y", "/dx"], "a sibling sharing the prefix text survives");
         assert!(is_at_or_below("/a/b", "/a") && is_at_or_below("/a", "/a") && !is_at_or_below("/ab", "/a"));

@@ -47,32 +47,21 @@ fn mac(secret: &[u8], domain: &[u8], data: &[u8]) -> HmacSha256 {
 
 pub fn check_secret(secret: &SecretBytes) -> Result<(), Error> {
     if secret.expose().len() < MIN_SECRET_LEN {
-        return Err(Error::InvalidInput(format!(
-            "the state secret must be at least {MIN_SECRET_LEN} bytes"
-        )));
+        return Err(Error::InvalidInput(format!("the state secret must be at least {MIN_SECRET_LEN} bytes")));
     }
     Ok(())
 }
 
 /// Mint a state: `base64url(payload) "." base64url(hmac)`.
 pub fn sign_state(secret: &SecretBytes, connector_id: &str, nonce: &[u8], expires_at: u64) -> String {
-    let payload = StatePayload {
-        c: connector_id.to_string(),
-        n: URL_SAFE_NO_PAD.encode(nonce),
-        e: expires_at,
-    };
+    let payload = StatePayload { c: connector_id.to_string(), n: URL_SAFE_NO_PAD.encode(nonce), e: expires_at };
     let json = serde_json::to_vec(&payload).expect("plain struct serializes");
     let tag = mac(secret.expose(), STATE_DOMAIN, &json).finalize().into_bytes();
     format!("{}.{}", URL_SAFE_NO_PAD.encode(&json), URL_SAFE_NO_PAD.encode(tag))
 }
 
 /// Check a state from a redirect; returns its nonce. Every failure is `Denied`.
-pub fn verify_state(
-    secret: &SecretBytes,
-    state: &str,
-    connector_id: &str,
-    now: u64,
-) -> Result<Vec<u8>, Error> {
+pub fn verify_state(secret: &SecretBytes, state: &str, connector_id: &str, now: u64) -> Result<Vec<u8>, Error> {
     let denied = |why: &str| Error::Denied(format!("OAuth state rejected: {why}"));
     if state.is_empty() {
         return Err(denied("the redirect carries no state"));
@@ -108,9 +97,7 @@ pub fn pkce_challenge(verifier: &str) -> String {
 pub fn authorize_url(req: &ConnectRequest, nonce: &[u8]) -> Result<String, Error> {
     check_secret(&req.state_secret)?;
     if req.connector_id.is_empty() || req.connector_id.len() > MAX_CONNECTOR_ID_LEN {
-        return Err(Error::InvalidInput(format!(
-            "connector id must be 1 to {MAX_CONNECTOR_ID_LEN} bytes"
-        )));
+        return Err(Error::InvalidInput(format!("connector id must be 1 to {MAX_CONNECTOR_ID_LEN} bytes")));
     }
     if req.client_id.trim().is_empty() {
         return Err(Error::InvalidInput("client_id is empty".into()));
@@ -149,9 +136,7 @@ pub fn authorize_url(req: &ConnectRequest, nonce: &[u8]) -> Result<String, Error
 pub fn check_redirect_uri(uri: &str) -> Result<(), Error> {
     match url::Url::parse(uri) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
-        _ => Err(Error::InvalidInput(format!(
-            "redirect_uri must be an absolute http(s) URL, got {uri:?}"
-        ))),
+        _ => Err(Error::InvalidInput(format!("redirect_uri must be an absolute http(s) URL, got {uri:?}"))),
     }
 }
 
@@ -190,8 +175,7 @@ pub fn parse_redirect(input: &str) -> RedirectParams {
 fn basic_auth(app: &AppCredentials) -> String {
     // RFC 6749 §2.3.1: form-encode both parts before joining them.
     let id: String = url::form_urlencoded::byte_serialize(app.client_id.as_bytes()).collect();
-    let secret: String =
-        url::form_urlencoded::byte_serialize(app.client_secret.expose().as_bytes()).collect();
+    let secret: String = url::form_urlencoded::byte_serialize(app.client_secret.expose().as_bytes()).collect();
     format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
 }
 
@@ -224,11 +208,7 @@ pub fn code_exchange_request(
 }
 
 pub fn refresh_request(api_base: &str, app: &AppCredentials, refresh_token: &Secret) -> HttpRequest {
-    token_request(
-        api_base,
-        app,
-        &[("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())],
-    )
+    token_request(api_base, app, &[("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())])
 }
 
 #[derive(Deserialize)]
@@ -269,8 +249,7 @@ pub fn parse_token_response(
             (_, Some(prev)) => prev.clone(),
             _ => {
                 return Err(Error::Api(
-                    "Dropbox granted no refresh token (was token_access_type=offline dropped?)"
-                        .into(),
+                    "Dropbox granted no refresh token (was token_access_type=offline dropped?)".into(),
                 ))
             }
         };
@@ -292,11 +271,7 @@ pub fn parse_token_response(
         };
     }
     let Ok(e) = serde_json::from_slice::<TokenErrorJson>(&resp.body) else {
-        return Err(Error::Api(format!(
-            "oauth2/token answered {}: {}",
-            resp.status,
-            quote(&resp.body)
-        )));
+        return Err(Error::Api(format!("oauth2/token answered {}: {}", resp.status, quote(&resp.body))));
     };
     let detail = e.error_description.as_deref().map(str::trim).filter(|d| !d.is_empty());
     let with_detail = |msg: String| match detail {
@@ -312,19 +287,15 @@ pub fn parse_token_response(
     }
     if e.error.starts_with("invalid_grant") {
         return Err(match grant {
-            Grant::Code => Error::Denied(with_detail(
-                "the authorization code is invalid, expired or already used".into(),
-            )),
+            Grant::Code => {
+                Error::Denied(with_detail("the authorization code is invalid, expired or already used".into()))
+            }
             Grant::Refresh => Error::ReauthRequired(with_detail(
                 "the refresh token was revoked or is invalid; connect the account again".into(),
             )),
         });
     }
-    Err(Error::Api(with_detail(format!(
-        "oauth2/token answered {} {}",
-        resp.status,
-        quote(e.error.as_bytes())
-    ))))
+    Err(Error::Api(with_detail(format!("oauth2/token answered {} {}", resp.status, quote(e.error.as_bytes())))))
 }
 
 #[cfg(test)]
@@ -359,8 +330,12 @@ mod tests {
         assert_eq!(verify_state(&secret(), &s, "dropbox", 1_999).unwrap(), b"nonce-0123456789");
         assert!(s.len() < 500);
         // Expired, foreign connector, other secret, flipped payload, garbage.
-        assert!(matches!(verify_state(&secret(), &s, "dropbox", 2_000), Err(Error::Denied(m)) if m.contains("expired")));
-        assert!(matches!(verify_state(&secret(), &s, "box", 1_500), Err(Error::Denied(m)) if m.contains("another connector")));
+        assert!(
+            matches!(verify_state(&secret(), &s, "dropbox", 2_000), Err(Error::Denied(m)) if m.contains("expired"))
+        );
+        assert!(
+            matches!(verify_state(&secret(), &s, "box", 1_500), Err(Error::Denied(m)) if m.contains("another connector"))
+        );
         let other = SecretBytes::new("another-secret-of-16+bytes");
         assert!(matches!(verify_state(&other, &s, "dropbox", 1_500), Err(Error::Denied(m)) if m.contains("signature")));
         let forged = sign_state(&other, "dropbox", b"nonce-0123456789", 9_999);

@@ -84,8 +84,8 @@ struct ContinueArg<'a> {
 }
 
 /// Run one page. Failures carry any tokens refreshed before the failure.
-pub fn sync_page<T: Transport>(req: &PageRequest, transport: &mut T) -> Result<PageResult, SyncFailure> {
-    let fail_early = |error| SyncFailure { error, tokens: None, stats: Default::default() };
+pub fn sync_page<T: Transport>(req: &PageRequest, transport: &mut T) -> Result<PageResult, Box<SyncFailure>> {
+    let fail_early = |error| Box::new(SyncFailure { error, tokens: None, stats: Default::default() });
     validate(req).map_err(fail_early)?;
     let limit = effective_limit(req.options.page_limit).map_err(fail_early)?;
     let path = normalize_path(&req.options.path).map_err(fail_early)?;
@@ -102,7 +102,7 @@ pub fn sync_page<T: Transport>(req: &PageRequest, transport: &mut T) -> Result<P
             result.stats = stats;
             Ok(result)
         }
-        Err(error) => Err(SyncFailure { error, tokens, stats }),
+        Err(error) => Err(Box::new(SyncFailure { error, tokens, stats })),
     }
 }
 
@@ -276,13 +276,16 @@ mod tests {
         assert!(matches!(sync_page(&r, &mut t).unwrap_err().error, Error::InvalidInput(m) if m.contains("5000")));
         r.options.page_limit = 0;
         r.endpoints.api = "not a url".into();
-        assert!(matches!(sync_page(&r, &mut t).unwrap_err().error, Error::InvalidInput(m) if m.contains("api endpoint")));
+        assert!(
+            matches!(sync_page(&r, &mut t).unwrap_err().error, Error::InvalidInput(m) if m.contains("api endpoint"))
+        );
         assert!(t.seen.is_empty());
     }
 
     #[test]
     fn unreadable_bodies_and_dead_connections_are_transient() {
-        for answer in [ok(200, "<html>oops"), ok(200, r#"{"entries":[],"#), Err(TransportError::Failed("reset".into()))] {
+        for answer in [ok(200, "<html>oops"), ok(200, r#"{"entries":[],"#), Err(TransportError::Failed("reset".into()))]
+        {
             let mut t = Scripted { answers: [answer].into(), seen: vec![] };
             let f = sync_page(&request(Some("C"), 99_999), &mut t).unwrap_err();
             assert!(matches!(f.error, Error::Transient(_)), "{:?}", f.error);
@@ -308,7 +311,15 @@ mod tests {
 
     #[test]
     fn path_normalisation() {
-        for (input, want) in [("", ""), ("/", ""), ("///", ""), ("Docs", "/Docs"), ("/Docs/", "/Docs"), ("/a b/c", "/a b/c"), ("id:abc", "id:abc")] {
+        for (input, want) in [
+            ("", ""),
+            ("/", ""),
+            ("///", ""),
+            ("Docs", "/Docs"),
+            ("/Docs/", "/Docs"),
+            ("/a b/c", "/a b/c"),
+            ("id:abc", "id:abc"),
+        ] {
             assert_eq!(normalize_path(input).unwrap(), want, "{input:?}");
         }
         assert!(normalize_path("/a//b").is_err());

@@ -44,8 +44,7 @@ impl<'a, T: Transport> Session<'a, T> {
 
     /// Refresh if the access token is missing or expires within `margin_secs`.
     pub fn ensure_fresh(&mut self, margin_secs: u64) -> Result<(), Error> {
-        let due = self.tokens.access_token.is_empty()
-            || self.now.saturating_add(margin_secs) >= self.tokens.expires_at;
+        let due = self.tokens.access_token.is_empty() || self.now.saturating_add(margin_secs) >= self.tokens.expires_at;
         if due {
             self.refresh()?;
         }
@@ -59,13 +58,8 @@ impl<'a, T: Transport> Session<'a, T> {
         let req = oauth::refresh_request(&self.endpoints.api, self.app, &self.tokens.refresh_token);
         let resp = self.send(Route::Token, &req)?;
         self.stats.refreshes += 1;
-        let tokens = oauth::parse_token_response(
-            Grant::Refresh,
-            self.app,
-            &resp,
-            self.now,
-            Some(&self.tokens.refresh_token),
-        )?;
+        let tokens =
+            oauth::parse_token_response(Grant::Refresh, self.app, &resp, self.now, Some(&self.tokens.refresh_token))?;
         self.tokens = tokens;
         self.refreshed = true;
         Ok(())
@@ -91,9 +85,7 @@ impl<'a, T: Transport> Session<'a, T> {
                     self.refresh()?;
                 }
                 Err(Failure::ExpiredToken) => {
-                    return Err(Error::Transient(
-                        "Dropbox called a just-refreshed access token expired".into(),
-                    ))
+                    return Err(Error::Transient("Dropbox called a just-refreshed access token expired".into()))
                 }
             }
         }

@@ -6,13 +6,8 @@
 use crate::secret::{Secret, SecretBytes};
 
 /// Upstream's OAuth scopes, in upstream's order.
-pub const DEFAULT_SCOPES: [&str; 5] = [
-    "files.content.read",
-    "files.metadata.read",
-    "sharing.read",
-    "account_info.read",
-    "team_data.member",
-];
+pub const DEFAULT_SCOPES: [&str; 5] =
+    ["files.content.read", "files.metadata.read", "sharing.read", "account_info.read", "team_data.member"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppCredentials {
@@ -42,12 +37,7 @@ impl Endpoints {
     /// All four services behind one base URL (the local emulator).
     pub fn single(base: &str) -> Self {
         let base = base.trim_end_matches('/').to_string();
-        Endpoints {
-            authorize: base.clone(),
-            api: base.clone(),
-            content: base.clone(),
-            notify: base,
-        }
+        Endpoints { authorize: base.clone(), api: base.clone(), content: base.clone(), notify: base }
     }
 }
 

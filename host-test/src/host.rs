@@ -125,10 +125,7 @@ pub struct Host {
 }
 
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Upstream's batch number is a 20-character xid per run; ours has the same shape.
@@ -139,7 +136,12 @@ pub fn new_batch_number() -> String {
 }
 
 fn endpoints(e: &EndpointsRecord) -> Endpoints {
-    Endpoints { authorize: e.authorize.clone(), api: e.api.clone(), content: e.content.clone(), notify: e.notify.clone() }
+    Endpoints {
+        authorize: e.authorize.clone(),
+        api: e.api.clone(),
+        content: e.content.clone(),
+        notify: e.notify.clone(),
+    }
 }
 
 fn root_record(r: &crate::runtime::RootInfo) -> RootRecord {
@@ -226,7 +228,10 @@ impl Host {
             datasource_id: ds.id.clone(),
             datasource_name: ds.name.clone(),
             owner_id: ds.owner_id.clone(),
-            app: AppCredentials { client_id: ds.client_id.clone(), client_secret: ds.client_secret.expose().to_string() },
+            app: AppCredentials {
+                client_id: ds.client_id.clone(),
+                client_secret: ds.client_secret.expose().to_string(),
+            },
             tokens: Tokens {
                 access_token: ds.tokens.access_token.expose().to_string(),
                 expires_at: ds.tokens.expires_at,
@@ -369,7 +374,8 @@ pub async fn browse_authorize(url: &str) -> Result<String, HostError> {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let resp = agent.get(&url).call().map_err(|e| HostError::Browser(format!("opening the authorize page: {e}")))?;
+        let resp =
+            agent.get(&url).call().map_err(|e| HostError::Browser(format!("opening the authorize page: {e}")))?;
         match resp.headers().get("location").and_then(|l| l.to_str().ok()) {
             Some(loc) if resp.status().is_redirection() => Ok(loc.to_string()),
             _ => Err(HostError::Browser(format!(

@@ -1,1 +1,435 @@
-fn main() {}
+//! `coco-host`: run the Dropbox connector component against real Dropbox or the built-in
+//! emulator. Scriptable: results on stdout (URL / id / JSONL on the last line or in a file),
+//! progress and logs on stderr, and a one-line `error: …` with a non-zero exit on failure.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use coco_dropbox::Secret;
+use coco_host::emulator::{self, Emulator};
+use coco_host::host::{browse_authorize, Host, SyncEvent, SyncReport};
+use coco_host::keys::Keys;
+use coco_host::runtime::{Limits, Runtime};
+use coco_host::store::{ConnectorRecord, EndpointsRecord, Status, Store};
+use indicatif::{ProgressBar, ProgressStyle};
+
+const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/release/coco_dropbox.wasm");
+const DEMO_CLIENT_ID: &str = "coco-demo-app";
+const DEMO_CLIENT_SECRET: &str = "coco-demo-secret";
+
+#[derive(Parser)]
+#[command(name = "coco-host", version, about = "Reference host for the coco-dropbox WebAssembly connector")]
+struct Cli {
+    /// Folder for the state database and the compiled-component cache.
+    #[arg(long, global = true, env = "COCO_STATE_DIR", default_value = ".coco-state")]
+    state: PathBuf,
+    /// The connector component (.wasm).
+    #[arg(long, global = true, env = "COCO_DROPBOX_WASM", default_value = DEFAULT_WASM)]
+    component: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the emulator, connect through the full OAuth round trip, sync, summarise.
+    Demo(DemoArgs),
+    /// Run the Dropbox emulator standalone until interrupted.
+    Emulator(EmulatorArgs),
+    /// Register app credentials and print the authorize URL (last line of stdout).
+    Connect(ConnectArgs),
+    /// Finish connecting with the URL the browser was redirected to; prints the datasource id.
+    Finish(FinishArgs),
+    /// Sync a datasource to completion; writes its documents as JSONL.
+    Sync(SyncArgs),
+    /// Datasources, their status and index sizes.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Entries in the generated account.
+    #[arg(long, default_value_t = 25_000)]
+    entries: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// list_folder limit (Dropbox's maximum is 2000; upstream uses 100).
+    #[arg(long, default_value_t = 2000)]
+    page_limit: u32,
+    /// Also write every document as JSONL here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Sample documents to print.
+    #[arg(long, default_value_t = 3)]
+    show: usize,
+}
+
+#[derive(Args)]
+struct EmulatorArgs {
+    #[arg(long, default_value = "127.0.0.1:8788")]
+    listen: SocketAddr,
+    #[arg(long, default_value_t = 10_000)]
+    entries: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value = DEMO_CLIENT_ID)]
+    client_id: String,
+    #[arg(long, default_value = DEMO_CLIENT_SECRET)]
+    client_secret: String,
+    /// Access-token lifetime in seconds (Dropbox: 14400).
+    #[arg(long, default_value_t = 14_400)]
+    token_lifetime: u64,
+}
+
+#[derive(Args, Clone)]
+struct EndpointArgs {
+    /// One base URL for all Dropbox services (e.g. the emulator's http://127.0.0.1:8788).
+    #[arg(long)]
+    dropbox: Option<String>,
+    #[arg(long, default_value = "https://www.dropbox.com")]
+    authorize_url: String,
+    #[arg(long, default_value = "https://api.dropboxapi.com")]
+    api_url: String,
+    #[arg(long, default_value = "https://content.dropboxapi.com")]
+    content_url: String,
+    #[arg(long, default_value = "https://notify.dropboxapi.com")]
+    notify_url: String,
+}
+
+impl EndpointArgs {
+    fn record(&self) -> EndpointsRecord {
+        match &self.dropbox {
+            Some(base) => EndpointsRecord::single(base),
+            None => EndpointsRecord {
+                authorize: self.authorize_url.clone(),
+                api: self.api_url.clone(),
+                content: self.content_url.clone(),
+                notify: self.notify_url.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    #[arg(long, default_value = "dropbox")]
+    connector_id: String,
+    #[arg(long, env = "COCO_DROPBOX_CLIENT_ID")]
+    client_id: String,
+    #[arg(long, env = "COCO_DROPBOX_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: String,
+    /// Must be registered in the Dropbox App Console.
+    #[arg(long, default_value = "http://localhost:9000/connector/dropbox/dropbox/oauth_redirect")]
+    redirect_uri: String,
+    #[command(flatten)]
+    endpoints: EndpointArgs,
+}
+
+#[derive(Args)]
+struct FinishArgs {
+    #[arg(long, default_value = "dropbox")]
+    connector_id: String,
+    /// The URL (or just its query) the browser was redirected to.
+    redirected_url: String,
+}
+
+#[derive(Args)]
+struct SyncArgs {
+    datasource_id: String,
+    /// Write the documents as JSONL to this file; `-` for stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Folder to index ("" or "/" = whole account); changing it restarts the listing.
+    #[arg(long)]
+    path: Option<String>,
+    #[arg(long)]
+    page_limit: Option<u32>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// One line on stderr, whatever the error chain looks like.
+fn fail(e: anyhow::Error) -> ExitCode {
+    let msg = format!("{e:#}").replace('\n', " ");
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn load_runtime(component: &Path, cache: &Path) -> anyhow::Result<Arc<Runtime>> {
+    Ok(Arc::new(Runtime::load(component, Some(cache), Limits::default())?))
+}
+
+fn open_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
+    let store = Store::open(&cli.state.join("coco.sqlite"), keys)?;
+    let runtime = load_runtime(&cli.component, &cli.state.join("cache"))?;
+    Ok(Host::new(runtime, store))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Demo(args) => demo(&cli, args).await,
+        Command::Emulator(args) => run_emulator(args).await,
+        Command::Connect(args) => {
+            let host = open_host(&cli, Keys::from_env()?)?;
+            let connector = ConnectorRecord {
+                id: args.connector_id.clone(),
+                client_id: args.client_id.clone(),
+                client_secret: Secret::new(args.client_secret.clone()),
+                redirect_uri: args.redirect_uri.clone(),
+                endpoints: args.endpoints.record(),
+            };
+            let url = host.authorize_url(&connector).await?;
+            host.store.upsert_connector(&connector)?;
+            eprintln!("Open this URL, approve, then run: coco-host finish '<the URL you were redirected to>'");
+            println!("{url}");
+            Ok(())
+        }
+        Command::Finish(args) => {
+            let host = open_host(&cli, Keys::from_env()?)?;
+            let connector = host.store.connector(&args.connector_id)?.with_context(|| {
+                format!("connector {:?} is not registered: run `coco-host connect` first", args.connector_id)
+            })?;
+            let ds = host.finish_connect(&connector, &args.redirected_url).await?;
+            eprintln!("Connected {:?} ({}).", ds.name, ds.profile.email);
+            println!("{}", ds.id);
+            Ok(())
+        }
+        Command::Sync(args) => {
+            let host = open_host(&cli, Keys::from_env()?)?;
+            let ds = host.store.datasource(&args.datasource_id)?;
+            if args.path.is_some() || args.page_limit.is_some() {
+                let path = args.path.clone().unwrap_or(ds.path.clone());
+                host.store.set_options(&ds.id, &path, args.page_limit.unwrap_or(ds.page_limit))?;
+            }
+            if ds.status == Status::ReauthRequired {
+                bail!(
+                    "datasource {} needs to be connected again ({}); run `coco-host connect` and `finish` for the same account",
+                    ds.id,
+                    ds.status_detail.unwrap_or_default()
+                );
+            }
+            let report = sync_with_progress(&host, &ds.id, None).await?;
+            eprintln!("{}", summary(&report));
+            if let Some(out) = &args.out {
+                let n = export_jsonl(&host.store, &ds.id, out)?;
+                eprintln!("Wrote {n} documents to {}.", out.display());
+            }
+            Ok(())
+        }
+        Command::Status(args) => status(&cli, args),
+    }
+}
+
+fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<()> {
+    let store = Store::open(&cli.state.join("coco.sqlite"), Keys::from_env()?)?;
+    let mut rows = Vec::new();
+    for ds in store.datasources()? {
+        let st = store.sync_state(&ds.id)?;
+        rows.push(serde_json::json!({
+            "id": ds.id,
+            "name": ds.name,
+            "account": ds.profile.email,
+            "status": ds.status,
+            "detail": ds.status_detail,
+            "documents": store.document_count(&ds.id)?,
+            "pages": st.pages,
+            "phase": if st.listing { "full-listing" } else { "incremental" },
+            "last_synced_at": st.last_synced_at,
+            "path": if ds.path.is_empty() { "/".to_string() } else { ds.path.clone() },
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no datasources (run `coco-host connect`)");
+    }
+    for r in rows {
+        println!(
+            "{}  {:<16} {:>9} docs  {:<13} {}  {}{}",
+            r["id"].as_str().unwrap_or(""),
+            r["status"].as_str().unwrap_or(""),
+            r["documents"],
+            r["phase"].as_str().unwrap_or(""),
+            r["name"].as_str().unwrap_or(""),
+            r["account"].as_str().unwrap_or(""),
+            r["detail"].as_str().map(|d| format!("  ({d})")).unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+async fn sync_with_progress(host: &Host, id: &str, total: Option<u64>) -> anyhow::Result<SyncReport> {
+    let bar = match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{spinner} syncing [{bar:40}] {pos}/{len} entries {per_sec} {msg}")?
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner()
+            .with_style(ProgressStyle::with_template("{spinner} syncing: {pos} entries {per_sec} {msg}")?),
+    };
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let report = host
+        .sync(id, |event| match event {
+            SyncEvent::Page { pages, entries, .. } => {
+                bar.set_position(*entries);
+                bar.set_message(format!("({pages} pages)"));
+            }
+            SyncEvent::Retry { attempt, delay, why } => {
+                bar.println(format!("retry {attempt} in {delay:.1?}: {why}"));
+            }
+            SyncEvent::RateLimited { wait } => bar.println(format!("rate limited: waiting {wait:.1?}")),
+            SyncEvent::Restart { why } => bar.println(format!("restarting the full listing: {why}")),
+        })
+        .await;
+    bar.finish_and_clear();
+    Ok(report?)
+}
+
+fn summary(r: &SyncReport) -> String {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    format!(
+        "Synced {} entries in {} pages ({} requests, {} token refreshes) in {:.2} s, {:.0} entries/s: {} upserted, {} deleted, {} swept, {} skipped (.DS_Store); index now holds {} documents.",
+        r.entries,
+        r.pages,
+        r.requests,
+        r.refreshes,
+        secs,
+        r.entries as f64 / secs,
+        r.upserted,
+        r.deleted,
+        r.swept,
+        r.skipped,
+        r.documents_now
+    )
+}
+
+/// One JSON document per line, to a file or stdout (`-`).
+fn export_jsonl(store: &Store, id: &str, out: &Path) -> anyhow::Result<u64> {
+    let sink: Box<dyn Write> = if out == Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?)
+    };
+    let mut w = std::io::BufWriter::new(sink);
+    let n = store.for_each_document(id, |_, json| {
+        w.write_all(json.as_bytes())?;
+        w.write_all(b"\n")
+    })?;
+    w.flush()?;
+    Ok(n)
+}
+
+async fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<()> {
+    let mut config = emulator::Config::single(args.seed, args.entries, &args.client_id, &args.client_secret);
+    config.token_lifetime = Duration::from_secs(args.token_lifetime);
+    let emu = Emulator::start(config, args.listen).await?;
+    eprintln!(
+        "Dropbox emulator on {} ({} entries, seed {}); app {} / {}. Ctrl-C to stop.",
+        emu.base_url(),
+        args.entries,
+        args.seed,
+        args.client_id,
+        args.client_secret
+    );
+    println!("{}", emu.base_url());
+    tokio::signal::ctrl_c().await?;
+    emu.stop().await;
+    Ok(())
+}
+
+async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    eprintln!("Generating an emulated Dropbox account of {} entries (seed {})…", args.entries, args.seed);
+    let config = emulator::Config::single(args.seed, args.entries, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
+    let emu = Emulator::start(config, "127.0.0.1:0".parse()?).await?;
+    // Demo state lives in a fresh folder with a throw-away key unless COCO_MASTER_KEY is set.
+    let (keys, state_dir, _tmp) = match Keys::from_env() {
+        Ok(k) => (k, cli.state.clone(), None),
+        Err(_) => {
+            let tmp = tempfile::tempdir()?;
+            (Keys::ephemeral(), tmp.path().to_path_buf(), Some(tmp))
+        }
+    };
+    let store = Store::open(&state_dir.join("coco.sqlite"), keys)?;
+    let runtime = load_runtime(&cli.component, &cli.state.join("cache"))?;
+    eprintln!(
+        "Component {} {} in {:.0?}; emulator at {}.",
+        cli.component.display(),
+        if runtime.loaded_from == coco_host::runtime::LoadedFrom::Cache { "loaded from cache" } else { "compiled" },
+        runtime.load_time,
+        emu.base_url()
+    );
+    let mut host = Host::new(runtime, store);
+    host.default_page_limit = args.page_limit;
+    let connector = ConnectorRecord {
+        id: "dropbox".into(),
+        client_id: DEMO_CLIENT_ID.into(),
+        client_secret: Secret::new(DEMO_CLIENT_SECRET),
+        redirect_uri: "http://localhost:9000/connector/dropbox/dropbox/oauth_redirect".into(),
+        endpoints: EndpointsRecord::single(&emu.base_url()),
+    };
+    host.store.upsert_connector(&connector)?;
+    let url = host.authorize_url(&connector).await?;
+    let redirected = browse_authorize(&url).await?;
+    let ds = host.finish_connect(&connector, &redirected).await?;
+    eprintln!(
+        "Connected {:?} <{}> as datasource {} (OAuth code flow with signed state + PKCE S256).",
+        ds.name, ds.profile.email, ds.id
+    );
+    let report = sync_with_progress(&host, &ds.id, Some(args.entries as u64)).await?;
+    eprintln!("{}", summary(&report));
+    let counters = emu.counters();
+    eprintln!(
+        "Emulator served {} requests: {} list_folder, {} continue, {} token, {} account.",
+        counters.total(),
+        counters.get("files/list_folder"),
+        counters.get("files/list_folder/continue"),
+        counters.get("oauth2/token"),
+        counters.get("users/get_current_account"),
+    );
+    let mut shown = 0;
+    println!("Sample documents:");
+    host.store.for_each_document(&ds.id, |_, json| {
+        // Show nested files: they carry every field.
+        if shown < args.show && json.contains("\"type\":\"file\"") && json.contains("\"categories\"") {
+            shown += 1;
+            println!("{json}");
+        }
+        Ok(())
+    })?;
+    if let Some(out) = &args.out {
+        let n = export_jsonl(&host.store, &ds.id, out)?;
+        eprintln!("Wrote {n} documents to {}.", out.display());
+    }
+    eprintln!("Demo finished in {:.1?}.", started.elapsed());
+    emu.stop().await;
+    Ok(())
+}

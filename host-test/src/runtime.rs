@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -132,10 +134,7 @@ impl WasiHttpHooks for AllowList {
         let options = wasmtime_wasi_http::RequestOptions {
             connect_timeout: pick(options.and_then(|o| o.connect_timeout), ours.connect_timeout),
             first_byte_timeout: pick(options.and_then(|o| o.first_byte_timeout), ours.first_byte_timeout),
-            between_bytes_timeout: pick(
-                options.and_then(|o| o.between_bytes_timeout),
-                ours.between_bytes_timeout,
-            ),
+            between_bytes_timeout: pick(options.and_then(|o| o.between_bytes_timeout), ours.between_bytes_timeout),
         };
         Box::new(async move {
             use http_body_util::BodyExt;
@@ -144,10 +143,7 @@ impl WasiHttpHooks for AllowList {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
             let (res, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
-            ))
+            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>))
         })
     }
 }
@@ -249,33 +245,17 @@ impl Runtime {
         wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))?;
         let pre = wt(linker.instantiate_pre(&component).and_then(ConnectorPre::new))?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Runtime {
-            engine,
-            component,
-            pre,
-            limits,
-            loaded_from,
-            load_time: started.elapsed(),
-            _ticker: ticker,
-        })
+        Ok(Runtime { engine, component, pre, limits, loaded_from, load_time: started.elapsed(), _ticker: ticker })
     }
 
     /// The component's imports, e.g. to check it asks for no filesystem or sockets.
     pub fn imports(&self) -> Vec<String> {
-        self.component
-            .component_type()
-            .imports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect()
+        self.component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect()
     }
 
     /// The component's exports.
     pub fn exports(&self) -> Vec<String> {
-        self.component
-            .component_type()
-            .exports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect()
+        self.component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect()
     }
 
     fn store(&self, endpoints: &[&str]) -> (Store<Ctx>, MemoryOutputPipe) {
@@ -305,16 +285,16 @@ impl Runtime {
     /// A fresh store and instance for one call.
     async fn instance(&self, endpoints: &[&str]) -> Result<(Store<Ctx>, MemoryOutputPipe, Connector), RuntimeError> {
         let (mut store, stderr) = self.store(endpoints);
-        let connector = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        let connector =
+            self.pre.instantiate_async(&mut store).await.map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
         Ok((store, stderr, connector))
     }
 
     /// Bound a whole call (instantiation, guest work, HTTP waits) by the wall-clock limit.
-    async fn bounded<R>(&self, work: impl std::future::Future<Output = Result<R, RuntimeError>>) -> Result<R, RuntimeError> {
+    async fn bounded<R>(
+        &self,
+        work: impl std::future::Future<Output = Result<R, RuntimeError>>,
+    ) -> Result<R, RuntimeError> {
         let timeout = self.limits.call_timeout;
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
@@ -331,10 +311,7 @@ impl Runtime {
         .await
     }
 
-    pub async fn handle_redirect(
-        &self,
-        req: &RedirectRequest,
-    ) -> Result<Result<Datasource, WitError>, RuntimeError> {
+    pub async fn handle_redirect(&self, req: &RedirectRequest) -> Result<Result<Datasource, WitError>, RuntimeError> {
         self.bounded(async {
             let (mut store, stderr, c) = self.instance(&[req.endpoints.api.as_str()]).await?;
             c.coco_dropbox_oauth_redirect().call_handle_redirect(&mut store, req).await.map_err(|e| trap(e, &stderr))

@@ -225,10 +225,7 @@ CREATE INDEX IF NOT EXISTS documents_by_path ON documents(datasource_id, path_lo
 "#;
 
 fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
@@ -280,7 +277,9 @@ impl Store {
             .query_row(
                 "SELECT client_id, client_secret_sealed, redirect_uri, endpoints_json FROM connectors WHERE id = ?1",
                 [id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+                |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+                },
             )
             .optional()?;
         let Some((client_id, secret, redirect_uri, endpoints)) = row else { return Ok(None) };
@@ -516,14 +515,17 @@ impl Store {
     }
 
     pub fn document_count(&self, id: &str) -> Result<u64> {
-        Ok(self.conn().query_row("SELECT COUNT(*) FROM documents WHERE datasource_id = ?1", [id], |r| r.get::<_, i64>(0))?
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM documents WHERE datasource_id = ?1", [id], |r| r.get::<_, i64>(0))?
             as u64)
     }
 
     /// Stream every indexed document's JSON, in path order, without loading them all.
     pub fn for_each_document(&self, id: &str, mut f: impl FnMut(&str, &str) -> std::io::Result<()>) -> Result<u64> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT doc_id, json FROM documents WHERE datasource_id = ?1 ORDER BY path_lower")?;
+        let mut stmt =
+            conn.prepare("SELECT doc_id, json FROM documents WHERE datasource_id = ?1 ORDER BY path_lower")?;
         let mut rows = stmt.query([id])?;
         let mut n = 0;
         while let Some(r) = rows.next()? {

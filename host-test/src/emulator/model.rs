@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 /// Extensions the generator cycles through: every icon's, and some that map to `default`.
 pub const EXTENSIONS: [&str; 17] = [
-    "pdf", "docx", "doc", "xlsx", "xls", "pptx", "ppt", "paper", "gdoc", "gsheet", "gslides", "txt",
-    "jpg", "PDF", "zip", "md", "",
+    "pdf", "docx", "doc", "xlsx", "xls", "pptx", "ppt", "paper", "gdoc", "gsheet", "gslides", "txt", "jpg", "PDF",
+    "zip", "md", "",
 ];
 
 /// Name stems: unicode, spaces, `#`, `%`, and characters JSON must escape.
@@ -252,10 +252,12 @@ impl Namespace {
         let now = self.tick();
         self.next_id += 1;
         let rev_seed = self.next_id;
-        let node = self.nodes.get_mut(&pl).filter(|n| !n.is_folder).ok_or_else(|| MutationError::NotFound(path.into()))?;
+        let node =
+            self.nodes.get_mut(&pl).filter(|n| !n.is_folder).ok_or_else(|| MutationError::NotFound(path.into()))?;
         node.size = size;
         node.rev = format!("{:015x}", rev_seed * 7919 + now as u64);
-        node.content_hash = Sha256::digest(format!("{}:{size}:{now}", node.id)).iter().map(|b| format!("{b:02x}")).collect();
+        node.content_hash =
+            Sha256::digest(format!("{}:{size}:{now}", node.id)).iter().map(|b| format!("{b:02x}")).collect();
         node.server_modified = timestamp(now);
         self.log.push(Change::Upsert(pl));
         Ok(())
@@ -306,9 +308,14 @@ impl Namespace {
             return Err(MutationError::Conflict(to.into()));
         }
         let keys = self.subtree_keys(&from_l);
-        let moved: Vec<(String, Node)> = keys.iter().filter_map(|k| self.nodes.remove(k).map(|n| (k.clone(), n))).collect();
+        let moved: Vec<(String, Node)> =
+            keys.iter().filter_map(|k| self.nodes.remove(k).map(|n| (k.clone(), n))).collect();
         if !case_only {
-            self.log.push(Change::Delete { path_lower: from_l.clone(), path_display: node.path_display.clone(), name: node.name.clone() });
+            self.log.push(Change::Delete {
+                path_lower: from_l.clone(),
+                path_display: node.path_display.clone(),
+                name: node.name.clone(),
+            });
         }
         let now = self.tick();
         for (old_key, mut n) in moved {
@@ -422,7 +429,7 @@ pub fn generate(ns: &mut Namespace, spec: &Generate) {
             folders[rng.random_range(0..folders.len())].clone()
         };
         let depth = parent.matches('/').count();
-        if i % 53 == 0 && !parent.is_empty() && ds_store_in.insert(parent.clone()) {
+        if i.is_multiple_of(53) && !parent.is_empty() && ds_store_in.insert(parent.clone()) {
             if ns.add(&format!("{parent}/.DS_Store"), false, 6148).is_ok() {
                 created += 1;
             }
@@ -435,7 +442,11 @@ pub fn generate(ns: &mut Namespace, spec: &Generate) {
         } else {
             let stem = STEMS[rng.random_range(0..STEMS.len())];
             let ext = EXTENSIONS[i % EXTENSIONS.len()];
-            if ext.is_empty() { format!("{parent}/{stem} {i}") } else { format!("{parent}/{stem} {i}.{ext}") }
+            if ext.is_empty() {
+                format!("{parent}/{stem} {i}")
+            } else {
+                format!("{parent}/{stem} {i}.{ext}")
+            }
         };
         let size = if rng.random_bool(0.05) { 0 } else { rng.random_range(1..20_000_000) };
         if ns.add(&path, is_folder, size).is_ok() {
@@ -502,7 +513,15 @@ mod tests {
     #[test]
     fn subfolder_listing_includes_the_folder_and_skips_siblings_sorting_inside() {
         let mut ns = Namespace::new("s");
-        for (p, f) in [("/a", true), ("/a b", true), ("/a/x.txt", false), ("/a b/y.txt", false), ("/a-c", false), ("/a/sub", true), ("/a/sub/z", false)] {
+        for (p, f) in [
+            ("/a", true),
+            ("/a b", true),
+            ("/a/x.txt", false),
+            ("/a b/y.txt", false),
+            ("/a-c", false),
+            ("/a/sub", true),
+            ("/a/sub/z", false),
+        ] {
             ns.add(p, f, 1).unwrap();
         }
         let (keys, more) = ns.list_page("/a", true, None, 100);

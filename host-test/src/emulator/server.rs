@@ -136,19 +136,15 @@ fn to_response(reply: Reply) -> Response {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::to_string)
+    headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::to_string)
 }
 
 fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     let raw = headers.get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?;
     let decoded = String::from_utf8(STANDARD.decode(raw).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    let unescape = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let unescape =
+        |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
     Some((unescape(id)?, unescape(secret)?))
 }
 
@@ -231,11 +227,26 @@ async fn admin_faults(AxState(s): AxState<Shared>, Json(faults): Json<Vec<Fault>
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Mutation {
-    AddFile { path: String, #[serde(default)] size: u64 },
-    AddFolder { path: String },
-    Modify { path: String, #[serde(default)] size: u64 },
-    Delete { path: String },
-    Move { from: String, to: String },
+    AddFile {
+        path: String,
+        #[serde(default)]
+        size: u64,
+    },
+    AddFolder {
+        path: String,
+    },
+    Modify {
+        path: String,
+        #[serde(default)]
+        size: u64,
+    },
+    Delete {
+        path: String,
+    },
+    Move {
+        from: String,
+        to: String,
+    },
 }
 
 async fn admin_mutate(

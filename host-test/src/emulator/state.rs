@@ -244,7 +244,13 @@ impl State {
                 let namespace_id = format!("{}", 1_000_000 + i as u64 * 7 + h[0] as u64);
                 let mut home = Namespace::new(&account_id);
                 generate(&mut home, &spec.generate);
-                Account { account_id, email: spec.email.clone(), display_name: spec.display_name.clone(), namespace_id, home }
+                Account {
+                    account_id,
+                    email: spec.email.clone(),
+                    display_name: spec.display_name.clone(),
+                    namespace_id,
+                    home,
+                }
             })
             .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed);
@@ -321,7 +327,10 @@ impl State {
                 pairs.append_pair("code", &code);
             } else {
                 pairs.append_pair("error", "access_denied");
-                pairs.append_pair("error_description", "The user chose not to give your app access to their Dropbox account.");
+                pairs.append_pair(
+                    "error_description",
+                    "The user chose not to give your app access to their Dropbox account.",
+                );
             }
             if let Some(state) = q.get("state") {
                 pairs.append_pair("state", state);
@@ -341,7 +350,10 @@ impl State {
         };
         match self.apps.get(&id) {
             Some(s) if *s == secret => Ok(id),
-            _ => Err(Reply::json(400, &serde_json::json!({ "error": "invalid_client: Invalid client_id or client_secret" }))),
+            _ => Err(Reply::json(
+                400,
+                &serde_json::json!({ "error": "invalid_client: Invalid client_id or client_secret" }),
+            )),
         }
     }
 
@@ -540,7 +552,10 @@ impl State {
             Err(e) => return Reply::bad_request(ROUTE, &format!("request body: could not decode input as JSON: {e}")),
         };
         if arg.path == "/" {
-            return Reply::bad_request(ROUTE, "request body: path: Specify the root folder as an empty string rather than as \"/\".");
+            return Reply::bad_request(
+                ROUTE,
+                "request body: path: Specify the root folder as an empty string rather than as \"/\".",
+            );
         }
         if !arg.path.is_empty() && !arg.path.starts_with('/') {
             return Reply::bad_request(ROUTE, &format!("request body: path: '{}' did not match pattern", arg.path));
@@ -548,20 +563,39 @@ impl State {
         let limit = match arg.limit {
             None => 2000,
             Some(l @ 1..=2000) => l as usize,
-            Some(l) => return Reply::bad_request(ROUTE, &format!("request body: limit: {l} is not within range [1, 2000]")),
+            Some(l) => {
+                return Reply::bad_request(ROUTE, &format!("request body: limit: {l} is not within range [1, 2000]"))
+            }
         };
         let root = arg.path.to_lowercase();
         let ns = &self.accounts[a].home;
         if !root.is_empty() {
             match ns.get(&root) {
-                None => return Reply::route_error(409, serde_json::json!({ ".tag": "path", "path": { ".tag": "not_found" } })),
+                None => {
+                    return Reply::route_error(
+                        409,
+                        serde_json::json!({ ".tag": "path", "path": { ".tag": "not_found" } }),
+                    )
+                }
                 Some(n) if !n.is_folder => {
-                    return Reply::route_error(409, serde_json::json!({ ".tag": "path", "path": { ".tag": "not_folder" } }))
+                    return Reply::route_error(
+                        409,
+                        serde_json::json!({ ".tag": "path", "path": { ".tag": "not_folder" } }),
+                    )
                 }
                 _ => {}
             }
         }
-        let state = CursorState { a, r: root, rec: arg.recursive, ep: ns.cursor_epoch, l: limit, after: None, seq: ns.seq(), delta: false };
+        let state = CursorState {
+            a,
+            r: root,
+            rec: arg.recursive,
+            ep: ns.cursor_epoch,
+            l: limit,
+            after: None,
+            seq: ns.seq(),
+            delta: false,
+        };
         self.page(state)
     }
 
@@ -583,7 +617,10 @@ impl State {
             Err(e) => return Reply::bad_request(ROUTE, &format!("request body: could not decode input as JSON: {e}")),
         };
         let Some(state) = self.open_cursor(&arg.cursor).filter(|c| c.a == a) else {
-            return Reply::bad_request(ROUTE, "Invalid \"cursor\" parameter: the cursor is malformed or belongs to another user");
+            return Reply::bad_request(
+                ROUTE,
+                "Invalid \"cursor\" parameter: the cursor is malformed or belongs to another user",
+            );
         };
         let ns = &self.accounts[a].home;
         if state.ep != ns.cursor_epoch {
@@ -636,7 +673,10 @@ pub fn fault_reply(kind: &FaultKind, route: Option<&str>) -> Option<Reply> {
         FaultKind::Status { status } => Some(Reply::text(*status, format!("emulated failure {status}"))),
         FaultKind::RateLimit { retry_after, json } => {
             let mut r = if *json {
-                Reply::route_error(429, serde_json::json!({ "reason": { ".tag": "too_many_requests" }, "retry_after": retry_after.ceil() as u64 }))
+                Reply::route_error(
+                    429,
+                    serde_json::json!({ "reason": { ".tag": "too_many_requests" }, "retry_after": retry_after.ceil() as u64 }),
+                )
             } else {
                 Reply::text(429, "too_many_requests")
             };
@@ -645,7 +685,10 @@ pub fn fault_reply(kind: &FaultKind, route: Option<&str>) -> Option<Reply> {
         }
         FaultKind::Reset => (route == Some("files/list_folder/continue"))
             .then(|| Reply::route_error(409, serde_json::json!({ ".tag": "reset" }))),
-        FaultKind::Garbage => Some(Reply { content_type: "application/json", ..Reply::text(200, "<html><body>Gateway says hi</body></html>") }),
+        FaultKind::Garbage => Some(Reply {
+            content_type: "application/json",
+            ..Reply::text(200, "<html><body>Gateway says hi</body></html>")
+        }),
         FaultKind::Truncate | FaultKind::Delay { .. } => None,
     }
 }
@@ -659,22 +702,19 @@ mod tests {
     }
 
     fn connect(s: &mut State) -> String {
-        let q: HashMap<String, String> = [
-            ("client_id", "app"),
-            ("response_type", "code"),
-            ("redirect_uri", "http://cb/x"),
-            ("state", "st"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let q: HashMap<String, String> =
+            [("client_id", "app"), ("response_type", "code"), ("redirect_uri", "http://cb/x"), ("state", "st")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let r = s.authorize(&q);
         let loc = &r.headers[0].1;
         let code = url::Url::parse(loc).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
-        let form: HashMap<String, String> = [("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", "http://cb/x")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let form: HashMap<String, String> =
+            [("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", "http://cb/x")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let r = s.token_endpoint(Some(("app".into(), "secret".into())), &form);
         assert_eq!(r.status, 200);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
