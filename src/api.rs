@@ -20,6 +20,7 @@ pub enum Route {
     ListFolderContinue,
     GetCurrentAccount,
     Token,
+    Revoke,
 }
 
 impl Route {
@@ -29,6 +30,7 @@ impl Route {
             Route::ListFolderContinue => "/2/files/list_folder/continue",
             Route::GetCurrentAccount => "/2/users/get_current_account",
             Route::Token => "/oauth2/token",
+            Route::Revoke => "/2/auth/token/revoke",
         }
     }
 

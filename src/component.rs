@@ -85,6 +85,16 @@ impl wit_oauth::Guest for Component {
             tokens: tokens_out(ds.tokens),
         })
     }
+
+    fn revoke(req: wit_oauth::RevokeRequest) -> Result<(), wit::Error> {
+        let req = core::RevokeRequest {
+            app: app_in(req.app),
+            tokens: tokens_in(req.tokens),
+            now: req.now,
+            endpoints: endpoints_in(req.endpoints),
+        };
+        connect::revoke(&req, &mut WakiTransport).map_err(error_out)
+    }
 }
 
 impl wit_sync::Guest for Component {

@@ -7,6 +7,9 @@ use crate::http::{HttpRequest, HttpResponse, Transport};
 use crate::oauth::{self, Grant};
 use crate::types::{AppCredentials, Endpoints, PageStats, Tokens};
 
+/// Refresh margin used before a revoke: any token that still works will do.
+pub const REVOKE_MARGIN_SECS: u64 = 30;
+
 /// Default refresh margin: upstream's and the Python SDK's five minutes.
 pub const DEFAULT_REFRESH_MARGIN_SECS: u64 = 300;
 

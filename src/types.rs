@@ -168,3 +168,11 @@ pub struct SyncFailure {
     pub tokens: Option<Tokens>,
     pub stats: PageStats,
 }
+
+#[derive(Clone, Debug)]
+pub struct RevokeRequest {
+    pub app: AppCredentials,
+    pub tokens: Tokens,
+    pub now: u64,
+    pub endpoints: Endpoints,
+}

@@ -11,8 +11,8 @@ use rand::Rng;
 
 use crate::keys::Keys;
 use crate::runtime::{
-    AppCredentials, ConnectRequest, Endpoints, PageRequest, RedirectRequest, Runtime, RuntimeError, SyncOptions,
-    Tokens, WitError,
+    AppCredentials, ConnectRequest, Endpoints, PageRequest, RedirectRequest, RevokeRequest, Runtime, RuntimeError,
+    SyncOptions, Tokens, WitError,
 };
 use crate::store::{
     Applied, ConnectorRecord, DatasourceRecord, EndpointsRecord, PageApply, ProfileRecord, RootRecord, Status, Store,
@@ -107,6 +107,13 @@ pub struct SyncReport {
     pub documents_now: u64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectOutcome {
+    Revoked,
+    /// Dropbox no longer accepted the tokens (revoked by the user, or earlier).
+    AlreadyRevoked,
+}
+
 /// Progress, for bars and logs.
 #[derive(Clone, Debug)]
 pub enum SyncEvent {
@@ -122,6 +129,8 @@ pub struct Host {
     pub retry: RetryPolicy,
     /// list_folder limit when the datasource sets none.
     pub default_page_limit: u32,
+    /// Refresh access tokens expiring within this many seconds (0: the component's 300).
+    pub refresh_margin_secs: u32,
 }
 
 pub fn now_unix() -> u64 {
@@ -163,7 +172,7 @@ fn tokens_record(t: &Tokens) -> TokensRecord {
 
 impl Host {
     pub fn new(runtime: Arc<Runtime>, store: Store) -> Self {
-        Host { runtime, store, retry: RetryPolicy::default(), default_page_limit: 0 }
+        Host { runtime, store, retry: RetryPolicy::default(), default_page_limit: 0, refresh_margin_secs: 0 }
     }
 
     fn keys(&self) -> &Keys {
@@ -223,6 +232,32 @@ impl Host {
         Ok(self.store.datasource(&ds.id)?)
     }
 
+    /// Revoke the datasource's tokens at Dropbox and forget it (its index included). Tokens
+    /// that no longer work are not an obstacle: there is nothing left to revoke.
+    pub async fn disconnect(&self, id: &str) -> Result<DisconnectOutcome, HostError> {
+        let ds = self.store.datasource(id)?;
+        let req = RevokeRequest {
+            app: AppCredentials {
+                client_id: ds.client_id.clone(),
+                client_secret: ds.client_secret.expose().to_string(),
+            },
+            tokens: Tokens {
+                access_token: ds.tokens.access_token.expose().to_string(),
+                expires_at: ds.tokens.expires_at,
+                refresh_token: ds.tokens.refresh_token.expose().to_string(),
+            },
+            now: now_unix(),
+            endpoints: endpoints(&ds.endpoints),
+        };
+        let outcome = match self.runtime.revoke(&req).await? {
+            Ok(()) => DisconnectOutcome::Revoked,
+            Err(WitError::ReauthRequired(_)) => DisconnectOutcome::AlreadyRevoked,
+            Err(e) => return Err(HostError::Connector(ConnectorError(e))),
+        };
+        self.store.remove_datasource(id)?;
+        Ok(outcome)
+    }
+
     fn page_request(&self, ds: &DatasourceRecord, cursor: Option<String>, batch: &str) -> PageRequest {
         PageRequest {
             datasource_id: ds.id.clone(),
@@ -241,7 +276,7 @@ impl Host {
             options: SyncOptions {
                 path: ds.path.clone(),
                 page_limit: if ds.page_limit == 0 { self.default_page_limit } else { ds.page_limit },
-                refresh_margin_secs: 0,
+                refresh_margin_secs: self.refresh_margin_secs,
                 path_root: ds.path_root(),
             },
             batch_number: batch.to_string(),

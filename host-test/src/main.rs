@@ -48,6 +48,8 @@ enum Command {
     Finish(FinishArgs),
     /// Sync a datasource to completion; writes its documents as JSONL.
     Sync(SyncArgs),
+    /// Revoke a datasource's tokens at Dropbox and remove its state and index.
+    Disconnect(DisconnectArgs),
     /// Datasources, their status and index sizes.
     Status(StatusArgs),
 }
@@ -153,15 +155,25 @@ struct SyncArgs {
 }
 
 #[derive(Args)]
+struct DisconnectArgs {
+    datasource_id: String,
+}
+
+#[derive(Args)]
 struct StatusArgs {
     #[arg(long)]
     json: bool,
 }
 
 fn main() -> ExitCode {
+    // RUST_LOG picks the level (default warn). The compiler's internals are capped: at trace
+    // level Cranelift writes gigabytes while compiling the component and says nothing useful.
+    let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let filter =
+        format!("{requested},cranelift_codegen=warn,cranelift_frontend=warn,wasmtime_cranelift=warn,regalloc2=warn");
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
         .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -240,6 +252,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let n = export_jsonl(&host.store, &ds.id, out)?;
                 eprintln!("Wrote {n} documents to {}.", out.display());
             }
+            Ok(())
+        }
+        Command::Disconnect(args) => {
+            let host = open_host(&cli, Keys::from_env()?)?;
+            let outcome = host.disconnect(&args.datasource_id).await?;
+            let how = match outcome {
+                coco_host::host::DisconnectOutcome::Revoked => "tokens revoked at Dropbox",
+                coco_host::host::DisconnectOutcome::AlreadyRevoked => "Dropbox had already revoked its tokens",
+            };
+            eprintln!("Disconnected {} ({how}); its state and index were removed.", args.datasource_id);
+            println!("{}", args.datasource_id);
             Ok(())
         }
         Command::Status(args) => status(&cli, args),

@@ -27,7 +27,9 @@ wasmtime::component::bindgen!({
 });
 
 pub use coco::dropbox::types::{AppCredentials, Endpoints, Error as WitError, Profile, RootInfo, Tokens};
-pub use exports::coco::dropbox::oauth_redirect::{ConnectRequest, Datasource, DatasourceConfig, RedirectRequest};
+pub use exports::coco::dropbox::oauth_redirect::{
+    ConnectRequest, Datasource, DatasourceConfig, RedirectRequest, RevokeRequest,
+};
 pub use exports::coco::dropbox::sync_page::{Document, PageRequest, PageResult, PageStats, SyncFailure, SyncOptions};
 
 /// How often the epoch advances; the deadline is counted in these ticks.
@@ -315,6 +317,14 @@ impl Runtime {
         self.bounded(async {
             let (mut store, stderr, c) = self.instance(&[req.endpoints.api.as_str()]).await?;
             c.coco_dropbox_oauth_redirect().call_handle_redirect(&mut store, req).await.map_err(|e| trap(e, &stderr))
+        })
+        .await
+    }
+
+    pub async fn revoke(&self, req: &RevokeRequest) -> Result<Result<(), WitError>, RuntimeError> {
+        self.bounded(async {
+            let (mut store, stderr, c) = self.instance(&[req.endpoints.api.as_str()]).await?;
+            c.coco_dropbox_oauth_redirect().call_revoke(&mut store, req).await.map_err(|e| trap(e, &stderr))
         })
         .await
     }

@@ -103,6 +103,7 @@ fn router(state: Shared) -> Router {
         .route("/__admin/reset_cursors", post(admin_reset))
         .route("/__admin/consent", post(admin_consent))
         .route("/__admin/expire_tokens", post(admin_expire))
+        .route("/__admin/revoke_all", post(admin_revoke_all))
         .with_state(state)
 }
 
@@ -293,4 +294,9 @@ async fn admin_consent(AxState(s): AxState<Shared>, Json(c): Json<Consent>) -> R
 async fn admin_expire(AxState(s): AxState<Shared>) -> Response {
     lock(&s).expire_access_tokens();
     Json(serde_json::json!({ "expired": true })).into_response()
+}
+
+async fn admin_revoke_all(AxState(s): AxState<Shared>) -> Response {
+    lock(&s).revoke_all();
+    Json(serde_json::json!({ "revoked": true })).into_response()
 }

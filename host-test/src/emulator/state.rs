@@ -226,6 +226,8 @@ pub struct State {
     pub counters: Counters,
     rng: ChaCha8Rng,
     cursor_key: [u8; 32],
+    /// Tokens no longer valid, remembered for leak scans.
+    burnt: Vec<String>,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -268,6 +270,7 @@ impl State {
             counters: Counters::default(),
             rng,
             cursor_key,
+            burnt: Vec::new(),
         }
     }
 
@@ -467,8 +470,25 @@ impl State {
         let _ = account;
         let refresh = bearer.and_then(|t| self.access.get(t)).map(|g| g.refresh.clone()).unwrap_or_default();
         self.refresh.remove(&refresh);
-        self.access.retain(|_, g| g.refresh != refresh);
+        let revoked: Vec<String> =
+            self.access.iter().filter(|(_, g)| g.refresh == refresh).map(|(k, _)| k.clone()).collect();
+        for k in revoked {
+            self.access.remove(&k);
+            self.burnt.push(k);
+        }
+        self.burnt.push(refresh);
         Reply::json(200, &serde_json::Value::Null)
+    }
+
+    /// The user removes the app in their Dropbox settings: every token stops working.
+    pub fn revoke_all(&mut self) {
+        self.burnt.extend(self.access.drain().map(|(k, _)| k));
+        self.burnt.extend(self.refresh.drain().map(|(k, _)| k));
+    }
+
+    /// Every token issued so far, for secret-leak scans.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.access.keys().chain(self.refresh.keys()).cloned().chain(self.burnt.iter().cloned()).collect()
     }
 
     /// Make every access token expire now (to force refreshes mid-listing).

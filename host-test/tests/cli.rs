@@ -1,0 +1,189 @@
+//! The CLI as a script drives it, against the emulator on loopback: connect → finish → sync →
+//! status → failures → disconnect. Every output, every log line (at trace level) and every file
+//! the host wrote is scanned for the client secret and every token Dropbox issued.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use coco_host::emulator::{Config, Emulator};
+
+const CLIENT_ID: &str = "cli-app";
+const CLIENT_SECRET: &str = "CANARY-client-secret-7f3a9c";
+const WRONG_SECRET: &str = "CANARY-wrong-secret-1b2c3d";
+const MASTER_KEY: &str = "cli-test-master-key-0123456789abcdef";
+
+fn wasm() -> PathBuf {
+    let p = std::env::var_os("COCO_DROPBOX_WASM").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release/coco_dropbox.wasm")
+    });
+    assert!(p.exists(), "build the component first: cargo build --target wasm32-wasip2 --release");
+    p
+}
+
+struct Cli {
+    state: PathBuf,
+    transcript: String,
+}
+
+impl Cli {
+    /// Run `coco-host ARGS`, keeping everything it printed.
+    fn run(&mut self, args: &[&str], log: &str, with_key: bool) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coco-host"));
+        cmd.args(args)
+            .env("COCO_STATE_DIR", &self.state)
+            .env("COCO_DROPBOX_WASM", wasm())
+            .env("RUST_LOG", log)
+            .env_remove("COCO_DROPBOX_CLIENT_SECRET");
+        if with_key {
+            cmd.env("COCO_MASTER_KEY", MASTER_KEY);
+        } else {
+            cmd.env_remove("COCO_MASTER_KEY");
+        }
+        let out = cmd.output().expect("run coco-host");
+        self.transcript.push_str(&String::from_utf8_lossy(&out.stdout));
+        self.transcript.push_str(&String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    fn ok(&mut self, args: &[&str]) -> String {
+        let out = self.run(args, "trace", true);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "coco-host {args:?} failed: {}", stderr.lines().last().unwrap_or(""));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A failure: non-zero exit and exactly one line on stderr, `error: …`.
+    fn fails(&mut self, args: &[&str], with_key: bool) -> String {
+        let out = self.run(args, "warn", with_key);
+        assert!(!out.status.success(), "coco-host {args:?} should fail");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line on stderr, got: {stderr}");
+        assert!(lines[0].starts_with("error: "), "{stderr}");
+        // The same failure at trace level, for the leak scan.
+        self.run(args, "trace", with_key);
+        lines[0].to_string()
+    }
+}
+
+fn last_line(s: &str) -> &str {
+    s.lines().last().unwrap_or("").trim()
+}
+
+fn scan_files(dir: &Path, needles: &[String]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            hits.extend(scan_files(&path, needles));
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for n in needles {
+            if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                hits.push(format!("{} contains {n}", path.display()));
+            }
+        }
+    }
+    hits
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_cli_round_trip_leaks_no_secret() {
+    let emu = Emulator::start(Config::single(11, 1_500, CLIENT_ID, CLIENT_SECRET), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = emu.base_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cli = Cli { state: tmp.path().join("state"), transcript: String::new() };
+    let out_file = tmp.path().join("docs.jsonl");
+
+    let script = tokio::task::spawn_blocking({
+        let base = base.clone();
+        let out_file = out_file.clone();
+        move || {
+            // Outside demo mode the host refuses to run without its key.
+            let e = cli.fails(&["status"], false);
+            assert!(e.contains("COCO_MASTER_KEY"), "{e}");
+
+            let stdout =
+                cli.ok(&["connect", "--dropbox", &base, "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]);
+            let url = last_line(&stdout).to_string();
+            assert!(url.starts_with(&format!("{base}/oauth2/authorize?")), "{url}");
+            let redirected = ureq_location(&url);
+            let id = last_line(&cli.ok(&["finish", &redirected])).to_string();
+            assert_eq!(id.len(), 32, "datasource id on the last line: {id}");
+
+            cli.ok(&["sync", &id, "--out", out_file.to_str().unwrap(), "--page-limit", "400"]);
+            let status = cli.ok(&["status", "--json"]);
+            let rows: serde_json::Value = serde_json::from_str(&status).unwrap();
+            assert_eq!(rows[0]["id"], id.as_str());
+            assert_eq!(rows[0]["status"], "ok");
+            assert_eq!(rows[0]["phase"], "incremental");
+            let docs = std::fs::read_to_string(&out_file).unwrap();
+            assert_eq!(docs.lines().count() as u64, rows[0]["documents"].as_u64().unwrap());
+            for line in docs.lines() {
+                let _: serde_json::Value = serde_json::from_str(line).expect("one JSON document per line");
+            }
+            // JSONL to stdout, too.
+            let stdout = cli.ok(&["sync", &id, "--out", "-"]);
+            assert_eq!(stdout.lines().count(), docs.lines().count());
+
+            // Failures, each one line: replayed redirect, unknown datasource, wrong secret.
+            let e = cli.fails(&["finish", &redirected], true);
+            assert!(e.contains("denied") && e.contains("already used"), "{e}");
+            let e = cli.fails(&["sync", "0123456789abcdef0123456789abcdef"], true);
+            assert!(e.contains("no datasource"), "{e}");
+            let redirected = ureq_location(&last_line(&cli.ok(&[
+                "connect",
+                "--dropbox",
+                &base,
+                "--client-id",
+                CLIENT_ID,
+                "--client-secret",
+                WRONG_SECRET,
+            ])));
+            let e = cli.fails(&["finish", &redirected], true);
+            assert!(e.contains("invalid client credentials") && !e.contains(WRONG_SECRET), "{e}");
+            (cli, id)
+        }
+    });
+    let (mut cli, id) = script.await.unwrap();
+
+    // The user revokes the app: sync fails as reauth-required, status shows it.
+    emu.state().revoke_all();
+    let (cli, id) = tokio::task::spawn_blocking(move || {
+        let e = cli.fails(&["sync", &id], true);
+        assert!(e.contains("connected again"), "{e}");
+        let status = cli.ok(&["status"]);
+        assert!(status.contains("reauth-required"), "{status}");
+        let disconnected = cli.ok(&["disconnect", &id]);
+        assert_eq!(last_line(&disconnected), id);
+        assert!(cli.ok(&["status"]).contains("no datasources"));
+        (cli, id)
+    })
+    .await
+    .unwrap();
+    let _ = id;
+
+    // Scan: every byte printed (at trace level too), the JSONL and every state file.
+    let mut needles = vec![CLIENT_SECRET.to_string(), WRONG_SECRET.to_string()];
+    needles.extend(emu.state().issued_tokens());
+    assert!(needles.len() >= 4, "tokens were issued: {needles:?}");
+    let mut hits: Vec<String> = needles
+        .iter()
+        .filter(|n| cli.transcript.contains(n.as_str()))
+        .map(|n| format!("output contains {n}"))
+        .collect();
+    hits.extend(scan_files(&cli.state, &needles));
+    hits.extend(scan_files(tmp.path(), &needles));
+    assert!(hits.is_empty(), "secrets leaked: {hits:#?}");
+    assert!(cli.transcript.len() > 10_000, "trace logs were captured ({} bytes)", cli.transcript.len());
+}
+
+/// Play the browser: GET the authorize URL, return the Location it redirects to.
+fn ureq_location(url: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder().max_redirects(0).http_status_as_error(false).build().into();
+    let resp = agent.get(url).call().unwrap();
+    resp.headers().get("location").unwrap().to_str().unwrap().to_string()
+}
