@@ -134,7 +134,7 @@ async fn scripted_cli_round_trip_leaks_no_secret() {
             assert!(e.contains("denied") && e.contains("already used"), "{e}");
             let e = cli.fails(&["sync", "0123456789abcdef0123456789abcdef"], true);
             assert!(e.contains("no datasource"), "{e}");
-            let redirected = ureq_location(&last_line(&cli.ok(&[
+            let redirected = ureq_location(last_line(&cli.ok(&[
                 "connect",
                 "--dropbox",
                 &base,
