@@ -85,3 +85,55 @@ impl Harness {
         self.host.finish_connect(&self.connector, &redirected).await.expect("finish connect")
     }
 }
+
+/// doc id → path_display, for every file and folder the emulator holds under `prefix`
+/// (a namespace `path_lower`; "" = everything), as seen `display_skip` bytes in.
+pub fn expected_index(
+    h: &Harness,
+    ds_id: &str,
+    prefix: &str,
+    display_skip: usize,
+) -> std::collections::BTreeMap<String, String> {
+    let st = h.emu.state();
+    st.accounts[0]
+        .home
+        .nodes
+        .iter()
+        .filter(|(k, n)| {
+            n.name != ".DS_Store"
+                && (prefix.is_empty() || k.as_str() == prefix || k.starts_with(&format!("{prefix}/")))
+                && k.len() > display_skip
+        })
+        .map(|(_, n)| (coco_dropbox::mapping::document_id(ds_id, &n.id), n.path_display[display_skip..].to_string()))
+        .collect()
+}
+
+/// doc id → metadata.path_display, for what the host indexed.
+pub fn actual_index(h: &Harness, ds_id: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    h.host
+        .store
+        .for_each_document(ds_id, |id, json| {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            let display = v["metadata"]["path_display"].as_str().unwrap().to_string();
+            assert!(out.insert(id.to_string(), display).is_none(), "duplicate {id}");
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+/// Assert the index equals the account, naming the first differences.
+pub fn assert_index_matches(h: &Harness, ds_id: &str, prefix: &str, display_skip: usize) {
+    let want = expected_index(h, ds_id, prefix, display_skip);
+    let got = actual_index(h, ds_id);
+    if want != got {
+        let missing: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(5).collect();
+        let extra: Vec<_> = got.iter().filter(|(k, v)| want.get(*k) != Some(v)).take(5).collect();
+        panic!(
+            "index != account ({} expected, {} indexed); missing or stale: {missing:?}; extra or stale: {extra:?}",
+            want.len(),
+            got.len()
+        );
+    }
+}

@@ -91,14 +91,20 @@ pub enum MetadataJson<'a> {
 
 impl Node {
     pub fn json<'a>(&'a self, path_lower: &'a str) -> MetadataJson<'a> {
+        self.json_in(path_lower, 0)
+    }
+
+    /// As seen through a view rooted `display_skip` bytes into the path (a team member's home).
+    pub fn json_in<'a>(&'a self, path_lower: &'a str, display_skip: usize) -> MetadataJson<'a> {
+        let path_display = self.path_display.get(display_skip..).unwrap_or(&self.path_display);
         if self.is_folder {
-            MetadataJson::Folder { name: &self.name, id: &self.id, path_lower, path_display: &self.path_display }
+            MetadataJson::Folder { name: &self.name, id: &self.id, path_lower, path_display }
         } else {
             MetadataJson::File {
                 name: &self.name,
                 id: &self.id,
                 path_lower,
-                path_display: &self.path_display,
+                path_display,
                 client_modified: &self.client_modified,
                 server_modified: &self.server_modified,
                 rev: &self.rev,
@@ -406,6 +412,8 @@ impl Namespace {
 #[derive(Clone, Debug)]
 pub struct Generate {
     pub seed: u64,
+    /// Folder to generate under ("" = the namespace root); it must exist.
+    pub under: String,
     /// Files and folders to create (`.DS_Store` files included).
     pub entries: usize,
 }
@@ -415,7 +423,7 @@ pub struct Generate {
 /// logged: the tree is the account's initial state.
 pub fn generate(ns: &mut Namespace, spec: &Generate) {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    let mut folders: Vec<String> = vec![String::new()];
+    let mut folders: Vec<String> = vec![spec.under.clone()];
     let mut ds_store_in: std::collections::HashSet<String> = Default::default();
     let mut created = 0usize;
     let mut i = 0usize;
@@ -460,13 +468,77 @@ pub fn generate(ns: &mut Namespace, spec: &Generate) {
     ns.log.clear();
 }
 
+/// A view of a namespace: everything, or one folder as if it were the root (how a team member
+/// sees the team space without `Dropbox-API-Path-Root`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct View {
+    /// `path_lower` of the view's root folder ("" = the whole namespace).
+    pub prefix: String,
+    /// Bytes of `path_display` the view hides (the root folder's display path).
+    pub display_skip: usize,
+}
+
+impl View {
+    pub fn inner(&self, view_path_lower: &str) -> String {
+        format!("{}{view_path_lower}", self.prefix)
+    }
+
+    /// A namespace path as the view shows it, if the view shows it.
+    pub fn outer<'a>(&self, path_lower: &'a str) -> Option<&'a str> {
+        let rest = path_lower.strip_prefix(self.prefix.as_str())?;
+        (rest.starts_with('/') && (self.prefix.is_empty() || !rest.is_empty())).then_some(rest)
+    }
+}
+
+impl Namespace {
+    /// `changes_since`, through a view.
+    pub fn changes_in_view(
+        &self,
+        view: &View,
+        root: &str,
+        recursive: bool,
+        seq: u64,
+        limit: usize,
+    ) -> (Vec<MetadataJson<'_>>, u64) {
+        if view.prefix.is_empty() {
+            return self.changes_since(root, recursive, seq, limit);
+        }
+        let inner_root = view.inner(root);
+        let prefix = format!("{inner_root}/");
+        let mut out = Vec::new();
+        let mut pos = seq as usize;
+        while pos < self.log.len() && out.len() < limit {
+            let in_scope = |k: &str| {
+                (k == inner_root || k.starts_with(&prefix))
+                    && (recursive || !k.get(prefix.len()..).unwrap_or("").contains('/'))
+            };
+            match &self.log[pos] {
+                Change::Upsert(k) if in_scope(k) => {
+                    if let (Some(n), Some(outer)) = (self.nodes.get(k), view.outer(k)) {
+                        out.push(n.json_in(outer, view.display_skip));
+                    }
+                }
+                Change::Delete { path_lower, path_display, name } if in_scope(path_lower) => {
+                    if let Some(outer) = view.outer(path_lower) {
+                        let display = path_display.get(view.display_skip..).unwrap_or(path_display);
+                        out.push(MetadataJson::Deleted { name, path_lower: outer, path_display: display });
+                    }
+                }
+                _ => {}
+            }
+            pos += 1;
+        }
+        (out, pos as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn small() -> Namespace {
         let mut ns = Namespace::new("t");
-        generate(&mut ns, &Generate { seed: 7, entries: 500 });
+        generate(&mut ns, &Generate { seed: 7, entries: 500, under: String::new() });
         ns
     }
 

@@ -168,6 +168,8 @@ async fn rpc(route: &'static str, AxState(s): AxState<Shared>, headers: HeaderMa
         return send(Reply::text(400, why)).await;
     }
     let bearer = bearer(&headers);
+    let path_root = headers.get("dropbox-api-path-root").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let path_root = path_root.as_deref();
     let reply = {
         let mut st = lock(&s);
         let fault = st.take_fault(route);
@@ -177,14 +179,18 @@ async fn rpc(route: &'static str, AxState(s): AxState<Shared>, headers: HeaderMa
         } else {
             let mut reply = match route {
                 "users/get_current_account" => st.current_account(bearer.as_deref()),
-                "files/list_folder" => st.list_folder(bearer.as_deref(), &body),
-                "files/list_folder/continue" => st.list_folder_continue(bearer.as_deref(), &body),
+                "files/list_folder" => st.list_folder(bearer.as_deref(), &body, path_root),
+                "files/list_folder/continue" => st.list_folder_continue(bearer.as_deref(), &body, path_root),
                 "auth/token/revoke" => st.revoke(bearer.as_deref()),
                 _ => Reply::text(404, "unknown route"),
             };
             match fault {
                 Some(FaultKind::Truncate) => reply.truncate = true,
                 Some(FaultKind::Delay { ms }) => reply.delay = Some(std::time::Duration::from_millis(ms)),
+                Some(FaultKind::Hangup) => {
+                    reply.body.clear();
+                    reply.truncate = true;
+                }
                 _ => {}
             }
             reply

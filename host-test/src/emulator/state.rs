@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::model::{generate, Generate, MetadataJson, Namespace};
+use super::model::{generate, Generate, MetadataJson, Namespace, View};
 
 /// An HTTP answer, before it is put on the wire.
 #[derive(Debug, Clone)]
@@ -99,6 +99,21 @@ pub enum FaultKind {
     Truncate,
     /// The real answer, after this long.
     Delay { ms: u64 },
+    /// Status line and headers, then the connection closes before any body.
+    Hangup,
+}
+
+/// Faults drawn at random (from a seed) for every request that can fail.
+pub struct FaultPlan {
+    pub probability: f64,
+    pub kinds: Vec<FaultKind>,
+    rng: ChaCha8Rng,
+}
+
+impl FaultPlan {
+    pub fn new(seed: u64, probability: f64, kinds: Vec<FaultKind>) -> Self {
+        FaultPlan { probability, kinds, rng: ChaCha8Rng::seed_from_u64(seed) }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -115,8 +130,40 @@ pub struct Account {
     pub account_id: String,
     pub email: String,
     pub display_name: String,
+    /// The member's home namespace.
     pub namespace_id: String,
+    /// Team accounts with a team space: the team space's namespace id (root ≠ home).
+    pub team_root: Option<String>,
+    /// Team accounts: the member folder inside the team space, e.g. "/Franz Ferdinand".
+    pub home_path: Option<String>,
+    /// The namespace the account sees with a root Path-Root: the whole user Dropbox, or the
+    /// team space (team folders plus the member folder).
     pub home: Namespace,
+}
+
+impl Account {
+    /// What calls without `Dropbox-API-Path-Root` see: for a team member, only their folder.
+    pub fn default_view(&self) -> View {
+        match &self.home_path {
+            Some(hp) => View { prefix: hp.to_lowercase(), display_skip: hp.len() },
+            None => View::default(),
+        }
+    }
+
+    pub fn root_namespace_id(&self) -> &str {
+        self.team_root.as_deref().unwrap_or(&self.namespace_id)
+    }
+
+    pub fn root_info_json(&self) -> serde_json::Value {
+        match (&self.team_root, &self.home_path) {
+            (Some(root), Some(home_path)) => serde_json::json!({
+                ".tag": "team", "root_namespace_id": root, "home_namespace_id": self.namespace_id, "home_path": home_path
+            }),
+            _ => {
+                serde_json::json!({ ".tag": "user", "root_namespace_id": self.namespace_id, "home_namespace_id": self.namespace_id })
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +171,9 @@ pub struct AccountSpec {
     pub email: String,
     pub display_name: String,
     pub generate: Generate,
+    /// Some(name): a team member whose team space also holds a team folder of this name
+    /// (with as many entries again), invisible without `Dropbox-API-Path-Root`.
+    pub team_folder: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -143,7 +193,8 @@ impl Config {
             accounts: vec![AccountSpec {
                 email: "franz@example.com".into(),
                 display_name: "Franz Ferdinand".into(),
-                generate: Generate { seed, entries },
+                generate: Generate { seed, entries, under: String::new() },
+                team_folder: None,
             }],
             apps: vec![(client_id.into(), client_secret.into())],
             token_lifetime: Duration::from_secs(14_400),
@@ -182,6 +233,8 @@ struct CursorState {
     rec: bool,
     /// Namespace cursor epoch at minting.
     ep: u64,
+    /// The view the listing was started in.
+    v: View,
     /// Page limit.
     l: usize,
     /// Listing: last key delivered (`None` before the first page).
@@ -223,6 +276,7 @@ pub struct State {
     /// Which account the emulated browser is logged in as.
     pub login_account: usize,
     pub faults: VecDeque<Fault>,
+    pub fault_plan: Option<FaultPlan>,
     pub counters: Counters,
     rng: ChaCha8Rng,
     cursor_key: [u8; 32],
@@ -245,12 +299,31 @@ impl State {
                 let account_id = format!("dbid:AA{}", &URL_SAFE_NO_PAD.encode(&h[..27])[..36]);
                 let namespace_id = format!("{}", 1_000_000 + i as u64 * 7 + h[0] as u64);
                 let mut home = Namespace::new(&account_id);
-                generate(&mut home, &spec.generate);
+                let (team_root, home_path) = match &spec.team_folder {
+                    None => {
+                        generate(&mut home, &spec.generate);
+                        (None, None)
+                    }
+                    Some(team_folder) => {
+                        let member = format!("/{}", spec.display_name);
+                        let team = format!("/{team_folder}");
+                        home.add(&member, true, 0).expect("empty namespace");
+                        home.add(&team, true, 0).expect("empty namespace");
+                        generate(&mut home, &Generate { under: member.clone(), ..spec.generate.clone() });
+                        generate(
+                            &mut home,
+                            &Generate { under: team, seed: spec.generate.seed + 1, entries: spec.generate.entries },
+                        );
+                        (Some(format!("{}", 9_000_000 + h[1] as u64)), Some(member))
+                    }
+                };
                 Account {
                     account_id,
                     email: spec.email.clone(),
                     display_name: spec.display_name.clone(),
                     namespace_id,
+                    team_root,
+                    home_path,
                     home,
                 }
             })
@@ -267,6 +340,7 @@ impl State {
             approve_consent: true,
             login_account: 0,
             faults: VecDeque::new(),
+            fault_plan: None,
             counters: Counters::default(),
             rng,
             cursor_key,
@@ -285,9 +359,58 @@ impl State {
 
     /// The next scripted fault for this route, if any.
     pub fn take_fault(&mut self, route: &str) -> Option<FaultKind> {
-        let i = self.faults.iter().position(|f| f.route.as_deref().is_none_or(|r| r == route))?;
+        if let Some(i) = self.faults.iter().position(|f| f.route.as_deref().is_none_or(|r| r == route)) {
+            self.counters.faults_injected += 1;
+            return self.faults.remove(i).map(|f| f.kind);
+        }
+        let plan = self.fault_plan.as_mut()?;
+        if plan.kinds.is_empty() || !plan.rng.random_bool(plan.probability.clamp(0.0, 1.0)) {
+            return None;
+        }
+        let kind = plan.kinds[plan.rng.random_range(0..plan.kinds.len())].clone();
         self.counters.faults_injected += 1;
-        self.faults.remove(i).map(|f| f.kind)
+        Some(kind)
+    }
+
+    /// Which part of the namespace a request sees, from its `Dropbox-API-Path-Root` header.
+    fn view_for(&self, a: usize, path_root: Option<&str>) -> Result<View, Reply> {
+        let acct = &self.accounts[a];
+        let Some(header) = path_root else { return Ok(acct.default_view()) };
+        let bad = || Reply::text(400, "Error in call to API function: Invalid Dropbox-API-Path-Root header");
+        let v: serde_json::Value = serde_json::from_str(header).map_err(|_| bad())?;
+        match v.get(".tag").and_then(|t| t.as_str()) {
+            Some("home") => Ok(acct.default_view()),
+            Some("root") => {
+                let root = v.get("root").and_then(|r| r.as_str()).ok_or_else(bad)?;
+                if root == acct.root_namespace_id() {
+                    Ok(View::default())
+                } else {
+                    Err(Reply::route_error(
+                        422,
+                        serde_json::json!({ ".tag": "invalid_root", "invalid_root": acct.root_info_json() }),
+                    ))
+                }
+            }
+            Some("namespace_id") => {
+                let ns = v.get("namespace_id").and_then(|r| r.as_str()).ok_or_else(bad)?;
+                if ns == acct.root_namespace_id() {
+                    Ok(View::default())
+                } else if ns == acct.namespace_id {
+                    Ok(acct.default_view())
+                } else {
+                    Err(Reply::route_error(422, serde_json::json!({ ".tag": "no_permission" })))
+                }
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// The team moves the member to another team space: old root ids get `422 invalid_root`.
+    pub fn change_team_root(&mut self, account: usize) {
+        if let Some(a) = self.accounts.get_mut(account) {
+            let next = a.root_namespace_id().parse::<u64>().unwrap_or(9_000_000) + 1;
+            a.team_root = Some(next.to_string());
+        }
     }
 
     // ---- OAuth -------------------------------------------------------------------------
@@ -528,7 +651,7 @@ impl State {
                 "referral_link": "https://db.tt/emulated",
                 "is_paired": false,
                 "account_type": { ".tag": "basic" },
-                "root_info": { ".tag": "user", "root_namespace_id": acct.namespace_id, "home_namespace_id": acct.namespace_id }
+                "root_info": acct.root_info_json()
             }),
         )
     }
@@ -552,7 +675,7 @@ impl State {
     }
 
     /// `POST /2/files/list_folder`.
-    pub fn list_folder(&mut self, bearer: Option<&str>, body: &[u8]) -> Reply {
+    pub fn list_folder(&mut self, bearer: Option<&str>, body: &[u8], path_root: Option<&str>) -> Reply {
         const ROUTE: &str = "files/list_folder";
         self.count(ROUTE);
         let a = match self.authenticate(bearer) {
@@ -587,10 +710,14 @@ impl State {
                 return Reply::bad_request(ROUTE, &format!("request body: limit: {l} is not within range [1, 2000]"))
             }
         };
+        let view = match self.view_for(a, path_root) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
         let root = arg.path.to_lowercase();
         let ns = &self.accounts[a].home;
         if !root.is_empty() {
-            match ns.get(&root) {
+            match ns.get(&view.inner(&root)) {
                 None => {
                     return Reply::route_error(
                         409,
@@ -611,6 +738,7 @@ impl State {
             r: root,
             rec: arg.recursive,
             ep: ns.cursor_epoch,
+            v: view,
             l: limit,
             after: None,
             seq: ns.seq(),
@@ -620,7 +748,7 @@ impl State {
     }
 
     /// `POST /2/files/list_folder/continue`.
-    pub fn list_folder_continue(&mut self, bearer: Option<&str>, body: &[u8]) -> Reply {
+    pub fn list_folder_continue(&mut self, bearer: Option<&str>, body: &[u8], path_root: Option<&str>) -> Reply {
         const ROUTE: &str = "files/list_folder/continue";
         self.count(ROUTE);
         let a = match self.authenticate(bearer) {
@@ -642,11 +770,14 @@ impl State {
                 "Invalid \"cursor\" parameter: the cursor is malformed or belongs to another user",
             );
         };
+        if let Err(r) = self.view_for(a, path_root) {
+            return r;
+        }
         let ns = &self.accounts[a].home;
         if state.ep != ns.cursor_epoch {
             return Reply::route_error(409, serde_json::json!({ ".tag": "reset" }));
         }
-        if !state.r.is_empty() && !ns.get(&state.r).is_some_and(|n| n.is_folder) {
+        if !state.r.is_empty() && !ns.get(&state.v.inner(&state.r)).is_some_and(|n| n.is_folder) {
             return Reply::route_error(409, serde_json::json!({ ".tag": "path", "path": { ".tag": "not_found" } }));
         }
         self.page(state)
@@ -655,12 +786,14 @@ impl State {
     fn page(&self, mut c: CursorState) -> Reply {
         let ns = &self.accounts[c.a].home;
         let (entries, has_more): (Vec<MetadataJson<'_>>, bool) = if c.delta {
-            let (entries, next) = ns.changes_since(&c.r, c.rec, c.seq, c.l);
+            let (entries, next) = ns.changes_in_view(&c.v, &c.r, c.rec, c.seq, c.l);
             c.seq = next;
             (entries, next < ns.seq())
         } else {
-            let (keys, more) = ns.list_page(&c.r, c.rec, c.after.as_deref(), c.l);
-            let entries = keys.iter().filter_map(|k| ns.get(k).map(|n| n.json(k))).collect();
+            let (keys, more) = ns.list_page(&c.v.inner(&c.r), c.rec, c.after.as_deref(), c.l);
+            let view = &c.v;
+            let entries =
+                keys.iter().filter_map(|k| Some(ns.get(k)?.json_in(view.outer(k)?, view.display_skip))).collect();
             c.after = keys.last().map(|k| k.to_string());
             if !more {
                 // Listing done: from here on the cursor replays what changed since it began.
@@ -709,7 +842,7 @@ pub fn fault_reply(kind: &FaultKind, route: Option<&str>) -> Option<Reply> {
             content_type: "application/json",
             ..Reply::text(200, "<html><body>Gateway says hi</body></html>")
         }),
-        FaultKind::Truncate | FaultKind::Delay { .. } => None,
+        FaultKind::Truncate | FaultKind::Delay { .. } | FaultKind::Hangup => None,
     }
 }
 
@@ -747,25 +880,31 @@ mod tests {
     fn cursors_are_opaque_and_tamper_evident() {
         let mut s = state();
         let token = connect(&mut s);
-        let r = s.list_folder(Some(&token), br#"{"path":"","recursive":true,"limit":10}"#);
+        let r = s.list_folder(Some(&token), br#"{"path":"","recursive":true,"limit":10}"#, None);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         let cursor = v["cursor"].as_str().unwrap();
-        let ok = s.list_folder_continue(Some(&token), format!(r#"{{"cursor":"{cursor}"}}"#).as_bytes());
+        let ok = s.list_folder_continue(Some(&token), format!(r#"{{"cursor":"{cursor}"}}"#).as_bytes(), None);
         assert_eq!(ok.status, 200);
         let forged = cursor.replacen("AAE", "AAE1", 1);
-        assert_eq!(s.list_folder_continue(Some(&token), format!(r#"{{"cursor":"{forged}"}}"#).as_bytes()).status, 400);
+        assert_eq!(
+            s.list_folder_continue(Some(&token), format!(r#"{{"cursor":"{forged}"}}"#).as_bytes(), None).status,
+            400
+        );
         s.reset_cursors(0);
-        assert_eq!(s.list_folder_continue(Some(&token), format!(r#"{{"cursor":"{cursor}"}}"#).as_bytes()).status, 409);
+        assert_eq!(
+            s.list_folder_continue(Some(&token), format!(r#"{{"cursor":"{cursor}"}}"#).as_bytes(), None).status,
+            409
+        );
     }
 
     #[test]
     fn root_must_be_empty_string_and_missing_folders_are_409() {
         let mut s = state();
         let token = connect(&mut s);
-        assert_eq!(s.list_folder(Some(&token), br#"{"path":"/"}"#).status, 400);
-        let r = s.list_folder(Some(&token), br#"{"path":"/nope"}"#);
+        assert_eq!(s.list_folder(Some(&token), br#"{"path":"/"}"#, None).status, 400);
+        let r = s.list_folder(Some(&token), br#"{"path":"/nope"}"#, None);
         assert_eq!(r.status, 409);
         assert!(String::from_utf8_lossy(&r.body).contains("not_found"));
-        assert_eq!(s.list_folder(None, br#"{"path":""}"#).status, 401);
+        assert_eq!(s.list_folder(None, br#"{"path":""}"#, None).status, 401);
     }
 }

@@ -1,0 +1,111 @@
+//! Crash safety: `coco-host sync` is killed with SIGKILL at random points of a sync (several
+//! seeds), the account changes in between, and a final run must leave the index equal to the
+//! account with no duplicates.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coco_dropbox::Secret;
+use coco_host::emulator::{Config, Emulator};
+use coco_host::host::{browse_authorize, Host};
+use coco_host::keys::Keys;
+use coco_host::runtime::{Limits, Runtime};
+use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
+use rand::{Rng, SeedableRng};
+
+const MASTER_KEY: &str = "crash-test-master-key-0123456789abcdef";
+
+fn wasm() -> PathBuf {
+    let p = std::env::var_os("COCO_DROPBOX_WASM").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release/coco_dropbox.wasm")
+    });
+    assert!(p.exists(), "build the component first: cargo build --target wasm32-wasip2 --release");
+    p
+}
+
+fn sync_process(state: &Path, id: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coco-host"));
+    cmd.args(["sync", id, "--page-limit", "100"])
+        .env("COCO_STATE_DIR", state)
+        .env("COCO_DROPBOX_WASM", wasm())
+        .env("COCO_MASTER_KEY", MASTER_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_nothing() {
+    for seed in [1u64, 2, 3] {
+        let emu =
+            Emulator::start(Config::single(seed, 15_000, "crash-app", "crash-secret"), "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().to_path_buf();
+        let runtime =
+            Arc::new(Runtime::load(&wasm(), Some(&state.join("cache")), Limits::default()).expect("load component"));
+        let store = Store::open(&state.join("coco.sqlite"), Keys::from_master(MASTER_KEY.as_bytes()).unwrap()).unwrap();
+        let host = Host::new(runtime, store);
+        let connector = ConnectorRecord {
+            id: "dropbox".into(),
+            client_id: "crash-app".into(),
+            client_secret: Secret::new("crash-secret"),
+            redirect_uri: "http://localhost:9000/cb".into(),
+            endpoints: EndpointsRecord::single(&emu.base_url()),
+        };
+        let url = host.authorize_url(&connector).await.unwrap();
+        let ds = host.finish_connect(&connector, &browse_authorize(&url).await.unwrap()).await.unwrap();
+
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut kills = 0;
+        for round in 0..6 {
+            let mut child = sync_process(&state, &ds.id).spawn().unwrap();
+            let wait = Duration::from_millis(rng.random_range(20..300));
+            tokio::time::sleep(wait).await;
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                kills += 1;
+            }
+            child.wait().unwrap();
+            // The account keeps changing between crashes: deletes, a moved folder, and enough
+            // new files that the next run has pages to be killed in.
+            let mut st = emu.state();
+            let ns = &mut st.accounts[0].home;
+            for _ in 0..3 {
+                let victim = ns.nodes.keys().nth(rng.random_range(0..ns.nodes.len())).cloned().unwrap();
+                let _ = ns.delete(&victim);
+            }
+            if let Some(folder) =
+                ns.nodes.iter().filter(|(_, n)| n.is_folder).map(|(k, _)| k.clone()).nth(round as usize)
+            {
+                let _ = ns.move_entry(&folder, &format!("/moved in round {round}"));
+            }
+            ns.add(&format!("/after crash {round}"), true, 0).unwrap();
+            for i in 0..400 {
+                ns.add(&format!("/after crash {round}/file {i}.pdf"), false, i).unwrap();
+            }
+        }
+        assert!(kills >= 2, "seed {seed}: the kills must land mid-sync ({kills})");
+        let status = sync_process(&state, &ds.id).status().unwrap();
+        assert!(status.success(), "seed {seed}: the final sync completes");
+
+        // Index == account, no duplicates (ids are the primary key; paths must be unique too).
+        let want: BTreeMap<String, String> = emu.state().accounts[0]
+            .home
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.name != ".DS_Store")
+            .map(|(k, n)| (coco_dropbox::mapping::document_id(&ds.id, &n.id), k.clone()))
+            .collect();
+        let got: BTreeMap<String, String> = host.store.index_entries(&ds.id).unwrap().into_iter().collect();
+        let paths: std::collections::BTreeSet<_> = got.values().collect();
+        assert_eq!(paths.len(), got.len(), "seed {seed}: two documents share a path");
+        assert_eq!(got.len(), want.len(), "seed {seed}: document count");
+        assert!(got == want, "seed {seed}: index != account");
+        emu.stop().await;
+    }
+}
