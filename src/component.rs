@@ -201,3 +201,55 @@ fn error_out(e: CoreError) -> wit::Error {
 }
 
 export!(Component);
+
+/// The HTTP facade (`--features http-handler`): `wasi:http/incoming-handler` for `wasmtime serve`
+/// and Spin, configured from environment variables.
+#[cfg(feature = "http-handler")]
+mod http_handler {
+    use super::WakiTransport;
+    use crate::facade;
+
+    fn method_name(m: &waki::Method) -> String {
+        match m {
+            waki::Method::Get => "GET".into(),
+            waki::Method::Post => "POST".into(),
+            waki::Method::Put => "PUT".into(),
+            waki::Method::Delete => "DELETE".into(),
+            waki::Method::Head => "HEAD".into(),
+            waki::Method::Options => "OPTIONS".into(),
+            waki::Method::Patch => "PATCH".into(),
+            waki::Method::Connect => "CONNECT".into(),
+            waki::Method::Trace => "TRACE".into(),
+            waki::Method::Other(o) => o.to_ascii_uppercase(),
+        }
+    }
+
+    #[waki::handler]
+    fn handle(req: waki::Request) -> Result<waki::Response, waki::ErrorCode> {
+        let method = method_name(&req.method());
+        let path = req.path().to_string();
+        let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(req.query()).finish();
+        let header = |name: &str| req.header(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let host = header("host").or_else(|| req.authority().as_ref().map(|a| a.to_string()));
+        let forwarded_proto = header("x-forwarded-proto");
+        let body = req.body().map_err(|e| waki::ErrorCode::InternalError(Some(format!("reading the body: {e}"))))?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut nonce = [0u8; crate::oauth::NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| waki::ErrorCode::InternalError(Some(e.to_string())))?;
+        let config = facade::FacadeConfig::from_lookup(|k| std::env::var(k).ok());
+        let incoming = facade::Incoming {
+            method: &method,
+            path: &path,
+            query: &query,
+            host: host.as_deref(),
+            forwarded_proto: forwarded_proto.as_deref(),
+            body: &body,
+        };
+        let out = facade::handle(config, &incoming, &mut WakiTransport, now, &nonce);
+        let mut builder = waki::Response::builder().status_code(out.status);
+        for (name, value) in out.headers {
+            builder = builder.header(name, value);
+        }
+        builder.body(out.body).build()
+    }
+}

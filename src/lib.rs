@@ -6,6 +6,7 @@
 pub mod api;
 pub mod connect;
 pub mod error;
+pub mod facade;
 pub mod http;
 pub mod mapping;
 pub mod oauth;

@@ -4,5 +4,6 @@
 pub mod emulator;
 pub mod host;
 pub mod keys;
+pub mod registration;
 pub mod runtime;
 pub mod store;

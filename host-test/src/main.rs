@@ -50,6 +50,10 @@ enum Command {
     Sync(SyncArgs),
     /// Revoke a datasource's tokens at Dropbox and remove its state and index.
     Disconnect(DisconnectArgs),
+    /// Print the connector JSON to register in Coco Server.
+    ConnectorJson(ConnectorIdArgs),
+    /// Register the connector in a Coco Server (`POST {coco-url}/connector/`).
+    Register(RegisterArgs),
     /// Datasources, their status and index sizes.
     Status(StatusArgs),
 }
@@ -160,6 +164,24 @@ struct DisconnectArgs {
 }
 
 #[derive(Args)]
+struct ConnectorIdArgs {
+    #[arg(long, default_value = "dropbox")]
+    connector_id: String,
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    /// Coco Server's base URL, e.g. http://localhost:9000
+    #[arg(long)]
+    coco_url: String,
+    /// Coco API token (sent as X-API-TOKEN).
+    #[arg(long, env = "COCO_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    #[arg(long, default_value = "dropbox")]
+    connector_id: String,
+}
+
+#[derive(Args)]
 struct StatusArgs {
     #[arg(long)]
     json: bool,
@@ -263,6 +285,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             eprintln!("Disconnected {} ({how}); its state and index were removed.", args.datasource_id);
             println!("{}", args.datasource_id);
+            Ok(())
+        }
+        Command::ConnectorJson(args) => {
+            println!("{}", serde_json::to_string_pretty(&coco_host::registration::connector_json(&args.connector_id))?);
+            Ok(())
+        }
+        Command::Register(args) => {
+            let (url, token, id) = (args.coco_url.clone(), args.api_token.clone(), args.connector_id.clone());
+            let answer =
+                tokio::task::spawn_blocking(move || coco_host::registration::register(&url, token.as_deref(), &id))
+                    .await??;
+            eprintln!("Registered connector {:?} at {}.", args.connector_id, args.coco_url);
+            println!("{answer}");
             Ok(())
         }
         Command::Status(args) => status(&cli, args),

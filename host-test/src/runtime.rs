@@ -155,7 +155,47 @@ struct Ctx {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: AllowList,
-    limits: StoreLimits,
+    limits: PeakTracking,
+}
+
+/// `StoreLimits`, also recording the largest linear memory the guest asked for.
+struct PeakTracking {
+    inner: StoreLimits,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl wasmtime::ResourceLimiter for PeakTracking {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak.fetch_max(desired, Ordering::Relaxed);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
 }
 
 impl WasiView for Ctx {
@@ -217,6 +257,8 @@ pub struct Runtime {
     limits: Limits,
     pub loaded_from: LoadedFrom,
     pub load_time: Duration,
+    /// Largest linear memory any call of this runtime grew to, in bytes.
+    peak_memory: Arc<std::sync::atomic::AtomicUsize>,
     _ticker: EpochTicker,
 }
 
@@ -226,11 +268,15 @@ impl Runtime {
         let started = Instant::now();
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // Every call runs on a fiber: a smaller stack is cheaper to map and touch. The guest's
+        // own stack stays at wasmtime's default (512 KiB); Dropbox JSON is shallow.
+        config.async_stack_size(1 << 20);
         if limits.pooling {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(256)
                 .total_memories(256)
                 .total_tables(256)
+                .total_stacks(256)
                 .max_memory_size(limits.memory_bytes);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
@@ -247,7 +293,21 @@ impl Runtime {
         wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))?;
         let pre = wt(linker.instantiate_pre(&component).and_then(ConnectorPre::new))?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Runtime { engine, component, pre, limits, loaded_from, load_time: started.elapsed(), _ticker: ticker })
+        Ok(Runtime {
+            engine,
+            component,
+            pre,
+            limits,
+            loaded_from,
+            load_time: started.elapsed(),
+            peak_memory: Arc::default(),
+            _ticker: ticker,
+        })
+    }
+
+    /// Largest linear memory a call has grown to so far (bytes).
+    pub fn peak_linear_memory(&self) -> usize {
+        self.peak_memory.load(Ordering::Relaxed)
     }
 
     /// The component's imports, e.g. to check it asks for no filesystem or sockets.
@@ -268,13 +328,16 @@ impl Runtime {
             wasi,
             http: WasiHttpCtx::new(),
             hooks: AllowList::new(endpoints, &self.limits),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .instances(8)
-                .tables(8)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: PeakTracking {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(self.limits.memory_bytes)
+                    .instances(8)
+                    .tables(8)
+                    .memories(4)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                peak: self.peak_memory.clone(),
+            },
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);

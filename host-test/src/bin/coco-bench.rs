@@ -1,0 +1,599 @@
+//! `coco-bench`: where the time goes, side by side in one run on one machine.
+//!
+//! 1. Page cost: a 2,000-entry list_folder page parsed and mapped natively vs inside the
+//!    component through the real WIT call, with a bare serde_json parse as the floor.
+//! 2. Per-invocation overhead: instantiate from `InstancePre`, and a sync-page call that gets
+//!    an empty page, with the on-demand and the pooling allocator.
+//! 3. Full sync of an emulated account at limit 2000 and at upstream's 100.
+//! 4. Incremental sync of 10 changes vs a full re-list (what upstream does every 30 s).
+//! 5. Host peak RSS vs account size (each measured in a fresh child process).
+//! 6. The release .wasm sizes.
+//!
+//! The emulator runs in its own process so host memory is the host's alone.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use coco_dropbox::mapping::{map_entries, ListFolderResult, MapContext};
+use coco_dropbox::Secret;
+use coco_host::emulator::model::{generate, Generate, Namespace};
+use coco_host::host::{browse_authorize, now_unix, Host};
+use coco_host::keys::Keys;
+use coco_host::runtime::{AppCredentials, Endpoints, Limits, PageRequest, Runtime, SyncOptions, Tokens};
+use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
+use serde::{Deserialize, Serialize};
+
+const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/release/coco_dropbox.wasm");
+const FACADE_WASM: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../target/facade/wasm32-wasip2/release/coco_dropbox.wasm");
+const APP: (&str, &str) = ("bench-app", "bench-secret");
+
+#[derive(Parser)]
+#[command(name = "coco-bench", about = "Benchmarks for the coco-dropbox component and host")]
+struct Args {
+    #[arg(long, env = "COCO_DROPBOX_WASM", default_value = DEFAULT_WASM)]
+    component: PathBuf,
+    /// Account size for the full/incremental sync benchmarks.
+    #[arg(long, default_value_t = 100_000)]
+    entries: usize,
+    /// Account sizes for the memory benchmark.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    memory_sizes: Vec<usize>,
+    /// Sections to run (1-6).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,6")]
+    sections: Vec<u8>,
+    /// Iterations for the overhead benchmark.
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Where to write the results table.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/RESULTS.md"))]
+    out: PathBuf,
+    #[command(subcommand)]
+    child: Option<ChildCmd>,
+}
+
+#[derive(Subcommand)]
+enum ChildCmd {
+    /// (internal) Connect and sync against an emulator; print one JSON line of figures.
+    SyncChild {
+        #[arg(long)]
+        emulator: String,
+        #[arg(long)]
+        limit: u32,
+        #[arg(long)]
+        incremental: bool,
+    },
+}
+
+#[derive(Serialize, Deserialize, Debug, Default, Clone)]
+struct SyncFigures {
+    full_secs: f64,
+    full_pages: u64,
+    full_requests: u64,
+    documents: u64,
+    rss_after_full_kb: u64,
+    peak_linear_bytes: usize,
+    incr_secs: f64,
+    incr_requests: u64,
+    incr_entries: u64,
+    relist_secs: f64,
+    relist_requests: u64,
+    rss_peak_kb: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match &args.child {
+        Some(ChildCmd::SyncChild { emulator, limit, incremental }) => {
+            let figures = rt.block_on(sync_child(&args.component, emulator, *limit, *incremental))?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+        None => rt.block_on(run_all(&args)),
+    }
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() / 2]
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok())))
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!(
+        "{cores} cores, {cpu}, {:.0} GiB RAM, {} {}",
+        mem_kb as f64 / 1048576.0,
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+/// A realistic 2,000-entry page, as the emulator renders it.
+fn page_bytes(entries: usize) -> Vec<u8> {
+    let mut ns = Namespace::new("bench");
+    generate(&mut ns, &Generate { seed: 9, entries, under: String::new() });
+    let (keys, _) = ns.list_page("", true, None, entries);
+    let items: Vec<_> = keys.iter().map(|k| ns.get(k).unwrap().json(k)).collect();
+    serde_json::to_vec(
+        &serde_json::json!({ "entries": items, "cursor": "AAE".to_string() + &"x".repeat(200), "has_more": false }),
+    )
+    .unwrap()
+}
+
+/// Serves a fixed page for list_folder and an empty page for continue.
+async fn static_dropbox(page: Vec<u8>) -> anyhow::Result<String> {
+    use axum::routing::post;
+    let page = axum::body::Bytes::from(page);
+    let empty = axum::body::Bytes::from_static(br#"{"entries":[],"cursor":"AAEempty","has_more":false}"#);
+    let app = axum::Router::new()
+        // Handlers read the request body, as Dropbox does, before answering.
+        .route(
+            "/2/files/list_folder",
+            post(move |_body: axum::body::Bytes| {
+                let p = page.clone();
+                async move { ([("content-type", "application/json")], p) }
+            }),
+        )
+        .route(
+            "/2/files/list_folder/continue",
+            post(move |_body: axum::body::Bytes| {
+                let e = empty.clone();
+                async move { ([("content-type", "application/json")], e) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(base)
+}
+
+fn page_request(base: &str, cursor: Option<&str>) -> PageRequest {
+    PageRequest {
+        datasource_id: "0335b4e59c687f2666f7d7e5d5d17686".into(),
+        datasource_name: "Bench's Dropbox".into(),
+        owner_id: None,
+        app: AppCredentials { client_id: APP.0.into(), client_secret: APP.1.into() },
+        tokens: Tokens {
+            access_token: "sl.bench".into(),
+            expires_at: now_unix() + 86_400,
+            refresh_token: "rt.bench".into(),
+        },
+        cursor: cursor.map(str::to_string),
+        options: SyncOptions { path: String::new(), page_limit: 2000, refresh_margin_secs: 0, path_root: None },
+        batch_number: "benchbatch0000000000".into(),
+        now: now_unix(),
+        endpoints: Endpoints { authorize: base.into(), api: base.into(), content: base.into(), notify: base.into() },
+    }
+}
+
+struct PageCost {
+    entries: usize,
+    bytes: usize,
+    native_ms: f64,
+    parse_typed_ms: f64,
+    parse_value_ms: f64,
+    wasm_call_ms: f64,
+    wasm_empty_ms: f64,
+    peak_linear: usize,
+}
+
+async fn page_cost(runtime: &Runtime) -> anyhow::Result<PageCost> {
+    let bytes = page_bytes(2000);
+    let ctx = MapContext {
+        datasource_id: "0335b4e59c687f2666f7d7e5d5d17686",
+        datasource_name: "Bench's Dropbox",
+        owner_id: None,
+        batch_number: "benchbatch0000000000",
+        web_base: "https://www.dropbox.com",
+    };
+    let iterations = 60;
+    let (mut native, mut typed, mut value) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let page: ListFolderResult = serde_json::from_slice(&bytes)?;
+        black_box(map_entries(&ctx, &page.entries));
+        native.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        black_box(serde_json::from_slice::<ListFolderResult>(&bytes)?);
+        typed.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        black_box(serde_json::from_slice::<serde_json::Value>(&bytes)?);
+        value.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let base = static_dropbox(bytes.clone()).await?;
+    let full = page_request(&base, None);
+    let empty = page_request(&base, Some("AAEstart"));
+    let (mut call, mut empty_call) = (Vec::new(), Vec::new());
+    for i in 0..iterations + 5 {
+        let t = Instant::now();
+        let r = runtime.sync_page(&full).await?.map_err(|f| anyhow::anyhow!("{:?}", f.error))?;
+        let full_ms = t.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(r.documents.len() + r.stats.skipped as usize == 2000, "page mapped {} docs", r.documents.len());
+        let t = Instant::now();
+        runtime.sync_page(&empty).await?.map_err(|f| anyhow::anyhow!("{:?}", f.error))?;
+        let empty_ms = t.elapsed().as_secs_f64() * 1e3;
+        if i >= 5 {
+            call.push(full_ms);
+            empty_call.push(empty_ms);
+        }
+    }
+    Ok(PageCost {
+        entries: 2000,
+        bytes: bytes.len(),
+        native_ms: median(&mut native),
+        parse_typed_ms: median(&mut typed),
+        parse_value_ms: median(&mut value),
+        wasm_call_ms: median(&mut call),
+        wasm_empty_ms: median(&mut empty_call),
+        peak_linear: runtime.peak_linear_memory(),
+    })
+}
+
+struct Overhead {
+    pooling: bool,
+    instantiate_med_us: f64,
+    instantiate_p99_us: f64,
+    call_med_us: f64,
+    call_p99_us: f64,
+}
+
+async fn overhead(runtime: &Runtime, pooling: bool, calls: usize) -> anyhow::Result<Overhead> {
+    let base = static_dropbox(page_bytes(10)).await?;
+    let empty = page_request(&base, Some("AAEstart"));
+    for _ in 0..50 {
+        runtime.instantiate_only().await?;
+        runtime.sync_page(&empty).await?.map_err(|f| anyhow::anyhow!("{:?}", f.error))?;
+    }
+    let mut inst = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        runtime.instantiate_only().await?;
+        inst.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let mut call = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        runtime.sync_page(&empty).await?.map_err(|f| anyhow::anyhow!("{:?}", f.error))?;
+        call.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(Overhead {
+        pooling,
+        instantiate_med_us: median(&mut inst),
+        instantiate_p99_us: percentile(&mut inst, 0.99),
+        call_med_us: median(&mut call),
+        call_p99_us: percentile(&mut call, 0.99),
+    })
+}
+
+/// The emulator in a child process (so its memory is not the host's).
+struct EmulatorProcess {
+    child: Child,
+    base: String,
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn coco_host_binary() -> PathBuf {
+    let me = std::env::current_exe().expect("own path");
+    me.with_file_name("coco-host")
+}
+
+fn start_emulator(entries: usize) -> anyhow::Result<EmulatorProcess> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(coco_host_binary())
+        .args(["emulator", "--listen", &format!("127.0.0.1:{port}"), "--entries", &entries.to_string()])
+        .args(["--client-id", APP.0, "--client-secret", APP.1])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the emulator (build coco-host first: cargo build -p coco-host)")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the emulator did not start");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(EmulatorProcess { child, base })
+}
+
+fn emulator_requests(base: &str) -> anyhow::Result<u64> {
+    let text = ureq::get(&format!("{base}/__admin/stats")).call()?.into_body().read_to_string()?;
+    let stats: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(stats["by_route"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum()).unwrap_or(0))
+}
+
+fn run_child(component: &Path, emulator: &str, limit: u32, incremental: bool) -> anyhow::Result<SyncFigures> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--component").arg(component).args(["sync-child", "--emulator", emulator, "--limit", &limit.to_string()]);
+    if incremental {
+        cmd.arg("--incremental");
+    }
+    let out = cmd.stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("sync child failed");
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Child: connect, full sync; optionally 10 changes + incremental sync + a full re-list.
+async fn sync_child(component: &Path, emulator: &str, limit: u32, incremental: bool) -> anyhow::Result<SyncFigures> {
+    let tmp = tempfile::tempdir()?;
+    let runtime = Arc::new(Runtime::load(component, Some(&tmp.path().join("cache")), Limits::default())?);
+    let store = Store::open(&tmp.path().join("coco.sqlite"), Keys::ephemeral())?;
+    let mut host = Host::new(runtime.clone(), store);
+    host.default_page_limit = limit;
+    let connector = ConnectorRecord {
+        id: "dropbox".into(),
+        client_id: APP.0.into(),
+        client_secret: Secret::new(APP.1),
+        redirect_uri: "http://localhost:9000/cb".into(),
+        endpoints: EndpointsRecord::single(emulator),
+    };
+    let url = host.authorize_url(&connector).await?;
+    let ds = host.finish_connect(&connector, &browse_authorize(&url).await?).await?;
+    let mut f = SyncFigures::default();
+    let before = emulator_requests(emulator)?;
+    let t = Instant::now();
+    let r = host.sync(&ds.id, |_| {}).await?;
+    f.full_secs = t.elapsed().as_secs_f64();
+    f.full_pages = r.pages;
+    f.full_requests = emulator_requests(emulator)? - before;
+    f.documents = r.documents_now;
+    f.rss_after_full_kb = peak_rss_kb();
+    if incremental {
+        let changes = serde_json::json!([
+            {"op": "add_folder", "path": "/bench new"},
+            {"op": "add_file", "path": "/bench new/a.pdf", "size": 10},
+            {"op": "add_file", "path": "/bench new/b.docx", "size": 20},
+            {"op": "add_file", "path": "/bench top.xlsx", "size": 30},
+            {"op": "modify", "path": "/bench top.xlsx", "size": 31},
+            {"op": "move", "from": "/bench new/a.pdf", "to": "/bench new/a renamed.pdf"},
+            {"op": "add_file", "path": "/bench new/c.txt", "size": 5},
+            {"op": "delete", "path": "/bench new/c.txt"},
+            {"op": "add_folder", "path": "/bench other"},
+            {"op": "move", "from": "/bench new/b.docx", "to": "/bench other/b.docx"},
+        ]);
+        let resp = ureq::post(&format!("{emulator}/__admin/mutate"))
+            .header("content-type", "application/json")
+            .send(changes.to_string())?;
+        anyhow::ensure!(resp.status().is_success(), "mutations refused");
+        let before = emulator_requests(emulator)?;
+        let t = Instant::now();
+        let r = host.sync(&ds.id, |_| {}).await?;
+        f.incr_secs = t.elapsed().as_secs_f64();
+        f.incr_requests = emulator_requests(emulator)? - before;
+        f.incr_entries = r.entries;
+        // Upstream's approach: list everything again.
+        host.store.restart_listing(&ds.id)?;
+        let before = emulator_requests(emulator)?;
+        let t = Instant::now();
+        host.sync(&ds.id, |_| {}).await?;
+        f.relist_secs = t.elapsed().as_secs_f64();
+        f.relist_requests = emulator_requests(emulator)? - before;
+    }
+    f.peak_linear_bytes = runtime.peak_linear_memory();
+    f.rss_peak_kb = peak_rss_kb();
+    Ok(f)
+}
+
+fn file_size(p: &str) -> String {
+    std::fs::metadata(p).map(|m| format!("{} KiB", m.len() / 1024)).unwrap_or_else(|_| "not built".into())
+}
+
+async fn run_all(args: &Args) -> anyhow::Result<()> {
+    let mut report = String::new();
+    let mut line = |s: String| {
+        println!("{s}");
+        report.push_str(&s);
+        report.push('\n');
+    };
+    line("# coco-dropbox benchmark results".into());
+    line(String::new());
+    line(format!("Machine: {}. Run: {} (unix {}).", machine(), env!("CARGO_PKG_VERSION"), now_unix()));
+    line("Host and native code: `cargo run --profile bench -p coco-host --bin coco-bench` (opt-level 3, thin LTO). Component: the release .wasm (opt-level 3, fat LTO). Times are medians unless noted.".into());
+    line(String::new());
+
+    let cache = std::env::temp_dir().join("coco-bench-cache");
+    let runtime = Runtime::load(&args.component, Some(&cache), Limits::default())?;
+    if args.sections.contains(&1) {
+        eprintln!("[1/6] page cost…");
+        let pc = page_cost(&runtime).await?;
+        let wasm_map = (pc.wasm_call_ms - pc.wasm_empty_ms).max(0.0);
+        line("## 1. Page cost (2,000 entries)".into());
+        line(String::new());
+        line(format!("Page: {} entries, {:.0} KiB of JSON.", pc.entries, pc.bytes as f64 / 1024.0));
+        line(String::new());
+        line("| measure | ms / page | entries/s | vs native |".into());
+        line("|---|---:|---:|---:|".into());
+        let eps = |ms: f64| if ms > 0.0 { format!("{:.0}", pc.entries as f64 / (ms / 1e3)) } else { "-".into() };
+        line(format!(
+            "| bare serde_json parse to `Value` | {:.2} | {} | {:.2}× |",
+            pc.parse_value_ms,
+            eps(pc.parse_value_ms),
+            pc.parse_value_ms / pc.native_ms
+        ));
+        line(format!(
+            "| bare typed parse (floor: no mapping) | {:.2} | {} | {:.2}× |",
+            pc.parse_typed_ms,
+            eps(pc.parse_typed_ms),
+            pc.parse_typed_ms / pc.native_ms
+        ));
+        line(format!("| native parse + map | {:.2} | {} | 1.00× |", pc.native_ms, eps(pc.native_ms)));
+        line(format!(
+            "| wasm sync-page call, whole (instantiate, HTTP, parse, map, WIT) | {:.2} | {} | {:.2}× |",
+            pc.wasm_call_ms,
+            eps(pc.wasm_call_ms),
+            pc.wasm_call_ms / pc.native_ms
+        ));
+        line(format!(
+            "| wasm page cost (whole call − empty-page call) | {:.2} | {} | {:.2}× |",
+            wasm_map,
+            eps(wasm_map),
+            wasm_map / pc.native_ms
+        ));
+        line(String::new());
+        line(format!(
+            "Ratios: wasm page / native = **{:.2}×** (target ≤ 2×); wasm page / bare typed parse = **{:.2}×** (target ≤ 3×). Component peak linear memory: {:.1} MiB.",
+            wasm_map / pc.native_ms,
+            wasm_map / pc.parse_typed_ms,
+            pc.peak_linear as f64 / 1048576.0
+        ));
+        line(String::new());
+    }
+    if args.sections.contains(&2) {
+        eprintln!("[2/6] per-invocation overhead…");
+        let mut rows = vec![overhead(&runtime, false, args.calls).await?];
+        drop(runtime);
+        let pooled = Runtime::load(
+            &args.component,
+            Some(&std::env::temp_dir().join("coco-bench-cache")),
+            Limits { pooling: true, ..Limits::default() },
+        )?;
+        rows.push(overhead(&pooled, true, args.calls).await?);
+        drop(pooled);
+        line(format!("## 2. Per-invocation overhead ({} calls each)", args.calls));
+        line(String::new());
+        line("| allocator | instantiate median µs | p99 µs | empty-page sync call median µs | p99 µs |".into());
+        line("|---|---:|---:|---:|---:|".into());
+        for o in &rows {
+            line(format!(
+                "| {} | {:.1} | {:.1} | {:.0} | {:.0} |",
+                if o.pooling { "pooling" } else { "on-demand" },
+                o.instantiate_med_us,
+                o.instantiate_p99_us,
+                o.call_med_us,
+                o.call_p99_us
+            ));
+        }
+        line(String::new());
+    }
+    if args.sections.contains(&3) {
+        eprintln!("[3/6 + 4/6] full and incremental sync of {} entries…", args.entries);
+        let emu = start_emulator(args.entries)?;
+        let at_2000 = run_child(&args.component, &emu.base, 2000, true)?;
+        let at_100 = run_child(&args.component, &emu.base, 100, false)?;
+        drop(emu);
+        line(format!("## 3. Full sync of a {}-entry account", args.entries));
+        line(String::new());
+        line(
+            "| limit | wall s | pages | requests | entries/s | host peak RSS MiB | component peak linear memory MiB |"
+                .into(),
+        );
+        line("|---:|---:|---:|---:|---:|---:|---:|".into());
+        for (limit, f) in [(2000, &at_2000), (100, &at_100)] {
+            line(format!(
+                "| {limit} | {:.2} | {} | {} | {:.0} | {:.1} | {:.1} |",
+                f.full_secs,
+                f.full_pages,
+                f.full_requests,
+                args.entries as f64 / f.full_secs,
+                f.rss_after_full_kb as f64 / 1024.0,
+                f.peak_linear_bytes as f64 / 1048576.0
+            ));
+        }
+        line(String::new());
+        line(format!(
+            "Limit 2000 vs upstream's 100: {:.1}× fewer requests, {:.2}× the speed.",
+            at_100.full_requests as f64 / at_2000.full_requests.max(1) as f64,
+            at_100.full_secs / at_2000.full_secs
+        ));
+        line(String::new());
+        line(format!("## 4. Incremental sync of 10 changes vs a full re-list ({} entries, limit 2000)", args.entries));
+        line(String::new());
+        line("| run | requests | wall s | entries listed |".into());
+        line("|---|---:|---:|---:|".into());
+        line(format!(
+            "| incremental (`list_folder/continue` from the saved cursor) | {} | {:.3} | {} |",
+            at_2000.incr_requests, at_2000.incr_secs, at_2000.incr_entries
+        ));
+        line(format!(
+            "| full re-list (upstream, every 30 s) | {} | {:.2} | {} |",
+            at_2000.relist_requests, at_2000.relist_secs, args.entries
+        ));
+        line(format!(
+            "| full re-list at upstream's limit 100 | {} | {:.2} | {} |",
+            at_100.full_requests, at_100.full_secs, args.entries
+        ));
+        line(String::new());
+        line(format!(
+            "Incremental vs re-list: {:.0}× fewer requests, {:.0}× less time (vs upstream's limit-100 re-list: {:.0}× / {:.0}×).",
+            at_2000.relist_requests as f64 / at_2000.incr_requests.max(1) as f64,
+            at_2000.relist_secs / at_2000.incr_secs.max(1e-9),
+            at_100.full_requests as f64 / at_2000.incr_requests.max(1) as f64,
+            at_100.full_secs / at_2000.incr_secs.max(1e-9)
+        ));
+        line(String::new());
+    }
+    if args.sections.contains(&5) {
+        eprintln!("[5/6] memory vs account size…");
+        line("## 5. Host peak RSS vs account size (limit 2000, fresh process each)".into());
+        line(String::new());
+        line("| entries | host peak RSS MiB | vs smallest | wall s |".into());
+        line("|---:|---:|---:|---:|".into());
+        let mut first = None;
+        for &n in &args.memory_sizes {
+            let emu = start_emulator(n)?;
+            let f = run_child(&args.component, &emu.base, 2000, false)?;
+            drop(emu);
+            let base = *first.get_or_insert(f.rss_peak_kb as f64);
+            line(format!(
+                "| {n} | {:.1} | {:+.0}% | {:.1} |",
+                f.rss_peak_kb as f64 / 1024.0,
+                (f.rss_peak_kb as f64 / base - 1.0) * 100.0,
+                f.full_secs
+            ));
+        }
+        line(String::new());
+    }
+    if args.sections.contains(&6) {
+        eprintln!("[6/6] sizes…");
+        line("## 6. Release .wasm sizes".into());
+        line(String::new());
+        line(format!("- connector component: {}", file_size(DEFAULT_WASM)));
+        line(format!("- HTTP facade build (`--features http-handler`): {}", file_size(FACADE_WASM)));
+    }
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, report)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! `spin.toml` is valid against Spin's manifest schema and matches what the build produces:
+//! its routes cover the facade's, its source is where the facade build writes, its build
+//! command builds the facade, and outbound hosts are only Dropbox's.
+
+use std::path::Path;
+
+fn manifest() -> (toml::Value, serde_json::Value) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("spin.toml")).expect("spin.toml at the repository root");
+    let value: toml::Value = toml::from_str(&text).expect("spin.toml is TOML");
+    let json = serde_json::to_value(&value).unwrap();
+    (value, json)
+}
+
+#[test]
+fn spin_toml_validates_against_the_manifest_schema() {
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/spin-manifest-v2.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&schema_path).unwrap_or_else(|e| panic!("{}: {e}", schema_path.display())),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let (_, json) = manifest();
+    let errors: Vec<String> = validator.iter_errors(&json).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "spin.toml violates the schema: {errors:#?}");
+    // And the validator does reject a broken manifest (so the check above means something).
+    let mut broken = json.clone();
+    broken["trigger"]["http"][0]["route"] = serde_json::json!(42);
+    broken["unknown_key"] = serde_json::json!(true);
+    assert!(!validator.is_valid(&broken));
+}
+
+/// Spin route match: exact, or a `/...` wildcard prefix.
+fn spin_route_matches(route: &str, path: &str) -> bool {
+    match route.strip_suffix("/...") {
+        Some(prefix) => path.starts_with(&format!("{prefix}/")),
+        None => route == path,
+    }
+}
+
+#[test]
+fn routes_source_and_build_match_the_facade() {
+    let (_, m) = manifest();
+    let routes: Vec<&str> =
+        m["trigger"]["http"].as_array().unwrap().iter().map(|t| t["route"].as_str().unwrap()).collect();
+    for pattern in coco_dropbox::facade::ROUTES {
+        let example = pattern.replace("{id}", "dropbox");
+        assert!(routes.iter().any(|r| spin_route_matches(r, &example)), "no Spin route serves {pattern}: {routes:?}");
+    }
+    for t in m["trigger"]["http"].as_array().unwrap() {
+        assert_eq!(t["component"], "dropbox");
+    }
+    let component = &m["component"]["dropbox"];
+    let command = component["build"]["command"].as_str().unwrap();
+    assert!(command.contains("--target wasm32-wasip2") && command.contains("--release"));
+    assert!(command.contains("--features http-handler"));
+    let target_dir = command.split("--target-dir ").nth(1).unwrap().split_whitespace().next().unwrap();
+    assert_eq!(
+        component["source"].as_str().unwrap(),
+        format!("{target_dir}/wasm32-wasip2/release/coco_dropbox.wasm"),
+        "source is where the build command writes the component"
+    );
+    let hosts: Vec<&str> =
+        component["allowed_outbound_hosts"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert!(!hosts.is_empty());
+    for h in hosts {
+        assert!(h.starts_with("https://") && h.ends_with(".dropboxapi.com"), "{h} is not a Dropbox API host");
+    }
+}
