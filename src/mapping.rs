@@ -345,7 +345,10 @@ pub fn map_entry(ctx: &MapContext<'_>, e: &Entry<'_>) -> Option<Document> {
         url: url.as_deref(),
         processed: false,
     };
-    let json = serde_json::to_string(&doc).expect("document of strings serializes");
+    // Pre-sized: a document is ~600 bytes plus its paths (three times: metadata, url, category).
+    let mut buf = Vec::with_capacity(640 + 4 * path_display.len() + e.name.len());
+    serde_json::to_writer(&mut buf, &doc).expect("document of strings serializes");
+    let json = String::from_utf8(buf).expect("serde_json writes UTF-8");
     Some(Document { id, path_lower: path_lower.to_string(), rev: e.rev.as_deref().map(str::to_string), json })
 }
 
