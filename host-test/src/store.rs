@@ -426,12 +426,17 @@ impl Store {
         }
         let mut applied = Applied::default();
         {
-            let mut delete = tx.prepare_cached(
+            // Two statements, each served by the (datasource_id, path_lower) index: an `OR` of
+            // the two would make SQLite scan the whole datasource for every delete.
+            let mut delete_exact =
+                tx.prepare_cached("DELETE FROM documents WHERE datasource_id = ?1 AND path_lower = ?2")?;
+            let mut delete_below = tx.prepare_cached(
                 "DELETE FROM documents WHERE datasource_id = ?1
-                   AND (path_lower = ?2 OR (path_lower >= ?2 || '/' AND path_lower < ?2 || '0'))",
+                   AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
             )?;
             for p in page.deletes {
-                applied.deleted += delete.execute(params![id, p])? as u64;
+                applied.deleted += delete_exact.execute(params![id, p])? as u64;
+                applied.deleted += delete_below.execute(params![id, p])? as u64;
             }
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json)
