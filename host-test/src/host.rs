@@ -153,6 +153,20 @@ fn endpoints(e: &EndpointsRecord) -> Endpoints {
     }
 }
 
+/// The datasource's app credentials, as the component takes them.
+fn app_credentials(ds: &DatasourceRecord) -> AppCredentials {
+    AppCredentials { client_id: ds.client_id.clone(), client_secret: ds.client_secret.expose().to_string() }
+}
+
+/// Stored tokens, as the component takes them.
+fn wire_tokens(t: &TokensRecord) -> Tokens {
+    Tokens {
+        access_token: t.access_token.expose().to_string(),
+        expires_at: t.expires_at,
+        refresh_token: t.refresh_token.expose().to_string(),
+    }
+}
+
 fn root_record(r: &crate::runtime::RootInfo) -> RootRecord {
     RootRecord {
         is_team: r.is_team,
@@ -237,15 +251,8 @@ impl Host {
     pub async fn disconnect(&self, id: &str) -> Result<DisconnectOutcome, HostError> {
         let ds = self.store.datasource(id)?;
         let req = RevokeRequest {
-            app: AppCredentials {
-                client_id: ds.client_id.clone(),
-                client_secret: ds.client_secret.expose().to_string(),
-            },
-            tokens: Tokens {
-                access_token: ds.tokens.access_token.expose().to_string(),
-                expires_at: ds.tokens.expires_at,
-                refresh_token: ds.tokens.refresh_token.expose().to_string(),
-            },
+            app: app_credentials(&ds),
+            tokens: wire_tokens(&ds.tokens),
             now: now_unix(),
             endpoints: endpoints(&ds.endpoints),
         };
@@ -263,15 +270,8 @@ impl Host {
             datasource_id: ds.id.clone(),
             datasource_name: ds.name.clone(),
             owner_id: ds.owner_id.clone(),
-            app: AppCredentials {
-                client_id: ds.client_id.clone(),
-                client_secret: ds.client_secret.expose().to_string(),
-            },
-            tokens: Tokens {
-                access_token: ds.tokens.access_token.expose().to_string(),
-                expires_at: ds.tokens.expires_at,
-                refresh_token: ds.tokens.refresh_token.expose().to_string(),
-            },
+            app: app_credentials(&ds),
+            tokens: wire_tokens(&ds.tokens),
             cursor,
             options: SyncOptions {
                 path: ds.path.clone(),

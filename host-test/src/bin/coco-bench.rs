@@ -197,6 +197,17 @@ fn page_request(base: &str, cursor: Option<&str>) -> PageRequest {
     }
 }
 
+/// What every benchmarked document shares (the same values the component is given).
+fn bench_context() -> MapContext<'static> {
+    MapContext {
+        datasource_id: "0335b4e59c687f2666f7d7e5d5d17686",
+        datasource_name: "Bench's Dropbox",
+        owner_id: None,
+        batch_number: "benchbatch0000000000",
+        web_base: "https://www.dropbox.com",
+    }
+}
+
 struct PageCost {
     entries: usize,
     bytes: usize,
@@ -211,13 +222,7 @@ struct PageCost {
 
 async fn page_cost(runtime: &Runtime) -> anyhow::Result<PageCost> {
     let bytes = page_bytes(2000);
-    let ctx = MapContext {
-        datasource_id: "0335b4e59c687f2666f7d7e5d5d17686",
-        datasource_name: "Bench's Dropbox",
-        owner_id: None,
-        batch_number: "benchbatch0000000000",
-        web_base: "https://www.dropbox.com",
-    };
+    let ctx = bench_context();
     let iterations = 60;
     let (mut native, mut typed, mut value) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..iterations {
@@ -236,13 +241,7 @@ async fn page_cost(runtime: &Runtime) -> anyhow::Result<PageCost> {
     // Native with the same loopback fetch the component makes, for a like-for-like ratio.
     let url = format!("{base}/2/files/list_folder");
     let native_http = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
-        let ctx = MapContext {
-            datasource_id: "0335b4e59c687f2666f7d7e5d5d17686",
-            datasource_name: "Bench's Dropbox",
-            owner_id: None,
-            batch_number: "benchbatch0000000000",
-            web_base: "https://www.dropbox.com",
-        };
+        let ctx = bench_context();
         let agent = ureq::Agent::new_with_defaults();
         let mut out = Vec::new();
         for _ in 0..60 {
