@@ -270,7 +270,7 @@ impl Host {
             datasource_id: ds.id.clone(),
             datasource_name: ds.name.clone(),
             owner_id: ds.owner_id.clone(),
-            app: app_credentials(&ds),
+            app: app_credentials(ds),
             tokens: wire_tokens(&ds.tokens),
             cursor,
             options: SyncOptions {
