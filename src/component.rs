@@ -224,6 +224,25 @@ mod http_handler {
         }
     }
 
+    /// Spin variables first (the `spin` build), then the environment.
+    fn lookup(env_name: &str) -> Option<String> {
+        #[cfg(feature = "spin")]
+        if let Some(value) = facade::spin_variable_for(env_name).and_then(spin_vars::get) {
+            return Some(value);
+        }
+        std::env::var(env_name).ok()
+    }
+
+    #[cfg(feature = "spin")]
+    mod spin_vars {
+        wit_bindgen::generate!({ path: "wit/spin", world: "spin-variables" });
+
+        /// A defined, non-empty Spin component variable.
+        pub fn get(name: &str) -> Option<String> {
+            fermyon::spin::variables::get(name).ok().filter(|v| !v.is_empty())
+        }
+    }
+
     #[waki::handler]
     fn handle(req: waki::Request) -> Result<waki::Response, waki::ErrorCode> {
         let method = method_name(&req.method());
@@ -236,7 +255,7 @@ mod http_handler {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut nonce = [0u8; crate::oauth::NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|e| waki::ErrorCode::InternalError(Some(e.to_string())))?;
-        let config = facade::FacadeConfig::from_lookup(|k| std::env::var(k).ok());
+        let config = facade::FacadeConfig::from_lookup(lookup);
         let incoming = facade::Incoming {
             method: &method,
             path: &path,

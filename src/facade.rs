@@ -24,6 +24,23 @@ pub const ENV_API_URL: &str = "COCO_DROPBOX_API_URL";
 pub const ENV_CONTENT_URL: &str = "COCO_DROPBOX_CONTENT_URL";
 pub const ENV_NOTIFY_URL: &str = "COCO_DROPBOX_NOTIFY_URL";
 
+/// Spin component variables the `spin` build reads, and the environment variable each stands for.
+/// (Spin variable names are lower-case with underscores.)
+pub const SPIN_VARIABLES: [(&str, &str); 7] = [
+    ("client_id", ENV_CLIENT_ID),
+    ("client_secret", ENV_CLIENT_SECRET),
+    ("state_secret", ENV_STATE_SECRET),
+    ("base_url", ENV_BASE_URL),
+    ("authorize_url", ENV_AUTHORIZE_URL),
+    ("api_url", ENV_API_URL),
+    ("content_url", ENV_CONTENT_URL),
+];
+
+/// The Spin variable standing for an environment variable, if any.
+pub fn spin_variable_for(env_name: &str) -> Option<&'static str> {
+    SPIN_VARIABLES.iter().find(|(_, e)| *e == env_name).map(|(v, _)| *v)
+}
+
 /// Route patterns, as `spin.toml` must declare them (`{id}` is any connector id).
 pub const ROUTES: [&str; 5] = [
     "/connector/{id}/dropbox/connect",

@@ -53,7 +53,7 @@ fn routes_source_and_build_match_the_facade() {
     let component = &m["component"]["dropbox"];
     let command = component["build"]["command"].as_str().unwrap();
     assert!(command.contains("--target wasm32-wasip2") && command.contains("--release"));
-    assert!(command.contains("--features http-handler"));
+    assert!(command.contains("--features spin"), "the Spin build reads Spin variables: {command}");
     let target_dir = command.split("--target-dir ").nth(1).unwrap().split_whitespace().next().unwrap();
     assert_eq!(
         component["source"].as_str().unwrap(),
@@ -66,4 +66,48 @@ fn routes_source_and_build_match_the_facade() {
     for h in hosts {
         assert!(h.starts_with("https://") && h.ends_with(".dropboxapi.com"), "{h} is not a Dropbox API host");
     }
+}
+
+#[test]
+fn component_variables_are_the_ones_the_facade_reads_and_map_to_declared_secrets() {
+    let (_, m) = manifest();
+    let declared = m["variables"].as_object().expect("[variables]");
+    let component_vars = m["component"]["dropbox"]["variables"].as_object().expect("[component.dropbox.variables]");
+    for (name, value) in component_vars {
+        assert!(
+            coco_dropbox::facade::SPIN_VARIABLES.iter().any(|(v, _)| v == name),
+            "{name} is not a variable the facade reads"
+        );
+        let template = value.as_str().unwrap();
+        let app_var = template.trim_start_matches("{{").trim_end_matches("}}").trim();
+        assert!(declared.contains_key(app_var), "{name} = {template}: no application variable {app_var}");
+    }
+    for required in ["client_id", "client_secret", "state_secret"] {
+        assert!(component_vars.contains_key(required), "{required} is not passed to the component");
+    }
+    for secret in ["client_secret", "state_secret"] {
+        let app_var = component_vars[secret].as_str().unwrap().trim_start_matches("{{").trim_end_matches("}}").trim();
+        assert_eq!(declared[app_var]["secret"], true, "{app_var} must be a secret variable");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spin_build_imports_spin_variables_and_exports_the_http_handler() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/spin/wasm32-wasip2/release/coco_dropbox.wasm");
+    assert!(
+        path.exists(),
+        "build it: cargo build --target wasm32-wasip2 --release --features spin --target-dir target/spin"
+    );
+    let engine = wasmtime_engine();
+    let component = wasmtime::component::Component::from_file(&engine, &path).expect("a valid component");
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
+    assert!(imports.iter().any(|i| i == "fermyon:spin/variables@2.0.0"), "{imports:?}");
+    assert!(exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2")), "{exports:?}");
+    assert!(!imports.iter().any(|i| i.starts_with("wasi:filesystem") || i.starts_with("wasi:sockets")), "{imports:?}");
+}
+
+fn wasmtime_engine() -> wasmtime::Engine {
+    wasmtime::Engine::default()
 }
