@@ -103,7 +103,7 @@ async fn connect_redirect_and_full_sync_over_http_under_wasmtime_serve() {
         emu.state().accounts[0].home.nodes.values().filter(|n| n.name != ".DS_Store").map(|n| n.id.clone()).collect();
 
     let (transcript, served_ok) = tokio::task::spawn_blocking(move || {
-        let (_served, base) = serve(&emu_base);
+        let (served, base) = serve(&emu_base);
         let mut transcript = String::new();
 
         // 1. GET …/connect → 302 to the authorize URL, redirect_uri derived from the request.
@@ -176,7 +176,7 @@ async fn connect_redirect_and_full_sync_over_http_under_wasmtime_serve() {
         assert!(r.body.contains("reauth-required"));
         assert_eq!(http("GET", &format!("{base}/sync"), None).status, 405);
         transcript.push_str(&r.body);
-        (transcript, (got, tokens, cursor, ds, base_holder(_served, base)))
+        (transcript, (got, tokens, cursor, ds, (served, base)))
     })
     .await
     .unwrap();
@@ -202,9 +202,4 @@ async fn connect_redirect_and_full_sync_over_http_under_wasmtime_serve() {
     for secret in [CLIENT_SECRET, STATE_SECRET] {
         assert!(!transcript.contains(secret), "a response carries {secret}");
     }
-}
-
-/// Keep the server alive past the blocking section.
-fn base_holder(served: Served, base: String) -> (Served, String) {
-    (served, base)
 }

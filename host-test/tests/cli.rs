@@ -152,7 +152,7 @@ async fn scripted_cli_round_trip_leaks_no_secret() {
 
     // The user revokes the app: sync fails as reauth-required, status shows it.
     emu.state().revoke_all();
-    let (cli, id) = tokio::task::spawn_blocking(move || {
+    let cli = tokio::task::spawn_blocking(move || {
         let e = cli.fails(&["sync", &id], true);
         assert!(e.contains("connected again"), "{e}");
         let status = cli.ok(&["status"]);
@@ -160,11 +160,10 @@ async fn scripted_cli_round_trip_leaks_no_secret() {
         let disconnected = cli.ok(&["disconnect", &id]);
         assert_eq!(last_line(&disconnected), id);
         assert!(cli.ok(&["status"]).contains("no datasources"));
-        (cli, id)
+        cli
     })
     .await
     .unwrap();
-    let _ = id;
 
     // Scan: every byte printed (at trace level too), the JSONL and every state file.
     let mut needles = vec![CLIENT_SECRET.to_string(), WRONG_SECRET.to_string()];

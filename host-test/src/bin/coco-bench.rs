@@ -240,7 +240,7 @@ async fn page_cost(runtime: &Runtime) -> anyhow::Result<PageCost> {
     let base = static_dropbox(bytes.clone()).await?;
     // Native with the same loopback fetch the component makes, for a like-for-like ratio.
     let url = format!("{base}/2/files/list_folder");
-    let native_http = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
+    let mut native_http = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
         let ctx = bench_context();
         let agent = ureq::Agent::new_with_defaults();
         let mut out = Vec::new();
@@ -281,7 +281,7 @@ async fn page_cost(runtime: &Runtime) -> anyhow::Result<PageCost> {
         entries: 2000,
         bytes: bytes.len(),
         native_ms: median(&mut native),
-        native_http_ms: median(&mut native_http.clone()),
+        native_http_ms: median(&mut native_http),
         parse_typed_ms: median(&mut typed),
         parse_value_ms: median(&mut value),
         wasm_call_ms: median(&mut call),

@@ -586,11 +586,9 @@ impl State {
     /// `POST /2/auth/token/revoke`: this token, its refresh token, and every token minted from it.
     pub fn revoke(&mut self, bearer: Option<&str>) -> Reply {
         self.count("auth/token/revoke");
-        let account = match self.authenticate(bearer) {
-            Ok(a) => a,
-            Err(r) => return r,
-        };
-        let _ = account;
+        if let Err(r) = self.authenticate(bearer) {
+            return r;
+        }
         let refresh = bearer.and_then(|t| self.access.get(t)).map(|g| g.refresh.clone()).unwrap_or_default();
         self.refresh.remove(&refresh);
         let revoked: Vec<String> =
