@@ -22,13 +22,10 @@ impl Transport for WakiTransport {
         for (name, value) in &r.headers {
             builder = builder.header(*name, value.as_str());
         }
-        let resp = builder.body(r.body.clone()).send().map_err(|e| {
-            let msg = format!("{e:#}");
-            if msg.contains("HttpRequestDenied") {
-                TransportError::Denied(msg)
-            } else {
-                TransportError::Failed(msg)
-            }
+        let resp = builder.body(r.body.clone()).send().map_err(|e| match e.downcast_ref::<waki::ErrorCode>() {
+            // The host's outbound policy, not the network: retrying cannot help.
+            Some(waki::ErrorCode::HttpRequestDenied) => TransportError::Denied(format!("{e:#}")),
+            _ => TransportError::Failed(format!("{e:#}")),
         })?;
         let status = resp.status_code();
         let headers = resp
@@ -78,7 +75,6 @@ impl wit_oauth::Guest for Component {
             connector_id: ds.connector_id,
             config: wit_oauth::DatasourceConfig {
                 client_id: ds.config.client_id,
-                client_secret: ds.config.client_secret.into_inner(),
                 refresh_token: ds.config.refresh_token.into_inner(),
                 profile: profile_out(ds.config.profile),
             },
@@ -110,7 +106,7 @@ impl wit_sync::Guest for Component {
                 path: req.options.path,
                 page_limit: req.options.page_limit,
                 refresh_margin_secs: req.options.refresh_margin_secs,
-                path_root: req.options.path_root,
+                root_info: req.options.root_info.map(root_in),
             },
             batch_number: req.batch_number,
             now: req.now,
@@ -139,7 +135,7 @@ impl wit_sync::Guest for Component {
 }
 
 fn endpoints_in(e: wit::Endpoints) -> core::Endpoints {
-    core::Endpoints { authorize: e.authorize, api: e.api, content: e.content, notify: e.notify }
+    core::Endpoints { authorize: e.authorize, api: e.api }
 }
 
 fn app_in(a: wit::AppCredentials) -> core::AppCredentials {
@@ -159,6 +155,15 @@ fn tokens_out(t: core::Tokens) -> wit::Tokens {
         access_token: t.access_token.into_inner(),
         expires_at: t.expires_at,
         refresh_token: t.refresh_token.into_inner(),
+    }
+}
+
+fn root_in(r: wit::RootInfo) -> core::RootInfo {
+    core::RootInfo {
+        is_team: r.is_team,
+        root_namespace_id: r.root_namespace_id,
+        home_namespace_id: r.home_namespace_id,
+        home_path: r.home_path,
     }
 }
 

@@ -89,7 +89,6 @@ pub fn handle_redirect<T: Transport>(req: &RedirectRequest, transport: &mut T) -
         connector_id: req.connector_id.clone(),
         config: DatasourceConfig {
             client_id: req.app.client_id.clone(),
-            client_secret: req.app.client_secret.clone(),
             refresh_token: tokens.refresh_token.clone(),
             profile,
         },
@@ -110,21 +109,10 @@ pub fn revoke<T: Transport>(req: &RevokeRequest, transport: &mut T) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{HttpRequest, HttpResponse, TransportError};
+    use crate::http::fake::Scripted;
+    use crate::http::HttpResponse;
     use crate::secret::{Secret, SecretBytes};
     use crate::types::{AppCredentials, Endpoints, Tokens};
-
-    struct Scripted(Vec<HttpResponse>, Vec<HttpRequest>);
-
-    impl Transport for Scripted {
-        fn send(&mut self, r: &HttpRequest) -> Result<HttpResponse, TransportError> {
-            self.1.push(r.clone());
-            if self.0.is_empty() {
-                return Err(TransportError::Failed("script ended".into()));
-            }
-            Ok(self.0.remove(0))
-        }
-    }
 
     fn resp(status: u16, body: &str) -> HttpResponse {
         HttpResponse { status, headers: vec![], body: body.as_bytes().to_vec() }
@@ -154,25 +142,25 @@ mod tests {
         let secret = SecretBytes::new("0123456789abcdef0123");
         let state = oauth::sign_state(&secret, "dropbox", b"nonce", 2_000);
         let token = r#"{"access_token":"sl.A","expires_in":14400,"refresh_token":"rt.R","token_type":"bearer"}"#;
-        let mut t = Scripted(vec![resp(200, token), resp(200, ACCOUNT)], vec![]);
+        let mut t = Scripted::new([Ok(resp(200, token)), Ok(resp(200, ACCOUNT))]);
         let ds = handle_redirect(&redirect(format!("?code=C&state={state}")), &mut t).unwrap();
         assert_eq!(ds.id, "0335b4e59c687f2666f7d7e5d5d17686");
         assert_eq!(ds.name, "My Dropbox");
         assert_eq!(ds.config.refresh_token.expose(), "rt.R");
         assert_eq!(ds.config.profile.picture, None);
         assert_eq!(ds.tokens.expires_at, 15_400);
-        let form = String::from_utf8(t.1[0].body.clone()).unwrap();
+        let form = String::from_utf8(t.seen[0].body.clone()).unwrap();
         assert!(form.contains(&format!("code_verifier={}", oauth::pkce_verifier(&secret, b"nonce"))));
-        assert_eq!(t.1[1].body, b"null");
+        assert_eq!(t.seen[1].body, b"null");
     }
 
     #[test]
     fn refusals_and_bad_states_are_denied_without_any_request() {
-        let mut t = Scripted(vec![], vec![]);
+        let mut t = Scripted::offline();
         let e = handle_redirect(&redirect("error=access_denied&error_description=The+user+said+no".into()), &mut t);
         assert!(matches!(e, Err(Error::Denied(m)) if m.contains("access_denied") && m.contains("The user said no")));
         assert!(matches!(handle_redirect(&redirect("code=C".into()), &mut t), Err(Error::Denied(_))));
-        assert!(t.1.is_empty());
+        assert!(t.seen.is_empty());
     }
 
     #[test]
@@ -180,9 +168,9 @@ mod tests {
         let tokens = Tokens { access_token: Secret::new("old"), expires_at: 0, refresh_token: Secret::new("rt") };
         let req = RevokeRequest { app: app(), tokens, now: 1_000, endpoints: Endpoints::single("http://127.0.0.1:9") };
         let token = r#"{"access_token":"fresh","expires_in":14400}"#;
-        let mut t = Scripted(vec![resp(200, token), resp(200, "null")], vec![]);
+        let mut t = Scripted::new([Ok(resp(200, token)), Ok(resp(200, "null"))]);
         revoke(&req, &mut t).unwrap();
-        assert!(t.1[1].url.ends_with("/2/auth/token/revoke"));
-        assert!(t.1[1].headers.iter().any(|(k, v)| *k == "authorization" && v == "Bearer fresh"));
+        assert!(t.seen[1].url.ends_with("/2/auth/token/revoke"));
+        assert!(t.seen[1].headers.iter().any(|(k, v)| *k == "authorization" && v == "Bearer fresh"));
     }
 }

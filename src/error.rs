@@ -30,22 +30,45 @@ pub enum Error {
     Api(String),
 }
 
+impl Error {
+    /// The WIT case name (`invalid-input`, `rate-limited`, ...): what a host matches on.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "invalid-input",
+            Error::Denied(_) => "denied",
+            Error::InvalidClient(_) => "invalid-client",
+            Error::ReauthRequired(_) => "reauth-required",
+            Error::RateLimited(_) => "rate-limited",
+            Error::CursorReset(_) => "cursor-reset",
+            Error::RootChanged(_) => "root-changed",
+            Error::PathNotFound(_) => "path-not-found",
+            Error::Transient(_) => "transient",
+            Error::Api(_) => "api",
+        }
+    }
+
+    /// What happened, in words. The cases without a text payload are described here; a host
+    /// reading the WIT words them from the payload the same way.
+    pub fn message(&self) -> String {
+        match self {
+            Error::InvalidInput(m)
+            | Error::Denied(m)
+            | Error::InvalidClient(m)
+            | Error::ReauthRequired(m)
+            | Error::CursorReset(m)
+            | Error::Transient(m)
+            | Error::Api(m) => m.clone(),
+            Error::RateLimited(ms) => format!("retry after {ms} ms"),
+            Error::RootChanged(r) => format!("the root namespace is now {}", r.root_namespace_id),
+            Error::PathNotFound(p) => format!("the configured folder {p:?} does not exist"),
+        }
+    }
+}
+
+/// `{kind}: {message}`, the same shape the host prints for a WIT error.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
-            Error::Denied(m) => write!(f, "denied: {m}"),
-            Error::InvalidClient(m) => write!(f, "invalid client credentials: {m}"),
-            Error::ReauthRequired(m) => write!(f, "re-authorization required: {m}"),
-            Error::RateLimited(ms) => write!(f, "rate limited: retry after {ms} ms"),
-            Error::CursorReset(m) => write!(f, "cursor reset: {m}"),
-            Error::RootChanged(r) => {
-                write!(f, "root namespace changed to {}", r.root_namespace_id)
-            }
-            Error::PathNotFound(p) => write!(f, "path not found: {p}"),
-            Error::Transient(m) => write!(f, "transient: {m}"),
-            Error::Api(m) => write!(f, "dropbox api error: {m}"),
-        }
+        write!(f, "{}: {}", self.kind(), self.message())
     }
 }
 

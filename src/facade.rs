@@ -17,23 +17,20 @@ use crate::{connect, oauth, page};
 pub const ENV_CLIENT_ID: &str = "COCO_DROPBOX_CLIENT_ID";
 pub const ENV_CLIENT_SECRET: &str = "COCO_DROPBOX_CLIENT_SECRET";
 pub const ENV_STATE_SECRET: &str = "COCO_STATE_SECRET";
-/// One base URL for every Dropbox service (an emulator); or the four below.
+/// One base URL for every Dropbox service (an emulator); or the two below.
 pub const ENV_BASE_URL: &str = "COCO_DROPBOX_BASE_URL";
 pub const ENV_AUTHORIZE_URL: &str = "COCO_DROPBOX_AUTHORIZE_URL";
 pub const ENV_API_URL: &str = "COCO_DROPBOX_API_URL";
-pub const ENV_CONTENT_URL: &str = "COCO_DROPBOX_CONTENT_URL";
-pub const ENV_NOTIFY_URL: &str = "COCO_DROPBOX_NOTIFY_URL";
 
 /// Spin component variables the `spin` build reads, and the environment variable each stands for.
 /// (Spin variable names are lower-case with underscores.)
-pub const SPIN_VARIABLES: [(&str, &str); 7] = [
+pub const SPIN_VARIABLES: [(&str, &str); 6] = [
     ("client_id", ENV_CLIENT_ID),
     ("client_secret", ENV_CLIENT_SECRET),
     ("state_secret", ENV_STATE_SECRET),
     ("base_url", ENV_BASE_URL),
     ("authorize_url", ENV_AUTHORIZE_URL),
     ("api_url", ENV_API_URL),
-    ("content_url", ENV_CONTENT_URL),
 ];
 
 /// The Spin variable standing for an environment variable, if any.
@@ -65,12 +62,7 @@ impl FacadeConfig {
             Some(base) if !base.is_empty() => Endpoints::single(&base),
             _ => Endpoints::dropbox(),
         };
-        for (key, slot) in [
-            (ENV_AUTHORIZE_URL, &mut endpoints.authorize),
-            (ENV_API_URL, &mut endpoints.api),
-            (ENV_CONTENT_URL, &mut endpoints.content),
-            (ENV_NOTIFY_URL, &mut endpoints.notify),
-        ] {
+        for (key, slot) in [(ENV_AUTHORIZE_URL, &mut endpoints.authorize), (ENV_API_URL, &mut endpoints.api)] {
             if let Some(v) = get(key).filter(|v| !v.is_empty()) {
                 *slot = v.trim_end_matches('/').to_string();
             }
@@ -153,18 +145,17 @@ fn redirect_uri(req: &Incoming<'_>, prefix: &str, connector_id: &str) -> String 
     format!("{scheme}://{host}{prefix}/connector/{connector_id}/dropbox/oauth_redirect")
 }
 
-fn status_of(e: &Error) -> (u16, &'static str) {
+fn status_of(e: &Error) -> u16 {
     match e {
-        Error::InvalidInput(_) => (400, "invalid-input"),
-        Error::Denied(_) => (403, "denied"),
-        Error::InvalidClient(_) => (500, "invalid-client"),
-        Error::ReauthRequired(_) => (401, "reauth-required"),
-        Error::RateLimited(_) => (429, "rate-limited"),
-        Error::CursorReset(_) => (409, "cursor-reset"),
-        Error::RootChanged(_) => (409, "root-changed"),
-        Error::PathNotFound(_) => (404, "path-not-found"),
-        Error::Transient(_) => (503, "transient"),
-        Error::Api(_) => (502, "api"),
+        Error::InvalidInput(_) => 400,
+        Error::Denied(_) => 403,
+        Error::InvalidClient(_) => 500,
+        Error::ReauthRequired(_) => 401,
+        Error::RateLimited(_) => 429,
+        Error::CursorReset(_) | Error::RootChanged(_) => 409,
+        Error::PathNotFound(_) => 404,
+        Error::Transient(_) => 503,
+        Error::Api(_) => 502,
     }
 }
 
@@ -175,6 +166,17 @@ pub struct RootJson {
     pub home_namespace_id: String,
     #[serde(default)]
     pub home_path: Option<String>,
+}
+
+impl From<RootJson> for RootInfo {
+    fn from(r: RootJson) -> Self {
+        RootInfo {
+            is_team: r.is_team,
+            root_namespace_id: r.root_namespace_id,
+            home_namespace_id: r.home_namespace_id,
+            home_path: r.home_path,
+        }
+    }
 }
 
 impl From<RootInfo> for RootJson {
@@ -206,8 +208,8 @@ impl From<Tokens> for TokensJson {
 }
 
 fn error_response(e: &Error, tokens: Option<TokensJson>) -> Outgoing {
-    let (status, kind) = status_of(e);
-    let mut body = serde_json::json!({ "error": { "kind": kind, "message": e.to_string() } });
+    let status = status_of(e);
+    let mut body = serde_json::json!({ "error": { "kind": e.kind(), "message": e.message() } });
     match e {
         Error::RateLimited(ms) => body["error"]["retry_after_ms"] = (*ms).into(),
         Error::RootChanged(r) => {
@@ -251,11 +253,12 @@ struct SyncOptionsJson {
     #[serde(default)]
     path: String,
     #[serde(default)]
-    page_limit: u32,
+    page_limit: Option<u32>,
     #[serde(default)]
-    refresh_margin_secs: u32,
+    refresh_margin_secs: Option<u32>,
+    /// The account's `root_info` (from the redirect's datasource JSON); decides team-space rooting.
     #[serde(default)]
-    path_root: Option<String>,
+    root_info: Option<RootJson>,
 }
 
 #[derive(Serialize)]
@@ -306,7 +309,7 @@ pub fn handle<T: Transport>(
                 redirect_uri: redirect_uri(req, prefix, connector_id),
                 state_secret: config.state_secret,
                 now,
-                state_ttl_secs: 0,
+                state_ttl_secs: None,
                 scopes: None,
                 endpoints: config.endpoints,
             };
@@ -377,7 +380,7 @@ fn sync<T: Transport>(config: FacadeConfig, body: &[u8], transport: &mut T, now:
             path: body.options.path,
             page_limit: body.options.page_limit,
             refresh_margin_secs: body.options.refresh_margin_secs,
-            path_root: body.options.path_root,
+            root_info: body.options.root_info.map(Into::into),
         },
         batch_number: body.batch_number.unwrap_or_default(),
         now,
@@ -414,14 +417,7 @@ fn sync<T: Transport>(config: FacadeConfig, body: &[u8], transport: &mut T, now:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{HttpRequest, HttpResponse, TransportError};
-
-    struct NoNetwork;
-    impl Transport for NoNetwork {
-        fn send(&mut self, _: &HttpRequest) -> Result<HttpResponse, TransportError> {
-            Err(TransportError::Failed("no network in this test".into()))
-        }
-    }
+    use crate::http::fake::Scripted;
 
     fn config() -> Result<FacadeConfig, Error> {
         FacadeConfig::from_lookup(|k| {
@@ -444,7 +440,7 @@ mod tests {
             forwarded_proto: Some("https"),
             body: b"",
         };
-        handle(config(), &req, &mut NoNetwork, 1_000, b"nonce-0123456789")
+        handle(config(), &req, &mut Scripted::offline(), 1_000, b"nonce-0123456789")
     }
 
     #[test]
@@ -487,7 +483,7 @@ mod tests {
                 forwarded_proto: None,
                 body: b"",
             },
-            &mut NoNetwork,
+            &mut Scripted::offline(),
             0,
             b"n",
         );
@@ -498,7 +494,7 @@ mod tests {
         let bad = handle(
             config(),
             &Incoming { method: "POST", path: "/sync", query: "", host: None, forwarded_proto: None, body: b"{" },
-            &mut NoNetwork,
+            &mut Scripted::offline(),
             0,
             b"n",
         );

@@ -60,3 +60,39 @@ pub enum TransportError {
 pub trait Transport {
     fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError>;
 }
+
+/// The one fake [`Transport`] of the unit tests: answers from a script, records what was asked.
+#[cfg(test)]
+pub mod fake {
+    use super::{HttpRequest, HttpResponse, Transport, TransportError};
+    use std::collections::VecDeque;
+
+    #[derive(Default)]
+    pub struct Scripted {
+        pub answers: VecDeque<Result<HttpResponse, TransportError>>,
+        pub seen: Vec<HttpRequest>,
+    }
+
+    impl Scripted {
+        pub fn new(answers: impl IntoIterator<Item = Result<HttpResponse, TransportError>>) -> Self {
+            Scripted { answers: answers.into_iter().collect(), seen: Vec::new() }
+        }
+
+        /// No network at all: every request fails as a dead connection.
+        pub fn offline() -> Self {
+            Scripted::default()
+        }
+    }
+
+    impl Transport for Scripted {
+        fn send(&mut self, r: &HttpRequest) -> Result<HttpResponse, TransportError> {
+            self.seen.push(r.clone());
+            self.answers.pop_front().unwrap_or_else(|| Err(TransportError::Failed("script ended".into())))
+        }
+    }
+
+    /// A response with this status and body.
+    pub fn reply(status: u16, body: &str) -> Result<HttpResponse, TransportError> {
+        Ok(HttpResponse { status, headers: vec![], body: body.as_bytes().to_vec() })
+    }
+}

@@ -130,7 +130,8 @@ pub fn icon_for(name: &str, is_folder: bool) -> &'static str {
     }
 }
 
-/// Every icon key `icon_for` can return for a file (folders use a font icon).
+/// Every icon key `icon_for` can return for a file (folders use a font icon). Hosts read the
+/// same list from `wit/connector-info.json`; a test keeps the two equal.
 pub const FILE_ICON_KEYS: [&str; 9] = ["default", "docx", "xlsx", "pptx", "pdf", "paper", "gdoc", "gexcel", "gppt"];
 
 /// The directory components of `path_display`, as upstream derives categories:
@@ -389,6 +390,21 @@ mod tests {
     use super::*;
 
     const DS: &str = "0335b4e59c687f2666f7d7e5d5d17686";
+
+    /// The data file hosts read instead of this crate must say what the code does.
+    #[test]
+    fn connector_info_json_matches_the_code() {
+        let info: serde_json::Value = serde_json::from_str(include_str!("../wit/connector-info.json")).unwrap();
+        let keys: Vec<&str> = info["file_icon_keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+        assert_eq!(keys, FILE_ICON_KEYS);
+        for name in ["a.docx", "a.XLS", "a.pptx", "a.pdf", "a.paper", "a.gdoc", "a.gsheet", "a.gslides", "a.txt", "a"] {
+            assert!(keys.contains(&icon_for(name, false)), "{name}");
+        }
+        assert_eq!(info["folder_icon"], icon_for("x", true));
+        let dropbox = crate::types::Endpoints::dropbox();
+        assert_eq!(info["dropbox_endpoints"]["authorize"], dropbox.authorize.as_str());
+        assert_eq!(info["dropbox_endpoints"]["api"], dropbox.api.as_str());
+    }
 
     fn ctx() -> MapContext<'static> {
         MapContext {

@@ -107,8 +107,9 @@ pub fn authorize_url(req: &ConnectRequest, nonce: &[u8]) -> Result<String, Error
         .map_err(|e| Error::InvalidInput(format!("authorize endpoint is not a URL: {e}")))?;
     url.set_path("/oauth2/authorize");
     let ttl = match req.state_ttl_secs {
-        0 => DEFAULT_STATE_TTL_SECS,
-        n => u64::from(n),
+        None => DEFAULT_STATE_TTL_SECS,
+        Some(0) => return Err(Error::InvalidInput("state-ttl-secs must be at least 1".into())),
+        Some(n) => u64::from(n),
     };
     let state = sign_state(&req.state_secret, &req.connector_id, nonce, req.now + ttl);
     let challenge = pkce_challenge(&pkce_verifier(&req.state_secret, nonce));
@@ -318,7 +319,7 @@ mod tests {
             redirect_uri: "http://localhost:9000/connector/dropbox/dropbox/oauth_redirect".into(),
             state_secret: secret(),
             now: 1_000,
-            state_ttl_secs: 0,
+            state_ttl_secs: None,
             scopes: None,
             endpoints: Endpoints::dropbox(),
         }

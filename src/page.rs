@@ -31,11 +31,11 @@ pub fn normalize_path(path: &str) -> Result<String, Error> {
     Ok(if trimmed.starts_with('/') { trimmed.to_string() } else { format!("/{trimmed}") })
 }
 
-fn effective_limit(limit: u32) -> Result<u32, Error> {
+fn effective_limit(limit: Option<u32>) -> Result<u32, Error> {
     match limit {
-        0 => Ok(MAX_PAGE_LIMIT),
-        1..=MAX_PAGE_LIMIT => Ok(limit),
-        n => Err(Error::InvalidInput(format!("page limit {n} is outside 1..={MAX_PAGE_LIMIT}"))),
+        None => Ok(MAX_PAGE_LIMIT),
+        Some(n @ 1..=MAX_PAGE_LIMIT) => Ok(n),
+        Some(n) => Err(Error::InvalidInput(format!("page limit {n} is outside 1..={MAX_PAGE_LIMIT}"))),
     }
 }
 
@@ -112,12 +112,9 @@ fn fetch_and_map<T: Transport>(
     path: &str,
     limit: u32,
 ) -> Result<(PageResult, u32, u32), Error> {
-    let margin = match req.options.refresh_margin_secs {
-        0 => DEFAULT_REFRESH_MARGIN_SECS,
-        n => u64::from(n),
-    };
+    let margin = req.options.refresh_margin_secs.map_or(DEFAULT_REFRESH_MARGIN_SECS, u64::from);
     session.ensure_fresh(margin)?;
-    let path_root = req.options.path_root.as_deref().filter(|r| !r.is_empty());
+    let path_root = req.options.root_info.as_ref().and_then(|r| r.path_root());
     let (route, body) = match &req.cursor {
         None => (
             Route::ListFolder,
@@ -167,26 +164,13 @@ fn fetch_and_map<T: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::fake::{self, Scripted};
     use crate::http::{HttpRequest, HttpResponse, TransportError};
     use crate::secret::Secret;
-    use crate::types::{AppCredentials, Endpoints, SyncOptions, Tokens};
-    use std::collections::VecDeque;
-
-    /// Answers from a script and records what was asked.
-    struct Scripted {
-        answers: VecDeque<Result<HttpResponse, TransportError>>,
-        seen: Vec<HttpRequest>,
-    }
-
-    impl Transport for Scripted {
-        fn send(&mut self, r: &HttpRequest) -> Result<HttpResponse, TransportError> {
-            self.seen.push(r.clone());
-            self.answers.pop_front().unwrap_or_else(|| Err(TransportError::Failed("script ended".into())))
-        }
-    }
+    use crate::types::{AppCredentials, Endpoints, RootInfo, SyncOptions, Tokens};
 
     fn ok(status: u16, body: &str) -> Result<HttpResponse, TransportError> {
-        Ok(HttpResponse { status, headers: vec![], body: body.as_bytes().to_vec() })
+        fake::reply(status, body)
     }
 
     fn request(cursor: Option<&str>, expires_at: u64) -> PageRequest {
@@ -217,7 +201,7 @@ mod tests {
 
     #[test]
     fn fresh_token_one_request_normalised_path() {
-        let mut t = Scripted { answers: [ok(200, PAGE)].into(), seen: vec![] };
+        let mut t = Scripted::new([ok(200, PAGE)]);
         let r = sync_page(&request(None, 20_000), &mut t).unwrap();
         assert_eq!(t.seen.len(), 1);
         let body: serde_json::Value = serde_json::from_slice(&t.seen[0].body).unwrap();
@@ -233,7 +217,7 @@ mod tests {
 
     #[test]
     fn refreshes_within_margin_before_listing() {
-        let mut t = Scripted { answers: [ok(200, TOKEN), ok(200, PAGE)].into(), seen: vec![] };
+        let mut t = Scripted::new([ok(200, TOKEN), ok(200, PAGE)]);
         let r = sync_page(&request(Some("C1"), 10_200), &mut t).unwrap();
         assert!(t.seen[0].url.ends_with("/oauth2/token"));
         assert_eq!(header(&t.seen[1], "authorization"), Some("Bearer new-access"));
@@ -246,14 +230,14 @@ mod tests {
     #[test]
     fn expired_401_refreshes_once_and_replays_the_same_body() {
         let expired = r#"{"error":{".tag":"expired_access_token"}}"#;
-        let mut t = Scripted { answers: [ok(401, expired), ok(200, TOKEN), ok(200, PAGE)].into(), seen: vec![] };
+        let mut t = Scripted::new([ok(401, expired), ok(200, TOKEN), ok(200, PAGE)]);
         let r = sync_page(&request(Some("C1"), 99_999), &mut t).unwrap();
         assert_eq!(t.seen.len(), 3);
         assert_eq!(t.seen[0].body, t.seen[2].body);
         assert_eq!(header(&t.seen[2], "authorization"), Some("Bearer new-access"));
         assert_eq!(r.stats.refreshes, 1);
         // A second expiry in a row is not replayed again.
-        let mut t = Scripted { answers: [ok(401, expired), ok(200, TOKEN), ok(401, expired)].into(), seen: vec![] };
+        let mut t = Scripted::new([ok(401, expired), ok(200, TOKEN), ok(401, expired)]);
         let f = sync_page(&request(Some("C1"), 99_999), &mut t).unwrap_err();
         assert!(matches!(f.error, Error::Transient(_)));
         assert!(f.tokens.is_some(), "the refreshed token survives the failure");
@@ -261,20 +245,22 @@ mod tests {
 
     #[test]
     fn invalid_grant_on_refresh_requires_reauth() {
-        let mut t = Scripted { answers: [ok(400, r#"{"error":"invalid_grant"}"#)].into(), seen: vec![] };
+        let mut t = Scripted::new([ok(400, r#"{"error":"invalid_grant"}"#)]);
         let f = sync_page(&request(None, 0), &mut t).unwrap_err();
         assert!(matches!(f.error, Error::ReauthRequired(_)));
     }
 
     #[test]
     fn bad_input_fails_before_any_request() {
-        let mut t = Scripted { answers: VecDeque::new(), seen: vec![] };
+        let mut t = Scripted::offline();
         let mut r = request(Some("  "), 99_999);
         assert!(matches!(sync_page(&r, &mut t).unwrap_err().error, Error::InvalidInput(m) if m.contains("cursor")));
         r.cursor = None;
-        r.options.page_limit = 5000;
+        r.options.page_limit = Some(5000);
         assert!(matches!(sync_page(&r, &mut t).unwrap_err().error, Error::InvalidInput(m) if m.contains("5000")));
-        r.options.page_limit = 0;
+        r.options.page_limit = Some(0);
+        assert!(matches!(sync_page(&r, &mut t).unwrap_err().error, Error::InvalidInput(m) if m.contains("outside")));
+        r.options.page_limit = None;
         r.endpoints.api = "not a url".into();
         assert!(
             matches!(sync_page(&r, &mut t).unwrap_err().error, Error::InvalidInput(m) if m.contains("api endpoint"))
@@ -286,7 +272,7 @@ mod tests {
     fn unreadable_bodies_and_dead_connections_are_transient() {
         for answer in [ok(200, "<html>oops"), ok(200, r#"{"entries":[],"#), Err(TransportError::Failed("reset".into()))]
         {
-            let mut t = Scripted { answers: [answer].into(), seen: vec![] };
+            let mut t = Scripted::new([answer]);
             let f = sync_page(&request(Some("C"), 99_999), &mut t).unwrap_err();
             assert!(matches!(f.error, Error::Transient(_)), "{:?}", f.error);
         }
@@ -295,18 +281,35 @@ mod tests {
     #[test]
     fn missing_configured_folder_is_named() {
         let gone = r#"{"error":{".tag":"path","path":{".tag":"not_found"}}}"#;
-        let mut t = Scripted { answers: [ok(409, gone)].into(), seen: vec![] };
+        let mut t = Scripted::new([ok(409, gone)]);
         let f = sync_page(&request(None, 99_999), &mut t).unwrap_err();
         assert_eq!(f.error, Error::PathNotFound("/Docs".into()));
     }
 
     #[test]
-    fn path_root_header_is_sent_when_configured() {
-        let mut t = Scripted { answers: [ok(200, PAGE)].into(), seen: vec![] };
-        let mut r = request(Some("C"), 99_999);
-        r.options.path_root = Some("42".into());
-        sync_page(&r, &mut t).unwrap();
-        assert_eq!(header(&t.seen[0], "dropbox-api-path-root"), Some(r#"{".tag":"root","root":"42"}"#));
+    fn the_component_decides_the_path_root_from_root_info() {
+        let team = RootInfo {
+            is_team: true,
+            root_namespace_id: "42".into(),
+            home_namespace_id: "7".into(),
+            home_path: Some("/Franz".into()),
+        };
+        let user =
+            RootInfo { is_team: false, root_namespace_id: "7".into(), home_namespace_id: "7".into(), home_path: None };
+        // A team member in a team space without one: the same id, or no root_info at all.
+        let team_home_only = RootInfo { root_namespace_id: "7".into(), ..team.clone() };
+        for (root_info, want) in [
+            (Some(team), Some(r#"{".tag":"root","root":"42"}"#)),
+            (Some(user), None),
+            (Some(team_home_only), None),
+            (None, None),
+        ] {
+            let mut t = Scripted::new([ok(200, PAGE)]);
+            let mut r = request(Some("C"), 99_999);
+            r.options.root_info = root_info.clone();
+            sync_page(&r, &mut t).unwrap();
+            assert_eq!(header(&t.seen[0], "dropbox-api-path-root"), want, "{root_info:?}");
+        }
     }
 
     #[test]

@@ -15,29 +15,23 @@ pub struct AppCredentials {
     pub client_secret: Secret,
 }
 
+/// The service URLs calls use: the WIT `endpoints` record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoints {
     pub authorize: String,
     pub api: String,
-    pub content: String,
-    pub notify: String,
 }
 
 impl Endpoints {
-    /// Real Dropbox.
+    /// Real Dropbox, as `wit/connector-info.json` publishes it for hosts.
     pub fn dropbox() -> Self {
-        Endpoints {
-            authorize: "https://www.dropbox.com".into(),
-            api: "https://api.dropboxapi.com".into(),
-            content: "https://content.dropboxapi.com".into(),
-            notify: "https://notify.dropboxapi.com".into(),
-        }
+        Endpoints { authorize: "https://www.dropbox.com".into(), api: "https://api.dropboxapi.com".into() }
     }
 
-    /// All four services behind one base URL (the local emulator).
+    /// Every service behind one base URL (the local emulator).
     pub fn single(base: &str) -> Self {
         let base = base.trim_end_matches('/').to_string();
-        Endpoints { authorize: base.clone(), api: base.clone(), content: base.clone(), notify: base }
+        Endpoints { authorize: base.clone(), api: base }
     }
 }
 
@@ -61,7 +55,12 @@ impl RootInfo {
     /// A team space whose root differs from the member's home: file calls must carry
     /// `Dropbox-API-Path-Root` to see team folders.
     pub fn needs_path_root(&self) -> bool {
-        self.is_team && self.root_namespace_id != self.home_namespace_id
+        self.is_team && !self.root_namespace_id.is_empty() && self.root_namespace_id != self.home_namespace_id
+    }
+
+    /// The namespace file calls are rooted at, when they need a `Dropbox-API-Path-Root`.
+    pub fn path_root(&self) -> Option<&str> {
+        self.needs_path_root().then_some(self.root_namespace_id.as_str())
     }
 }
 
@@ -81,7 +80,8 @@ pub struct ConnectRequest {
     pub redirect_uri: String,
     pub state_secret: SecretBytes,
     pub now: u64,
-    pub state_ttl_secs: u32,
+    /// None: [`crate::oauth::DEFAULT_STATE_TTL_SECS`].
+    pub state_ttl_secs: Option<u32>,
     pub scopes: Option<Vec<String>>,
     pub endpoints: Endpoints,
 }
@@ -100,7 +100,6 @@ pub struct RedirectRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatasourceConfig {
     pub client_id: String,
-    pub client_secret: Secret,
     pub refresh_token: Secret,
     pub profile: Profile,
 }
@@ -117,9 +116,12 @@ pub struct Datasource {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncOptions {
     pub path: String,
-    pub page_limit: u32,
-    pub refresh_margin_secs: u32,
-    pub path_root: Option<String>,
+    /// None: [`crate::page::MAX_PAGE_LIMIT`].
+    pub page_limit: Option<u32>,
+    /// None: [`crate::session::DEFAULT_REFRESH_MARGIN_SECS`].
+    pub refresh_margin_secs: Option<u32>,
+    /// The account's root as connect reported it; decides `Dropbox-API-Path-Root`.
+    pub root_info: Option<RootInfo>,
 }
 
 #[derive(Clone, Debug)]

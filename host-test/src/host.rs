@@ -6,39 +6,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coco_dropbox::Secret;
 use rand::Rng;
 
 use crate::keys::Keys;
+pub use crate::policy::RetryPolicy;
+use crate::policy::{describe, next_action, Action, Counters, Event};
 use crate::runtime::{
-    AppCredentials, ConnectRequest, Endpoints, PageRequest, RedirectRequest, RevokeRequest, Runtime, RuntimeError,
-    SyncOptions, Tokens, WitError,
+    AppCredentials, ConnectRequest, Endpoints, PageRequest, RedirectRequest, RevokeRequest, RootInfo, Runtime,
+    RuntimeError, SyncOptions, Tokens, WitError,
 };
+use crate::secret::Secret;
 use crate::store::{
     Applied, ConnectorRecord, DatasourceRecord, EndpointsRecord, PageApply, ProfileRecord, RootRecord, Status, Store,
     StoreError, TokensRecord,
 };
-
-/// A connector error, described without secrets (the component never puts any in messages).
-#[derive(Debug, Clone)]
-pub struct ConnectorError(pub WitError);
-
-impl std::fmt::Display for ConnectorError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            WitError::InvalidInput(m) => write!(f, "invalid input: {m}"),
-            WitError::Denied(m) => write!(f, "denied: {m}"),
-            WitError::InvalidClient(m) => write!(f, "invalid client credentials: {m}"),
-            WitError::ReauthRequired(m) => write!(f, "re-authorization required: {m}"),
-            WitError::RateLimited(ms) => write!(f, "rate limited: retry after {ms} ms"),
-            WitError::CursorReset(m) => write!(f, "cursor reset: {m}"),
-            WitError::RootChanged(r) => write!(f, "root namespace changed to {}", r.root_namespace_id),
-            WitError::PathNotFound(p) => write!(f, "the configured folder {p:?} does not exist in this Dropbox"),
-            WitError::Transient(m) => write!(f, "transient failure: {m}"),
-            WitError::Api(m) => write!(f, "Dropbox API error: {m}"),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -46,45 +27,13 @@ pub enum HostError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    #[error("{0}")]
-    Connector(ConnectorError),
+    /// The component's error, in the host's one wording ([`describe`]).
+    #[error("{}", describe(.0))]
+    Connector(WitError),
     #[error("datasource {id} must be connected again ({detail}); it is not synced until then")]
     ReauthRequired { id: String, detail: String },
     #[error("datasource {id} is failing: {detail}")]
     Failing { id: String, detail: String },
-    #[error("{0}")]
-    Browser(String),
-}
-
-/// Bounds on retrying. The defaults suit a scheduler; tests shorten them.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    /// Consecutive transient failures before the datasource is marked failing.
-    pub max_attempts: u32,
-    /// Consecutive rate limits before giving up for this run.
-    pub max_rate_limits: u32,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(60),
-            max_attempts: 6,
-            max_rate_limits: 30,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Exponential backoff with "equal jitter": half fixed, half random.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << attempt.min(20)).min(self.max_delay);
-        let half = exp / 2;
-        half + half.mul_f64(rand::rng().random::<f64>())
-    }
 }
 
 /// What a sync run did.
@@ -119,7 +68,7 @@ pub enum DisconnectOutcome {
 pub enum SyncEvent {
     Page { pages: u64, entries: u64, has_more: bool },
     Retry { attempt: u32, delay: Duration, why: String },
-    RateLimited { wait: Duration },
+    RateLimited { wait: Duration, capped: bool },
     Restart { why: String },
 }
 
@@ -127,10 +76,10 @@ pub struct Host {
     pub runtime: Arc<Runtime>,
     pub store: Store,
     pub retry: RetryPolicy,
-    /// list_folder limit when the datasource sets none.
+    /// list_folder limit when the datasource sets none (0: the component's default, 2000).
     pub default_page_limit: u32,
-    /// Refresh access tokens expiring within this many seconds (0: the component's 300).
-    pub refresh_margin_secs: u32,
+    /// Refresh access tokens expiring within this many seconds (None: the component's 300).
+    pub refresh_margin_secs: Option<u32>,
 }
 
 pub fn now_unix() -> u64 {
@@ -145,12 +94,7 @@ pub fn new_batch_number() -> String {
 }
 
 fn endpoints(e: &EndpointsRecord) -> Endpoints {
-    Endpoints {
-        authorize: e.authorize.clone(),
-        api: e.api.clone(),
-        content: e.content.clone(),
-        notify: e.notify.clone(),
-    }
+    Endpoints { authorize: e.authorize.clone(), api: e.api.clone() }
 }
 
 /// The datasource's app credentials, as the component takes them.
@@ -167,12 +111,25 @@ fn wire_tokens(t: &TokensRecord) -> Tokens {
     }
 }
 
-fn root_record(r: &crate::runtime::RootInfo) -> RootRecord {
-    RootRecord {
-        is_team: r.is_team,
-        root_namespace_id: r.root_namespace_id.clone(),
-        home_namespace_id: r.home_namespace_id.clone(),
-        home_path: r.home_path.clone(),
+impl From<&RootInfo> for RootRecord {
+    fn from(r: &RootInfo) -> Self {
+        RootRecord {
+            is_team: r.is_team,
+            root_namespace_id: r.root_namespace_id.clone(),
+            home_namespace_id: r.home_namespace_id.clone(),
+            home_path: r.home_path.clone(),
+        }
+    }
+}
+
+impl From<&RootRecord> for RootInfo {
+    fn from(r: &RootRecord) -> Self {
+        RootInfo {
+            is_team: r.is_team,
+            root_namespace_id: r.root_namespace_id.clone(),
+            home_namespace_id: r.home_namespace_id.clone(),
+            home_path: r.home_path.clone(),
+        }
     }
 }
 
@@ -186,7 +143,7 @@ fn tokens_record(t: &Tokens) -> TokensRecord {
 
 impl Host {
     pub fn new(runtime: Arc<Runtime>, store: Store) -> Self {
-        Host { runtime, store, retry: RetryPolicy::default(), default_page_limit: 0, refresh_margin_secs: 0 }
+        Host { runtime, store, retry: RetryPolicy::default(), default_page_limit: 0, refresh_margin_secs: None }
     }
 
     fn keys(&self) -> &Keys {
@@ -201,11 +158,11 @@ impl Host {
             redirect_uri: c.redirect_uri.clone(),
             state_secret: self.keys().state_secret().to_vec(),
             now: now_unix(),
-            state_ttl_secs: 0,
+            state_ttl_secs: None,
             scopes: None,
             endpoints: endpoints(&c.endpoints),
         };
-        self.runtime.authorize_url(&req).await?.map_err(|e| HostError::Connector(ConnectorError(e)))
+        self.runtime.authorize_url(&req).await?.map_err(HostError::Connector)
     }
 
     /// Step 2: the URL (or query) the browser came back with → a stored datasource.
@@ -219,21 +176,22 @@ impl Host {
             now: now_unix(),
             endpoints: endpoints(&c.endpoints),
         };
-        let ds = self.runtime.handle_redirect(&req).await?.map_err(|e| HostError::Connector(ConnectorError(e)))?;
+        let ds = self.runtime.handle_redirect(&req).await?.map_err(HostError::Connector)?;
         let p = &ds.config.profile;
         let record = DatasourceRecord {
             id: ds.id.clone(),
             name: ds.name.clone(),
             connector_id: ds.connector_id.clone(),
             client_id: ds.config.client_id.clone(),
-            client_secret: Secret::new(ds.config.client_secret.clone()),
+            // The component does not echo the app secret: it is the connector's.
+            client_secret: c.client_secret.clone(),
             tokens: tokens_record(&ds.tokens),
             profile: ProfileRecord {
                 account_id: p.account_id.clone(),
                 email: p.email.clone(),
                 name: p.name.clone(),
                 picture: p.picture.clone(),
-                root_info: root_record(&p.root_info),
+                root_info: RootRecord::from(&p.root_info),
             },
             endpoints: c.endpoints.clone(),
             path: String::new(),
@@ -259,7 +217,7 @@ impl Host {
         let outcome = match self.runtime.revoke(&req).await? {
             Ok(()) => DisconnectOutcome::Revoked,
             Err(WitError::ReauthRequired(_)) => DisconnectOutcome::AlreadyRevoked,
-            Err(e) => return Err(HostError::Connector(ConnectorError(e))),
+            Err(e) => return Err(HostError::Connector(e)),
         };
         self.store.remove_datasource(id)?;
         Ok(outcome)
@@ -275,9 +233,11 @@ impl Host {
             cursor,
             options: SyncOptions {
                 path: ds.path.clone(),
-                page_limit: if ds.page_limit == 0 { self.default_page_limit } else { ds.page_limit },
+                page_limit: Some(if ds.page_limit == 0 { self.default_page_limit } else { ds.page_limit })
+                    .filter(|n| *n != 0),
                 refresh_margin_secs: self.refresh_margin_secs,
-                path_root: ds.path_root(),
+                // The component decides from the account's root whether to root calls there.
+                root_info: Some(RootInfo::from(&ds.profile.root_info)),
             },
             batch_number: batch.to_string(),
             now: now_unix(),
@@ -290,8 +250,7 @@ impl Host {
         let started = Instant::now();
         let batch = new_batch_number();
         let mut report = SyncReport::default();
-        let mut attempts = 0u32;
-        let mut rate_limits = 0u32;
+        let mut counters = Counters::default();
         loop {
             let ds = self.store.datasource(id)?;
             if ds.status == Status::ReauthRequired {
@@ -309,6 +268,7 @@ impl Host {
                         id,
                         &PageApply {
                             expected_cursor: state.cursor.as_deref(),
+                            expected_generation: state.generation,
                             deletes: &page.deletes,
                             documents: &page.documents,
                             cursor: &page.cursor,
@@ -316,8 +276,9 @@ impl Host {
                             tokens: tokens.as_ref(),
                         },
                     )?;
-                    attempts = 0;
-                    rate_limits = 0;
+                    if ds.status != Status::Ok {
+                        self.store.set_status(id, Status::Ok, None)?;
+                    }
                     report.pages += 1;
                     report.entries += u64::from(page.stats.entries);
                     report.skipped += u64::from(page.stats.skipped);
@@ -330,7 +291,12 @@ impl Host {
                     if !page.has_more {
                         break;
                     }
-                    continue;
+                    let stalled = page.stats.entries == 0 && state.cursor.as_deref() == Some(page.cursor.as_str());
+                    if !stalled {
+                        counters.progressed();
+                        continue;
+                    }
+                    None
                 }
                 Ok(Err(f)) => {
                     report.requests += u64::from(f.stats.requests);
@@ -338,54 +304,49 @@ impl Host {
                     if let Some(t) = &f.tokens {
                         self.store.save_tokens(id, &tokens_record(t))?;
                     }
-                    f.error
+                    Some(Ok(f.error))
                 }
-                // A trap or a timeout: the store is gone, nothing was applied; retry like a 5xx.
-                Err(e) => WitError::Transient(e.to_string()),
+                // A trap or a timeout: the store is gone and nothing was applied.
+                Err(e) => Some(Err(e.to_string())),
             };
-            match failure {
-                WitError::RateLimited(ms) => {
-                    rate_limits += 1;
+            let event = match &failure {
+                None => Event::Stalled,
+                Some(Ok(e)) => Event::Failed(e),
+                Some(Err(why)) => Event::Crashed(why),
+            };
+            let action = next_action(&event, &counters, &self.retry, rand::rng().random::<f64>());
+            counters.record(&action);
+            match action {
+                Action::Continue => {}
+                Action::Wait { delay, capped } => {
                     report.rate_limited += 1;
-                    if rate_limits > self.retry.max_rate_limits {
-                        let detail = format!("rate limited {rate_limits} times in a row");
-                        self.store.set_status(id, Status::Failing, Some(&detail))?;
-                        return Err(HostError::Failing { id: id.into(), detail });
-                    }
-                    let wait = Duration::from_millis(ms);
-                    observe(&SyncEvent::RateLimited { wait });
-                    report.rate_limit_wait += wait;
-                    tokio::time::sleep(wait).await;
-                }
-                WitError::Transient(why) => {
-                    attempts += 1;
-                    if attempts > self.retry.max_attempts {
-                        let detail = format!("{} consecutive transient failures, last: {why}", attempts - 1);
-                        self.store.set_status(id, Status::Failing, Some(&detail))?;
-                        return Err(HostError::Failing { id: id.into(), detail });
-                    }
-                    let delay = self.retry.delay(attempts - 1);
-                    report.retries += 1;
-                    observe(&SyncEvent::Retry { attempt: attempts, delay, why });
+                    report.rate_limit_wait += delay;
+                    let until = now_unix() + delay.as_secs().max(1);
+                    let detail = format!("rate-limited until {}", crate::store::rfc3339(until));
+                    self.store.set_status(id, Status::RateLimited, Some(&detail))?;
+                    observe(&SyncEvent::RateLimited { wait: delay, capped });
                     tokio::time::sleep(delay).await;
                 }
-                WitError::CursorReset(why) => {
+                Action::Backoff { delay, why } => {
+                    report.retries += 1;
+                    observe(&SyncEvent::Retry { attempt: counters.transient, delay, why });
+                    tokio::time::sleep(delay).await;
+                }
+                Action::RestartListing { why } => {
                     report.resets += 1;
-                    observe(&SyncEvent::Restart { why: why.clone() });
+                    observe(&SyncEvent::Restart { why });
                     self.store.restart_listing(id)?;
                 }
-                WitError::RootChanged(root) => {
+                Action::SetRootAndRestart { root } => {
                     report.resets += 1;
                     observe(&SyncEvent::Restart { why: format!("root namespace is now {}", root.root_namespace_id) });
-                    self.store.set_root(id, &root_record(&root))?;
-                    self.store.restart_listing(id)?;
+                    self.store.set_root_and_restart(id, &root)?;
                 }
-                WitError::ReauthRequired(detail) => {
+                Action::ParkForReauth { detail } => {
                     self.store.set_status(id, Status::ReauthRequired, Some(&detail))?;
                     return Err(HostError::ReauthRequired { id: id.into(), detail });
                 }
-                other => {
-                    let detail = ConnectorError(other).to_string();
+                Action::Fail { detail } => {
                     self.store.set_status(id, Status::Failing, Some(&detail))?;
                     return Err(HostError::Failing { id: id.into(), detail });
                 }
@@ -396,29 +357,4 @@ impl Host {
         report.elapsed = started.elapsed();
         Ok(report)
     }
-}
-
-/// Play the browser: open the authorize URL, take the redirect's Location without following
-/// it (the emulator auto-approves; real Dropbox needs a person).
-pub async fn browse_authorize(url: &str) -> Result<String, HostError> {
-    let url = url.to_string();
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let resp =
-            agent.get(&url).call().map_err(|e| HostError::Browser(format!("opening the authorize page: {e}")))?;
-        match resp.headers().get("location").and_then(|l| l.to_str().ok()) {
-            Some(loc) if resp.status().is_redirection() => Ok(loc.to_string()),
-            _ => Err(HostError::Browser(format!(
-                "the authorize page answered {} without a redirect (a real Dropbox needs a person to click Allow)",
-                resp.status()
-            ))),
-        }
-    })
-    .await
-    .map_err(|e| HostError::Browser(e.to_string()))?
 }

@@ -1,9 +1,13 @@
 //! Reference host for the coco-dropbox component: wasmtime runtime, SQLite state, the sync
-//! driver, a CLI, and a local Dropbox emulator for demos, tests and benchmarks.
+//! driver and its retry policy, and a CLI. Its only link to the component is the WIT
+//! (`wit/connector.wit`, bound in `runtime`) and the data file beside it (`info`).
 
-pub mod emulator;
 pub mod host;
+pub mod info;
 pub mod keys;
+pub mod paths;
+pub mod policy;
 pub mod registration;
 pub mod runtime;
+pub mod secret;
 pub mod store;

@@ -3,7 +3,6 @@
 //! progress and logs on stderr, and a one-line `error: …` with a non-zero exit on failure.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,17 +10,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use coco_dropbox::Secret;
-use coco_host::emulator::{self, Emulator};
-use coco_host::host::{browse_authorize, Host, SyncEvent, SyncReport};
+use coco_host::host::{Host, SyncEvent, SyncReport};
 use coco_host::keys::Keys;
 use coco_host::runtime::{Limits, Runtime};
+use coco_host::secret::Secret;
 use coco_host::store::{ConnectorRecord, EndpointsRecord, Status, Store};
 use indicatif::{ProgressBar, ProgressStyle};
-
-const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/release/coco_dropbox.wasm");
-const DEMO_CLIENT_ID: &str = "coco-demo-app";
-const DEMO_CLIENT_SECRET: &str = "coco-demo-secret";
 
 #[derive(Parser)]
 #[command(name = "coco-host", version, about = "Reference host for the coco-dropbox WebAssembly connector")]
@@ -30,7 +24,7 @@ struct Cli {
     #[arg(long, global = true, env = "COCO_STATE_DIR", default_value = ".coco-state")]
     state: PathBuf,
     /// The connector component (.wasm).
-    #[arg(long, global = true, env = "COCO_DROPBOX_WASM", default_value = DEFAULT_WASM)]
+    #[arg(long, global = true, env = "COCO_DROPBOX_WASM", default_value_os_t = coco_host::paths::connector_wasm())]
     component: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -39,9 +33,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the emulator, connect through the full OAuth round trip, sync, summarise.
+    #[cfg(feature = "emulator")]
     Demo(DemoArgs),
-    /// Run the Dropbox emulator standalone until interrupted.
-    Emulator(EmulatorArgs),
+    /// Run the Dropbox emulator standalone until interrupted (same as `dropbox-emulator`).
+    #[cfg(feature = "emulator")]
+    Emulator(dropbox_emulator::cli::ServeArgs),
     /// Register app credentials and print the authorize URL (last line of stdout).
     Connect(ConnectArgs),
     /// Finish connecting with the URL the browser was redirected to; prints the datasource id.
@@ -58,6 +54,7 @@ enum Command {
     Status(StatusArgs),
 }
 
+#[cfg(feature = "emulator")]
 #[derive(Args)]
 struct DemoArgs {
     /// Entries in the generated account.
@@ -76,49 +73,32 @@ struct DemoArgs {
     show: usize,
 }
 
-#[derive(Args)]
-struct EmulatorArgs {
-    #[arg(long, default_value = "127.0.0.1:8788")]
-    listen: SocketAddr,
-    #[arg(long, default_value_t = 10_000)]
-    entries: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    #[arg(long, default_value = DEMO_CLIENT_ID)]
-    client_id: String,
-    #[arg(long, default_value = DEMO_CLIENT_SECRET)]
-    client_secret: String,
-    /// Access-token lifetime in seconds (Dropbox: 14400).
-    #[arg(long, default_value_t = 14_400)]
-    token_lifetime: u64,
-}
-
 #[derive(Args, Clone)]
 struct EndpointArgs {
     /// One base URL for all Dropbox services (e.g. the emulator's http://127.0.0.1:8788).
     #[arg(long)]
     dropbox: Option<String>,
-    #[arg(long, default_value = "https://www.dropbox.com")]
-    authorize_url: String,
-    #[arg(long, default_value = "https://api.dropboxapi.com")]
-    api_url: String,
-    #[arg(long, default_value = "https://content.dropboxapi.com")]
-    content_url: String,
-    #[arg(long, default_value = "https://notify.dropboxapi.com")]
-    notify_url: String,
+    /// Dropbox's web and OAuth host (default: real Dropbox).
+    #[arg(long)]
+    authorize_url: Option<String>,
+    /// Dropbox's API host (default: real Dropbox).
+    #[arg(long)]
+    api_url: Option<String>,
 }
 
 impl EndpointArgs {
     fn record(&self) -> EndpointsRecord {
-        match &self.dropbox {
+        let mut e = match &self.dropbox {
             Some(base) => EndpointsRecord::single(base),
-            None => EndpointsRecord {
-                authorize: self.authorize_url.clone(),
-                api: self.api_url.clone(),
-                content: self.content_url.clone(),
-                notify: self.notify_url.clone(),
-            },
+            None => EndpointsRecord::dropbox(),
+        };
+        if let Some(a) = &self.authorize_url {
+            e.authorize = a.trim_end_matches('/').to_string();
         }
+        if let Some(a) = &self.api_url {
+            e.api = a.trim_end_matches('/').to_string();
+        }
+        e
     }
 }
 
@@ -227,8 +207,10 @@ fn open_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
+        #[cfg(feature = "emulator")]
         Command::Demo(args) => demo(&cli, args).await,
-        Command::Emulator(args) => run_emulator(args).await,
+        #[cfg(feature = "emulator")]
+        Command::Emulator(args) => dropbox_emulator::cli::serve(args).await,
         Command::Connect(args) => {
             let host = open_host(&cli, Keys::from_env()?)?;
             let connector = ConnectorRecord {
@@ -363,7 +345,10 @@ async fn sync_with_progress(host: &Host, id: &str, total: Option<u64>) -> anyhow
             SyncEvent::Retry { attempt, delay, why } => {
                 bar.println(format!("retry {attempt} in {delay:.1?}: {why}"));
             }
-            SyncEvent::RateLimited { wait } => bar.println(format!("rate limited: waiting {wait:.1?}")),
+            SyncEvent::RateLimited { wait, capped } => bar.println(format!(
+                "rate limited: waiting {wait:.1?}{}",
+                if *capped { " (Dropbox asked for longer; capped)" } else { "" }
+            )),
             SyncEvent::Restart { why } => bar.println(format!("restarting the full listing: {why}")),
         })
         .await;
@@ -405,29 +390,13 @@ fn export_jsonl(store: &Store, id: &str, out: &Path) -> anyhow::Result<u64> {
     Ok(n)
 }
 
-async fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<()> {
-    let mut config = emulator::Config::single(args.seed, args.entries, &args.client_id, &args.client_secret);
-    config.token_lifetime = Duration::from_secs(args.token_lifetime);
-    let emu = Emulator::start(config, args.listen).await?;
-    eprintln!(
-        "Dropbox emulator on {} ({} entries, seed {}); app {} / {}. Ctrl-C to stop.",
-        emu.base_url(),
-        args.entries,
-        args.seed,
-        args.client_id,
-        args.client_secret
-    );
-    println!("{}", emu.base_url());
-    tokio::signal::ctrl_c().await?;
-    emu.stop().await;
-    Ok(())
-}
-
+#[cfg(feature = "emulator")]
 async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     eprintln!("Generating an emulated Dropbox account of {} entries (seed {})…", args.entries, args.seed);
-    let config = emulator::Config::single(args.seed, args.entries, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
-    let emu = Emulator::start(config, "127.0.0.1:0".parse()?).await?;
+    use dropbox_emulator::cli::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET};
+    let config = dropbox_emulator::Config::single(args.seed, args.entries, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
+    let emu = dropbox_emulator::Emulator::start(config, "127.0.0.1:0".parse()?).await?;
     // Demo state lives in a fresh folder with a throw-away key unless COCO_MASTER_KEY is set.
     let (keys, state_dir, _tmp) = match Keys::from_env() {
         Ok(k) => (k, cli.state.clone(), None),
@@ -456,7 +425,7 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     };
     host.store.upsert_connector(&connector)?;
     let url = host.authorize_url(&connector).await?;
-    let redirected = browse_authorize(&url).await?;
+    let redirected = dropbox_emulator::approve(&url).await?;
     let ds = host.finish_connect(&connector, &redirected).await?;
     eprintln!(
         "Connected {:?} <{}> as datasource {} (OAuth code flow with signed state + PKCE S256).",

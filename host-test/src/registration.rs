@@ -1,17 +1,16 @@
 //! Registering the connector with a Coco Server: the seed document's connector JSON, with an
 //! icon asset for every icon key the mapping emits for files.
 
-use coco_dropbox::mapping::FILE_ICON_KEYS;
-
 const ICON_BASE: &str = "/assets/icons/connector/dropbox";
 
 /// The connector object (upstream's seed `connector.tpl`, id `dropbox`). Folders use the
 /// front-end font icon `font_filetype-folder`, which Coco renders itself: it has no asset.
 pub fn connector_json(id: &str) -> serde_json::Value {
-    let icons: serde_json::Map<String, serde_json::Value> = FILE_ICON_KEYS
+    let icons: serde_json::Map<String, serde_json::Value> = crate::info::connector_info()
+        .file_icon_keys
         .iter()
         .map(|key| {
-            let file = if *key == "default" { "icon".to_string() } else { key.to_string() };
+            let file = if key == "default" { "icon".to_string() } else { key.to_string() };
             (key.to_string(), serde_json::Value::String(format!("{ICON_BASE}/{file}.png")))
         })
         .collect();
@@ -58,8 +57,8 @@ mod tests {
     #[test]
     fn every_file_icon_key_has_an_asset_and_the_seed_fields_are_there() {
         let c = connector_json("dropbox");
-        for key in FILE_ICON_KEYS {
-            assert!(c["assets"]["icons"][key].as_str().unwrap().ends_with(".png"), "{key}");
+        for key in &crate::info::connector_info().file_icon_keys {
+            assert!(c["assets"]["icons"][key.as_str()].as_str().unwrap().ends_with(".png"), "{key}");
         }
         assert_eq!(c["assets"]["icons"]["default"], "/assets/icons/connector/dropbox/icon.png");
         assert_eq!(c["processor"], serde_json::json!({"enabled": true, "name": "dropbox"}));

@@ -394,9 +394,8 @@ impl Runtime {
 
     pub async fn sync_page(&self, req: &PageRequest) -> Result<Result<PageResult, SyncFailure>, RuntimeError> {
         let e = &req.endpoints;
-        let endpoints = [e.api.as_str(), e.content.as_str(), e.notify.as_str()];
         self.bounded(async {
-            let (mut store, stderr, c) = self.instance(&endpoints).await?;
+            let (mut store, stderr, c) = self.instance(&[e.api.as_str()]).await?;
             c.coco_dropbox_sync_page().call_sync(&mut store, req).await.map_err(|e| trap(e, &stderr))
         })
         .await
@@ -456,9 +455,11 @@ fn load_component(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> an
 }
 
 fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    crate::paths::private_dir(dir)?;
     let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), rand::random::<u64>()));
-    std::fs::write(&tmp, data)?;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?.write_all(data)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }

@@ -7,11 +7,11 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use coco_dropbox::Secret;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{KeyError, Keys};
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,31 +23,33 @@ pub enum StoreError {
     Corrupt { what: &'static str, why: String },
     #[error("no datasource {0}")]
     NoDatasource(String),
-    #[error("the datasource's cursor moved while this page was fetched (another host applied it); page discarded")]
+    #[error("the datasource's cursor or listing generation moved while this page was fetched (another host applied it, or the folder changed); page discarded")]
     CursorConflict,
+    #[error("cannot prepare the state folder: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Where a datasource's Dropbox lives (real or emulated).
+/// Where a datasource's Dropbox lives (real or emulated). Older rows also named the content
+/// and notify services; they are ignored until a function uses them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointsRecord {
     pub authorize: String,
     pub api: String,
-    pub content: String,
-    pub notify: String,
 }
 
 impl EndpointsRecord {
+    /// Real Dropbox, from `wit/connector-info.json`.
     pub fn dropbox() -> Self {
-        let e = coco_dropbox::types::Endpoints::dropbox();
-        EndpointsRecord { authorize: e.authorize, api: e.api, content: e.content, notify: e.notify }
+        let e = &crate::info::connector_info().dropbox_endpoints;
+        EndpointsRecord { authorize: e.authorize.clone(), api: e.api.clone() }
     }
 
-    /// All four services at one base URL (the emulator).
+    /// Every service at one base URL (the emulator).
     pub fn single(base: &str) -> Self {
-        let e = coco_dropbox::types::Endpoints::single(base);
-        EndpointsRecord { authorize: e.authorize, api: e.api, content: e.content, notify: e.notify }
+        let base = base.trim_end_matches('/');
+        EndpointsRecord { authorize: base.to_string(), api: base.to_string() }
     }
 }
 
@@ -86,6 +88,8 @@ pub enum Status {
     ReauthRequired,
     /// Retries ran out or the configuration is wrong; see the detail.
     Failing,
+    /// Waiting out Dropbox's rate limit; the detail says until when.
+    RateLimited,
 }
 
 impl Status {
@@ -94,6 +98,7 @@ impl Status {
             Status::Ok => "ok",
             Status::ReauthRequired => "reauth-required",
             Status::Failing => "failing",
+            Status::RateLimited => "rate-limited",
         }
     }
 
@@ -101,6 +106,7 @@ impl Status {
         match s {
             "reauth-required" => Status::ReauthRequired,
             "failing" => Status::Failing,
+            "rate-limited" => Status::RateLimited,
             _ => Status::Ok,
         }
     }
@@ -132,14 +138,6 @@ pub struct DatasourceRecord {
     pub status_detail: Option<String>,
 }
 
-impl DatasourceRecord {
-    /// The namespace to root file calls at, for team spaces.
-    pub fn path_root(&self) -> Option<String> {
-        let r = &self.profile.root_info;
-        (r.is_team && r.root_namespace_id != r.home_namespace_id).then(|| r.root_namespace_id.clone())
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncState {
     /// None: the next page starts a full listing.
@@ -154,7 +152,10 @@ pub struct SyncState {
 
 /// One page, as the host applies it.
 pub struct PageApply<'a> {
+    /// The cursor and generation the page was fetched with: the page is applied only if both
+    /// are still current (a NULL cursor alone does not tell two listings apart).
     pub expected_cursor: Option<&'a str>,
+    pub expected_generation: i64,
     pub deletes: &'a [String],
     pub documents: &'a [crate::runtime::Document],
     pub cursor: &'a str,
@@ -224,6 +225,12 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE INDEX IF NOT EXISTS documents_by_path ON documents(datasource_id, path_lower);
 "#;
 
+/// Unix seconds as RFC 3339 UTC, for status texts.
+pub fn rfc3339(unix: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| unix.to_string())
+}
+
 fn now_unix() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -235,9 +242,11 @@ fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
 impl Store {
     /// Open (creating if needed) the state database at `path`.
     pub fn open(path: &Path, keys: Keys) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::paths::private_dir(dir)?;
         }
+        // Owner-only before SQLite opens it: its WAL and shared-memory files take the same mode.
+        crate::paths::private_file(path)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
@@ -299,7 +308,7 @@ impl Store {
         let profile = serde_json::to_string(&ds.profile).map_err(corrupt("profile"))?;
         let endpoints = serde_json::to_string(&ds.endpoints).map_err(corrupt("endpoints"))?;
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO datasources (id, name, connector_id, client_id, client_secret_sealed, access_token_sealed,
                  refresh_token_sealed, expires_at, profile_json, endpoints_json, path, page_limit, owner_id, status,
@@ -377,17 +386,19 @@ impl Store {
     }
 
     /// Set the folder to index and the page size; a changed folder restarts the listing.
+    /// One transaction: a page fetched before the change cannot land after it.
     pub fn set_options(&self, id: &str, path: &str, page_limit: u32) -> Result<()> {
-        let conn = self.conn();
-        let old: String = conn
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let old: String = tx
             .query_row("SELECT path FROM datasources WHERE id = ?1", [id], |r| r.get(0))
             .optional()?
             .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
-        conn.execute("UPDATE datasources SET path = ?2, page_limit = ?3 WHERE id = ?1", params![id, path, page_limit])?;
-        drop(conn);
+        tx.execute("UPDATE datasources SET path = ?2, page_limit = ?3 WHERE id = ?1", params![id, path, page_limit])?;
         if old != path {
-            self.restart_listing(id)?;
+            Self::restart_listing_in(&tx, id)?;
         }
+        tx.commit()?;
         Ok(())
     }
 
@@ -414,14 +425,14 @@ impl Store {
     /// full listing finishes, documents it did not see are swept.
     pub fn apply_page(&self, id: &str, page: &PageApply<'_>) -> Result<Applied> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (cursor, generation, listing): (Option<String>, i64, bool) = tx
             .query_row("SELECT cursor, generation, listing FROM sync_state WHERE datasource_id = ?1", [id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0))
             })
             .optional()?
             .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
-        if cursor.as_deref() != page.expected_cursor {
+        if cursor.as_deref() != page.expected_cursor || generation != page.expected_generation {
             return Err(StoreError::CursorConflict);
         }
         let mut applied = Applied::default();
@@ -491,18 +502,31 @@ impl Store {
     /// Start a full listing under a new generation; the index is kept until the listing
     /// finishes and sweeps what it did not see.
     pub fn restart_listing(&self, id: &str) -> Result<()> {
-        self.conn().execute(
+        Self::restart_listing_in(&self.conn(), id)
+    }
+
+    fn restart_listing_in(conn: &Connection, id: &str) -> Result<()> {
+        conn.execute(
             "UPDATE sync_state SET cursor = NULL, listing = 1, generation = generation + 1 WHERE datasource_id = ?1",
             [id],
         )?;
         Ok(())
     }
 
-    pub fn set_root(&self, id: &str, root: &RootRecord) -> Result<()> {
-        let mut ds = self.datasource(id)?;
-        ds.profile.root_info = root.clone();
-        let profile = serde_json::to_string(&ds.profile).map_err(corrupt("profile"))?;
-        self.conn().execute("UPDATE datasources SET profile_json = ?2 WHERE id = ?1", params![id, profile])?;
+    /// The account's root namespace changed: store it and restart the listing, atomically.
+    pub fn set_root_and_restart(&self, id: &str, root: &RootRecord) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let profile: String = tx
+            .query_row("SELECT profile_json FROM datasources WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
+        let mut profile: ProfileRecord = serde_json::from_str(&profile).map_err(corrupt("profile"))?;
+        profile.root_info = root.clone();
+        let profile = serde_json::to_string(&profile).map_err(corrupt("profile"))?;
+        tx.execute("UPDATE datasources SET profile_json = ?2 WHERE id = ?1", params![id, profile])?;
+        Self::restart_listing_in(&tx, id)?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::model::{generate, Generate, MetadataJson, Namespace, View};
+use crate::model::{generate, Generate, MetadataJson, Namespace, View};
 
 /// An HTTP answer, before it is put on the wire.
 #[derive(Debug, Clone)]

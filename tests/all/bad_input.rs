@@ -1,15 +1,18 @@
 //! Bad input gets a typed, explained error: no panic, no trap, and the host keeps running.
 
-mod common;
-
-use coco_host::emulator::{Fault, FaultKind};
+use coco_e2e::*;
 use coco_host::host::{now_unix, HostError};
 use coco_host::runtime::{
     AppCredentials, ConnectRequest, Endpoints, Limits, PageRequest, RuntimeError, SyncOptions, Tokens, WitError,
 };
-use common::*;
+use dropbox_emulator::{Fault, FaultKind};
 
-fn page_request(h: &Harness, ds: &coco_host::store::DatasourceRecord, cursor: Option<&str>, limit: u32) -> PageRequest {
+fn page_request(
+    h: &Harness,
+    ds: &coco_host::store::DatasourceRecord,
+    cursor: Option<&str>,
+    limit: Option<u32>,
+) -> PageRequest {
     let base = h.emu.base_url();
     PageRequest {
         datasource_id: ds.id.clone(),
@@ -22,10 +25,10 @@ fn page_request(h: &Harness, ds: &coco_host::store::DatasourceRecord, cursor: Op
             refresh_token: ds.tokens.refresh_token.expose().into(),
         },
         cursor: cursor.map(str::to_string),
-        options: SyncOptions { path: String::new(), page_limit: limit, refresh_margin_secs: 0, path_root: None },
+        options: SyncOptions { path: String::new(), page_limit: limit, refresh_margin_secs: None, root_info: None },
         batch_number: "b".into(),
         now: now_unix(),
-        endpoints: Endpoints { authorize: base.clone(), api: base.clone(), content: base.clone(), notify: base },
+        endpoints: Endpoints { authorize: base.clone(), api: base },
     }
 }
 
@@ -36,22 +39,22 @@ async fn malformed_config_is_invalid_input_before_any_request() {
     let rt = &h.host.runtime;
     let before = h.emu.counters().total();
 
-    let mut req = page_request(&h, &ds, None, 5000);
+    let mut req = page_request(&h, &ds, None, Some(5000));
     let err = rt.sync_page(&req).await.unwrap().unwrap_err();
     assert!(matches!(&err.error, WitError::InvalidInput(m) if m.contains("5000")), "{:?}", err.error);
 
-    req.options.page_limit = 0;
+    req.options.page_limit = None;
     req.endpoints.api = "not a url".into();
     let err = rt.sync_page(&req).await.unwrap().unwrap_err();
     assert!(matches!(&err.error, WitError::InvalidInput(m) if m.contains("api endpoint")), "{:?}", err.error);
 
-    let mut req = page_request(&h, &ds, None, 0);
+    let mut req = page_request(&h, &ds, None, None);
     req.app.client_id.clear();
     assert!(
         matches!(rt.sync_page(&req).await.unwrap().unwrap_err().error, WitError::InvalidInput(m) if m.contains("client_id"))
     );
 
-    let mut req = page_request(&h, &ds, None, 0);
+    let mut req = page_request(&h, &ds, None, None);
     req.options.path = "/a//b".into();
     assert!(
         matches!(rt.sync_page(&req).await.unwrap().unwrap_err().error, WitError::InvalidInput(m) if m.contains("empty component"))
@@ -63,9 +66,9 @@ async fn malformed_config_is_invalid_input_before_any_request() {
         redirect_uri: REDIRECT_URI.into(),
         state_secret: vec![7; 32],
         now: now_unix(),
-        state_ttl_secs: 0,
+        state_ttl_secs: None,
         scopes: None,
-        endpoints: page_request(&h, &ds, None, 0).endpoints,
+        endpoints: page_request(&h, &ds, None, None).endpoints,
     };
     assert!(matches!(rt.authorize_url(&connect).await.unwrap(), Err(WitError::InvalidInput(_))));
     let short_secret = ConnectRequest { client_id: "x".into(), state_secret: vec![1; 4], ..connect };
@@ -79,12 +82,12 @@ async fn malformed_config_is_invalid_input_before_any_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_client_secret_is_invalid_client_and_not_echoed() {
     let mut h = harness(10, 1).await;
-    h.connector.client_secret = coco_dropbox::Secret::new("WRONG-secret-value-123");
+    h.connector.client_secret = coco_host::secret::Secret::new("WRONG-secret-value-123");
     let url = h.host.authorize_url(&h.connector).await.unwrap();
-    let redirected = coco_host::host::browse_authorize(&url).await.unwrap();
+    let redirected = dropbox_emulator::approve(&url).await.unwrap();
     let err = h.host.finish_connect(&h.connector, &redirected).await.unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(&err, HostError::Connector(e) if matches!(e.0, WitError::InvalidClient(_))), "{msg}");
+    assert!(matches!(&err, HostError::Connector(e) if matches!(e, WitError::InvalidClient(_))), "{msg}");
     assert!(msg.contains("client_secret") && msg.contains(CLIENT_ID), "{msg}");
     assert!(!msg.contains("WRONG-secret-value-123"), "{msg}");
 }
@@ -95,19 +98,19 @@ async fn unknown_cursor_and_non_json_bodies_are_typed_errors() {
     let ds = h.connect().await;
     let rt = &h.host.runtime;
 
-    let err = rt.sync_page(&page_request(&h, &ds, Some("AAEnot-a-real-cursor"), 0)).await.unwrap().unwrap_err();
+    let err = rt.sync_page(&page_request(&h, &ds, Some("AAEnot-a-real-cursor"), None)).await.unwrap().unwrap_err();
     assert!(matches!(&err.error, WitError::InvalidInput(m) if m.contains("cursor")), "{:?}", err.error);
 
-    h.emu.state().faults.push_back(Fault { route: Some("files/list_folder".into()), kind: FaultKind::Garbage });
-    let err = rt.sync_page(&page_request(&h, &ds, None, 0)).await.unwrap().unwrap_err();
+    h.emu.push_fault(Fault { route: Some("files/list_folder".into()), kind: FaultKind::Garbage });
+    let err = rt.sync_page(&page_request(&h, &ds, None, None)).await.unwrap().unwrap_err();
     assert!(matches!(&err.error, WitError::Transient(m) if m.contains("unreadable")), "{:?}", err.error);
 
-    h.emu.state().faults.push_back(Fault { route: None, kind: FaultKind::Truncate });
-    let err = rt.sync_page(&page_request(&h, &ds, None, 0)).await.unwrap().unwrap_err();
+    h.emu.push_fault(Fault { route: None, kind: FaultKind::Truncate });
+    let err = rt.sync_page(&page_request(&h, &ds, None, None)).await.unwrap().unwrap_err();
     assert!(matches!(&err.error, WitError::Transient(_)), "{:?}", err.error);
 
     // The host is fine: the next call works.
-    let page = rt.sync_page(&page_request(&h, &ds, None, 0)).await.unwrap().unwrap();
+    let page = rt.sync_page(&page_request(&h, &ds, None, None)).await.unwrap().unwrap();
     assert_eq!(page.documents.len() + page.stats.skipped as usize, 500);
 }
 
@@ -115,14 +118,14 @@ async fn unknown_cursor_and_non_json_bodies_are_typed_errors() {
 async fn a_trapping_guest_is_an_error_for_that_call_only() {
     // 3 MiB of linear memory cannot hold a 2,000-entry page: the guest traps on growth.
     let limits = Limits { memory_bytes: 3 << 20, ..Limits::default() };
-    let h = harness_with(coco_host::emulator::Config::single(9, 4_000, CLIENT_ID, CLIENT_SECRET), limits).await;
+    let h = harness_with(dropbox_emulator::Config::single(9, 4_000, CLIENT_ID, CLIENT_SECRET), limits).await;
     let ds = h.connect().await;
     let rt = &h.host.runtime;
-    match rt.sync_page(&page_request(&h, &ds, None, 2000)).await {
+    match rt.sync_page(&page_request(&h, &ds, None, Some(2000))).await {
         Err(RuntimeError::Trap(m)) => assert!(m.contains("memory") || m.contains("grow"), "{m}"),
         other => panic!("expected a trap, got {other:?}"),
     }
     // Same runtime, same process: a small page still works.
-    let page = rt.sync_page(&page_request(&h, &ds, None, 20)).await.expect("runtime survives").expect("page");
+    let page = rt.sync_page(&page_request(&h, &ds, None, Some(20))).await.expect("runtime survives").expect("page");
     assert!(page.has_more);
 }

@@ -6,16 +6,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coco_host::emulator::{Config, Emulator, Fault, FaultKind};
+use dropbox_emulator::{Config, Emulator, Fault, FaultKind};
 
 const CLIENT_ID: &str = "facade-app";
 const CLIENT_SECRET: &str = "FACADE-client-secret-9d8e";
 const STATE_SECRET: &str = "FACADE-state-secret-0123456789";
 
 fn facade_wasm() -> PathBuf {
-    let p = std::env::var_os("COCO_DROPBOX_FACADE_WASM").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/facade/wasm32-wasip2/release/coco_dropbox.wasm")
-    });
+    let p = std::env::var_os("COCO_DROPBOX_FACADE_WASM").map(PathBuf::from).unwrap_or_else(coco_e2e::facade_wasm_path);
     assert!(
         p.exists(),
         "facade not built at {}: cargo build --target wasm32-wasip2 --release --features http-handler --target-dir target/facade (./dev test does)",
@@ -99,8 +97,7 @@ async fn connect_redirect_and_full_sync_over_http_under_wasmtime_serve() {
         .await
         .unwrap();
     let emu_base = emu.base_url();
-    let expected: BTreeSet<String> =
-        emu.state().accounts[0].home.nodes.values().filter(|n| n.name != ".DS_Store").map(|n| n.id.clone()).collect();
+    let expected: BTreeSet<String> = emu.tree(0).into_iter().filter(|e| e.name != ".DS_Store").map(|e| e.id).collect();
 
     let (transcript, served_ok) = tokio::task::spawn_blocking(move || {
         let (served, base) = serve(&emu_base);
@@ -184,7 +181,7 @@ async fn connect_redirect_and_full_sync_over_http_under_wasmtime_serve() {
     assert_eq!(got, expected, "the documents synced over HTTP are exactly the account's");
 
     // 5. A rate limit comes back as 429 with Retry-After.
-    emu.state().faults.push_back(Fault {
+    emu.push_fault(Fault {
         route: Some("files/list_folder/continue".into()),
         kind: FaultKind::RateLimit { retry_after: 7.0, json: true },
     });

@@ -20,23 +20,20 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use coco_dropbox::mapping::{map_entries, ListFolderResult, MapContext};
-use coco_dropbox::Secret;
-use coco_host::emulator::model::{generate, Generate, Namespace};
-use coco_host::host::{browse_authorize, now_unix, Host};
+use coco_host::host::{now_unix, Host};
 use coco_host::keys::Keys;
 use coco_host::runtime::{AppCredentials, Endpoints, Limits, PageRequest, Runtime, SyncOptions, Tokens};
+use coco_host::secret::Secret;
 use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
+use dropbox_emulator::model::{generate, Generate, Namespace};
 use serde::{Deserialize, Serialize};
 
-const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/release/coco_dropbox.wasm");
-const FACADE_WASM: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../target/facade/wasm32-wasip2/release/coco_dropbox.wasm");
 const APP: (&str, &str) = ("bench-app", "bench-secret");
 
 #[derive(Parser)]
 #[command(name = "coco-bench", about = "Benchmarks for the coco-dropbox component and host")]
 struct Args {
-    #[arg(long, env = "COCO_DROPBOX_WASM", default_value = DEFAULT_WASM)]
+    #[arg(long, env = "COCO_DROPBOX_WASM", default_value_os_t = coco_host::paths::connector_wasm())]
     component: PathBuf,
     /// Account size for the full/incremental sync benchmarks.
     #[arg(long, default_value_t = 100_000)]
@@ -51,7 +48,7 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     calls: usize,
     /// Where to write the results table.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/RESULTS.md"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"))]
     out: PathBuf,
     #[command(subcommand)]
     child: Option<ChildCmd>,
@@ -190,10 +187,15 @@ fn page_request(base: &str, cursor: Option<&str>) -> PageRequest {
             refresh_token: "rt.bench".into(),
         },
         cursor: cursor.map(str::to_string),
-        options: SyncOptions { path: String::new(), page_limit: 2000, refresh_margin_secs: 0, path_root: None },
+        options: SyncOptions {
+            path: String::new(),
+            page_limit: Some(2000),
+            refresh_margin_secs: None,
+            root_info: None,
+        },
         batch_number: "benchbatch0000000000".into(),
         now: now_unix(),
-        endpoints: Endpoints { authorize: base.into(), api: base.into(), content: base.into(), notify: base.into() },
+        endpoints: Endpoints { authorize: base.into(), api: base.into() },
     }
 }
 
@@ -339,20 +341,21 @@ impl Drop for EmulatorProcess {
     }
 }
 
-fn coco_host_binary() -> PathBuf {
+/// The standalone emulator, built beside this binary (`./dev bench` builds both).
+fn emulator_binary() -> PathBuf {
     let me = std::env::current_exe().expect("own path");
-    me.with_file_name("coco-host")
+    me.with_file_name("dropbox-emulator")
 }
 
 fn start_emulator(entries: usize) -> anyhow::Result<EmulatorProcess> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(coco_host_binary())
-        .args(["emulator", "--listen", &format!("127.0.0.1:{port}"), "--entries", &entries.to_string()])
+    let child = Command::new(emulator_binary())
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--entries", &entries.to_string()])
         .args(["--client-id", APP.0, "--client-secret", APP.1])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("start the emulator (build coco-host first: cargo build -p coco-host)")?;
+        .context("start the emulator (build it first: cargo build --profile bench -p dropbox-emulator)")?;
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(600);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -398,7 +401,7 @@ async fn sync_child(component: &Path, emulator: &str, limit: u32, incremental: b
         endpoints: EndpointsRecord::single(emulator),
     };
     let url = host.authorize_url(&connector).await?;
-    let ds = host.finish_connect(&connector, &browse_authorize(&url).await?).await?;
+    let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await?).await?;
     let mut f = SyncFigures::default();
     let before = emulator_requests(emulator)?;
     let t = Instant::now();
@@ -444,7 +447,7 @@ async fn sync_child(component: &Path, emulator: &str, limit: u32, incremental: b
     Ok(f)
 }
 
-fn file_size(p: &str) -> String {
+fn file_size(p: &std::path::Path) -> String {
     std::fs::metadata(p).map(|m| format!("{} KiB", m.len() / 1024)).unwrap_or_else(|_| "not built".into())
 }
 
@@ -624,8 +627,11 @@ async fn run_all(args: &Args) -> anyhow::Result<()> {
         eprintln!("[6/6] sizes…");
         line("## 6. Release .wasm sizes".into());
         line(String::new());
-        line(format!("- connector component: {}", file_size(DEFAULT_WASM)));
-        line(format!("- HTTP facade build (`--features http-handler`): {}", file_size(FACADE_WASM)));
+        line(format!("- connector component: {}", file_size(&coco_host::paths::connector_wasm())));
+        line(format!(
+            "- HTTP facade build (`--features http-handler`): {}",
+            file_size(&coco_host::paths::facade_wasm())
+        ));
     }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;

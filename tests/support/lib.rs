@@ -1,17 +1,16 @@
 //! Shared set-up for the end-to-end tests: the real compiled component under wasmtime, the
 //! emulator on 127.0.0.1, and a host with its SQLite state in a temporary folder.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coco_dropbox::Secret;
-use coco_host::emulator::{self, Emulator};
-use coco_host::host::{browse_authorize, Host, RetryPolicy};
+use coco_host::host::{Host, RetryPolicy};
 use coco_host::keys::Keys;
 use coco_host::runtime::{Limits, Runtime};
+use coco_host::secret::Secret;
 use coco_host::store::{ConnectorRecord, DatasourceRecord, EndpointsRecord, Store};
+use dropbox_emulator::{self as emulator, Emulator};
 
 pub const CLIENT_ID: &str = "test-app-key";
 pub const CLIENT_SECRET: &str = "test-app-secret";
@@ -19,9 +18,8 @@ pub const REDIRECT_URI: &str = "http://localhost:9000/connector/dropbox/dropbox/
 
 /// The release component; `./dev test` builds it before the tests run.
 pub fn wasm_path() -> PathBuf {
-    let path = std::env::var_os("COCO_DROPBOX_WASM").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/wasm32-wasip2/release/coco_dropbox.wasm")
-    });
+    let path =
+        std::env::var_os("COCO_DROPBOX_WASM").map(PathBuf::from).unwrap_or_else(coco_host::paths::connector_wasm);
     assert!(
         path.exists(),
         "component not found at {}: run `cargo build --target wasm32-wasip2 --release` first (./dev test does)",
@@ -31,7 +29,7 @@ pub fn wasm_path() -> PathBuf {
 }
 
 pub fn cache_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/coco-test-cache")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/coco-test-cache")
 }
 
 pub fn runtime(limits: Limits) -> Arc<Runtime> {
@@ -45,6 +43,7 @@ pub fn fast_retry() -> RetryPolicy {
         max_delay: Duration::from_millis(50),
         max_attempts: 4,
         max_rate_limits: 10,
+        ..RetryPolicy::default()
     }
 }
 
@@ -81,7 +80,7 @@ impl Harness {
     /// The full OAuth round trip: authorize URL → emulator consent → redirect → finish.
     pub async fn connect(&self) -> DatasourceRecord {
         let url = self.host.authorize_url(&self.connector).await.expect("authorize url");
-        let redirected = browse_authorize(&url).await.expect("consent");
+        let redirected = emulator::approve(&url).await.expect("consent");
         self.host.finish_connect(&self.connector, &redirected).await.expect("finish connect")
     }
 }
@@ -94,17 +93,16 @@ pub fn expected_index(
     prefix: &str,
     display_skip: usize,
 ) -> std::collections::BTreeMap<String, String> {
-    let st = h.emu.state();
-    st.accounts[0]
-        .home
-        .nodes
-        .iter()
-        .filter(|(k, n)| {
-            n.name != ".DS_Store"
+    h.emu
+        .tree(0)
+        .into_iter()
+        .filter(|e| {
+            let k = &e.path_lower;
+            e.name != ".DS_Store"
                 && (prefix.is_empty() || k.as_str() == prefix || k.starts_with(&format!("{prefix}/")))
                 && k.len() > display_skip
         })
-        .map(|(_, n)| (coco_dropbox::mapping::document_id(ds_id, &n.id), n.path_display[display_skip..].to_string()))
+        .map(|e| (document_id(ds_id, &e.id), e.path_display[display_skip..].to_string()))
         .collect()
 }
 
@@ -136,4 +134,20 @@ pub fn assert_index_matches(h: &Harness, ds_id: &str, prefix: &str, display_skip
             got.len()
         );
     }
+}
+
+/// A Coco document id as upstream computes it (`md5_hex("{datasource}_{entry id}")`), with the
+/// test's own md5: an oracle that shares no code with the component.
+pub fn document_id(datasource_id: &str, entry_id: &str) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(format!("{datasource_id}_{entry_id}")).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The other component builds, as `./dev test` makes them.
+pub fn facade_wasm_path() -> PathBuf {
+    coco_host::paths::facade_wasm()
+}
+
+pub fn spin_wasm_path() -> PathBuf {
+    coco_host::paths::spin_wasm()
 }

@@ -2,12 +2,10 @@
 //! Connect through OAuth, sync a generated account over many pages, and check the index
 //! against the emulator's tree and against upstream's mapping rules.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 
+use coco_e2e::*;
 use coco_host::runtime::Limits;
-use common::*;
 use serde_json::Value;
 
 /// Upstream's icon table, written out again here so the test does not trust the mapping code.
@@ -46,11 +44,8 @@ async fn connect_and_full_sync_of_12k_entries_matches_the_account() {
     assert_eq!(report.entries, 12_000);
 
     // The emulator's tree is the truth.
-    let (tree, ds_store): (Vec<_>, Vec<_>) = {
-        let st = h.emu.state();
-        let nodes: Vec<_> = st.accounts[0].home.nodes.iter().map(|(k, n)| (k.clone(), n.clone())).collect();
-        nodes.into_iter().partition(|(_, n)| n.name != ".DS_Store")
-    };
+    let (tree, ds_store): (Vec<_>, Vec<_>) =
+        h.emu.tree(0).into_iter().map(|e| (e.path_lower.clone(), e)).partition(|(_, e)| e.name != ".DS_Store");
     assert!(!ds_store.is_empty(), "the account has .DS_Store files to skip");
     assert_eq!(report.skipped as usize, ds_store.len());
 
@@ -72,7 +67,7 @@ async fn connect_and_full_sync_of_12k_entries_matches_the_account() {
     let mut root_level = 0;
     let mut icons = HashSet::new();
     for (path_lower, node) in &tree {
-        let id = coco_dropbox::mapping::document_id(&ds.id, &node.id);
+        let id = document_id(&ds.id, &node.id);
         let doc = docs.get(&id).unwrap_or_else(|| panic!("{} missing from the index", node.path_display));
         assert_eq!(doc["title"], node.name.as_str());
         assert_eq!(doc["type"], if node.is_folder { "folder" } else { "file" });
@@ -137,8 +132,8 @@ async fn connect_and_full_sync_of_12k_entries_matches_the_account() {
 async fn component_exports_the_contract_and_imports_no_filesystem_or_sockets() {
     let rt = runtime(Limits::default());
     let exports = rt.exports();
-    assert!(exports.iter().any(|e| e == "coco:dropbox/oauth-redirect@0.1.0"), "{exports:?}");
-    assert!(exports.iter().any(|e| e == "coco:dropbox/sync-page@0.1.0"), "{exports:?}");
+    assert!(exports.iter().any(|e| e == "coco:dropbox/oauth-redirect@0.2.0"), "{exports:?}");
+    assert!(exports.iter().any(|e| e == "coco:dropbox/sync-page@0.2.0"), "{exports:?}");
     let imports = rt.imports();
     assert!(imports.iter().any(|i| i.starts_with("wasi:http/outgoing-handler")), "{imports:?}");
     for forbidden in ["wasi:filesystem", "wasi:sockets"] {

@@ -3,28 +3,22 @@
 //! account with no duplicates.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coco_dropbox::Secret;
-use coco_host::emulator::{Config, Emulator};
-use coco_host::host::{browse_authorize, Host};
+use dropbox_emulator::{Config, Emulator};
+
+use crate::wasm;
+use coco_host::host::Host;
 use coco_host::keys::Keys;
 use coco_host::runtime::{Limits, Runtime};
+use coco_host::secret::Secret;
 use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
 use rand::{Rng, SeedableRng};
 
 const MASTER_KEY: &str = "crash-test-master-key-0123456789abcdef";
-
-fn wasm() -> PathBuf {
-    let p = std::env::var_os("COCO_DROPBOX_WASM").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release/coco_dropbox.wasm")
-    });
-    assert!(p.exists(), "build the component first: cargo build --target wasm32-wasip2 --release");
-    p
-}
 
 fn sync_process(state: &Path, id: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coco-host"));
@@ -58,7 +52,7 @@ async fn sigkill_at_random_points_loses_nothing() {
             endpoints: EndpointsRecord::single(&emu.base_url()),
         };
         let url = host.authorize_url(&connector).await.unwrap();
-        let ds = host.finish_connect(&connector, &browse_authorize(&url).await.unwrap()).await.unwrap();
+        let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await.unwrap()).await.unwrap();
 
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut kills = 0;
@@ -73,33 +67,31 @@ async fn sigkill_at_random_points_loses_nothing() {
             child.wait().unwrap();
             // The account keeps changing between crashes: deletes, a moved folder, and enough
             // new files that the next run has pages to be killed in.
-            let mut st = emu.state();
-            let ns = &mut st.accounts[0].home;
+            let mut ns = emu.edit(0);
             for _ in 0..3 {
-                let victim = ns.nodes.keys().nth(rng.random_range(0..ns.nodes.len())).cloned().unwrap();
-                let _ = ns.delete(&victim);
+                let tree = ns.tree();
+                let victim = &tree[rng.random_range(0..tree.len())].path_lower;
+                let _ = ns.delete(victim);
             }
-            if let Some(folder) =
-                ns.nodes.iter().filter(|(_, n)| n.is_folder).map(|(k, _)| k.clone()).nth(round as usize)
-            {
-                let _ = ns.move_entry(&folder, &format!("/moved in round {round}"));
+            if let Some(folder) = ns.tree().into_iter().filter(|e| e.is_folder).nth(round as usize) {
+                let _ = ns.move_entry(&folder.path_lower, &format!("/moved in round {round}"));
             }
             ns.add(&format!("/after crash {round}"), true, 0).unwrap();
             for i in 0..400 {
                 ns.add(&format!("/after crash {round}/file {i}.pdf"), false, i).unwrap();
             }
+            drop(ns);
         }
         assert!(kills >= 2, "seed {seed}: the kills must land mid-sync ({kills})");
         let status = sync_process(&state, &ds.id).status().unwrap();
         assert!(status.success(), "seed {seed}: the final sync completes");
 
         // Index == account, no duplicates (ids are the primary key; paths must be unique too).
-        let want: BTreeMap<String, String> = emu.state().accounts[0]
-            .home
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.name != ".DS_Store")
-            .map(|(k, n)| (coco_dropbox::mapping::document_id(&ds.id, &n.id), k.clone()))
+        let want: BTreeMap<String, String> = emu
+            .tree(0)
+            .into_iter()
+            .filter(|e| e.name != ".DS_Store")
+            .map(|e| (crate::document_id(&ds.id, &e.id), e.path_lower))
             .collect();
         let got: BTreeMap<String, String> = host.store.index_entries(&ds.id).unwrap().into_iter().collect();
         let paths: std::collections::BTreeSet<_> = got.values().collect();

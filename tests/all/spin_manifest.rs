@@ -5,7 +5,7 @@
 use std::path::Path;
 
 fn manifest() -> (toml::Value, serde_json::Value) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let text = std::fs::read_to_string(root.join("spin.toml")).expect("spin.toml at the repository root");
     let value: toml::Value = toml::from_str(&text).expect("spin.toml is TOML");
     let json = serde_json::to_value(&value).unwrap();
@@ -16,7 +16,7 @@ fn manifest() -> (toml::Value, serde_json::Value) {
 fn spin_toml_validates_against_the_manifest_schema() {
     // Spin's manifest schema, vendored so the test does not depend on where the checkout sits;
     // when the team's reference copy is beside the checkout, the two must agree.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let text = std::fs::read_to_string(root.join("tests/data/spin-manifest-v2.schema.json")).unwrap();
     if let Ok(reference) = std::fs::read_to_string(root.join("../shared/reference/spin-manifest-v2.schema.json")) {
         assert_eq!(text, reference, "tests/data's schema drifted from shared/reference");
@@ -96,7 +96,7 @@ fn component_variables_are_the_ones_the_facade_reads_and_map_to_declared_secrets
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_spin_build_imports_spin_variables_and_exports_the_http_handler() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/spin/wasm32-wasip2/release/coco_dropbox.wasm");
+    let path = coco_e2e::spin_wasm_path();
     assert!(
         path.exists(),
         "build it: cargo build --target wasm32-wasip2 --release --features spin --target-dir target/spin"

@@ -1,16 +1,14 @@
 //! OAuth and token lifecycle through the component: signed state + PKCE, refusals, refresh
 //! ahead of expiry and on 401, re-authorization, disconnect.
 
-mod common;
-
-use coco_host::host::{browse_authorize, now_unix, DisconnectOutcome, HostError};
+use coco_e2e::*;
+use coco_host::host::{now_unix, DisconnectOutcome, HostError};
 use coco_host::runtime::{Endpoints, RedirectRequest, WitError};
 use coco_host::store::Status;
-use common::*;
 
 fn connector_error(e: &HostError) -> &WitError {
     match e {
-        HostError::Connector(c) => &c.0,
+        HostError::Connector(c) => c,
         other => panic!("expected a connector error, got {other}"),
     }
 }
@@ -25,7 +23,7 @@ fn redirect(h: &Harness, query: &str, connector_id: &str, now: u64) -> RedirectR
         redirect_query: query.into(),
         state_secret: h.host.store.keys().state_secret().to_vec(),
         now,
-        endpoints: Endpoints { authorize: base.clone(), api: base.clone(), content: base.clone(), notify: base },
+        endpoints: Endpoints { authorize: base.clone(), api: base },
     }
 }
 
@@ -39,7 +37,7 @@ async fn state_is_required_signed_fresh_and_for_this_connector() {
     let url = h.host.authorize_url(&h.connector).await.unwrap();
     assert_eq!(query_param(&url, "code_challenge_method"), "S256");
     assert_eq!(query_param(&url, "token_access_type"), "offline");
-    let redirected = browse_authorize(&url).await.unwrap();
+    let redirected = dropbox_emulator::approve(&url).await.unwrap();
     let code = query_param(&redirected, "code");
     let state = query_param(&redirected, "state");
     let rt = &h.host.runtime;
@@ -77,9 +75,9 @@ async fn state_is_required_signed_fresh_and_for_this_connector() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refusal_is_denied_with_dropbox_description() {
     let h = harness(10, 1).await;
-    h.emu.state().approve_consent = false;
+    h.emu.set_consent(false);
     let url = h.host.authorize_url(&h.connector).await.unwrap();
-    let redirected = browse_authorize(&url).await.unwrap();
+    let redirected = dropbox_emulator::approve(&url).await.unwrap();
     let err = h.host.finish_connect(&h.connector, &redirected).await.unwrap_err();
     match connector_error(&err) {
         WitError::Denied(m) => {
@@ -95,11 +93,11 @@ async fn a_refusal_is_denied_with_dropbox_description() {
 async fn tokens_are_refreshed_ahead_of_expiry_and_kept() {
     let mut h = harness(3_000, 2).await;
     // Tokens live 200 s; a 300 s margin means the first page refreshes before listing.
-    h.emu.state().token_lifetime = std::time::Duration::from_secs(200);
+    h.emu.set_token_lifetime(std::time::Duration::from_secs(200));
     h.host.default_page_limit = 1000;
     let ds = h.connect().await;
     let refresh_token = ds.tokens.refresh_token.clone();
-    h.host.refresh_margin_secs = 300;
+    h.host.refresh_margin_secs = Some(300);
     let r = h.host.sync(&ds.id, |_| {}).await.unwrap();
     assert_eq!(r.refreshes, r.pages, "every page refreshes a token that is always inside the margin");
     let stored = h.host.store.datasource(&ds.id).unwrap();
@@ -107,7 +105,7 @@ async fn tokens_are_refreshed_ahead_of_expiry_and_kept() {
     assert_ne!(stored.tokens.access_token, ds.tokens.access_token);
 
     // With a 100 s margin the fresh token is good: no more refreshes.
-    h.host.refresh_margin_secs = 100;
+    h.host.refresh_margin_secs = Some(100);
     let before = h.emu.counters().refresh_grants;
     h.host.sync(&ds.id, |_| {}).await.unwrap();
     assert_eq!(h.emu.counters().refresh_grants, before);
@@ -124,7 +122,7 @@ async fn forced_expiries_mid_listing_cost_exactly_one_refresh_each_and_lose_no_p
         .sync(&ds.id, |event| {
             if let coco_host::host::SyncEvent::Page { pages, has_more: true, .. } = event {
                 if pages % 4 == 0 {
-                    h.emu.state().expire_access_tokens();
+                    h.emu.expire_access_tokens();
                     expiries += 1;
                 }
             }
@@ -136,7 +134,7 @@ async fn forced_expiries_mid_listing_cost_exactly_one_refresh_each_and_lose_no_p
     assert_eq!(c.refresh_grants, expiries, "one refresh per expiry");
     assert_eq!(report.refreshes, expiries);
     assert_eq!(report.entries, 10_000, "every entry listed exactly once: no page lost or repeated");
-    let expected = h.emu.state().accounts[0].home.nodes.values().filter(|n| n.name != ".DS_Store").count();
+    let expected = h.emu.tree(0).iter().filter(|e| e.name != ".DS_Store").count();
     assert_eq!(h.host.store.document_count(&ds.id).unwrap() as usize, expected);
     // Each expiry cost one failed call plus its replay.
     assert_eq!(c.get("files/list_folder") + c.get("files/list_folder/continue"), report.pages + expiries);
@@ -151,10 +149,7 @@ async fn a_revoked_refresh_token_parks_the_datasource_until_it_is_connected_agai
     let listings = h.emu.counters().get("files/list_folder");
 
     // The user removes the app in Dropbox; the access token also expires.
-    {
-        let mut st = h.emu.state();
-        st.revoke_all();
-    }
+    h.emu.revoke_all();
     let mut expired = h.host.store.datasource(&ds.id).unwrap();
     expired.tokens.expires_at = 0;
     h.host.store.save_tokens(&ds.id, &expired.tokens).unwrap();
@@ -195,17 +190,22 @@ async fn disconnect_revokes_at_dropbox_and_removes_the_state() {
     assert!(h.host.store.datasources().unwrap().is_empty());
     assert_eq!(h.host.store.document_count(&ds.id).unwrap(), 0);
     // The refresh token is dead at Dropbox.
-    let form = [("grant_type", "refresh_token"), ("refresh_token", ds.tokens.refresh_token.expose())]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let reply = h.emu.state().token_endpoint(Some((CLIENT_ID.into(), CLIENT_SECRET.into())), &form);
-    assert_eq!(reply.status, 400);
-    assert!(String::from_utf8_lossy(&reply.body).contains("invalid_grant"));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut reply = agent
+        .post(&format!("{}/oauth2/token", h.emu.base_url()))
+        .send_form([
+            ("grant_type", "refresh_token"),
+            ("refresh_token", ds.tokens.refresh_token.expose()),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+        ])
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    assert!(reply.body_mut().read_to_string().unwrap().contains("invalid_grant"));
 
     // Disconnecting a datasource whose tokens were already revoked still removes it.
     let ds = h.connect().await;
-    h.emu.state().revoke_all();
+    h.emu.revoke_all();
     assert_eq!(h.host.disconnect(&ds.id).await.unwrap(), DisconnectOutcome::AlreadyRevoked);
     assert!(h.host.store.datasources().unwrap().is_empty());
 }

@@ -15,7 +15,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::state::{fault_reply, Config, Counters, Fault, FaultKind, Reply, State};
+use crate::model::{MutationError, Namespace};
+use crate::state::{fault_reply, Config, Counters, Fault, FaultKind, FaultPlan, Reply, State};
 
 type Shared = Arc<Mutex<State>>;
 
@@ -53,13 +54,61 @@ impl Emulator {
         self.addr
     }
 
-    /// Direct access to the emulated Dropbox (tests and the CLI's own process).
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
 
+    /// Requests served so far, by route.
     pub fn counters(&self) -> Counters {
         self.state().counters.clone()
+    }
+
+    /// Every entry of an account's namespace (team space included), in `path_lower` order.
+    pub fn tree(&self, account: usize) -> Vec<Entry> {
+        self.state().accounts.get(account).map(|a| entries_of(&a.home)).unwrap_or_default()
+    }
+
+    /// Change an account's files. The edits are logged, so cursors replay them as Dropbox does.
+    /// The emulator is locked while the returned editor lives: keep it short.
+    pub fn edit(&self, account: usize) -> AccountEditor<'_> {
+        let state = self.state();
+        assert!(account < state.accounts.len(), "the emulator has no account {account}");
+        AccountEditor { state, account }
+    }
+
+    /// Queue a one-off fault for the next matching request.
+    pub fn push_fault(&self, fault: Fault) {
+        self.state().faults.push_back(fault);
+    }
+
+    /// Seeded random faults on every /2/ request (`None` turns them off).
+    pub fn set_fault_plan(&self, plan: Option<FaultPlan>) {
+        self.state().fault_plan = plan;
+    }
+
+    /// Whether the emulated user clicks Allow (true, the default) or Deny on the consent page.
+    pub fn set_consent(&self, approve: bool) {
+        self.state().approve_consent = approve;
+    }
+
+    /// Lifetime of access tokens issued from now on.
+    pub fn set_token_lifetime(&self, lifetime: std::time::Duration) {
+        self.state().token_lifetime = lifetime;
+    }
+
+    /// Every access token issued so far expires now.
+    pub fn expire_access_tokens(&self) {
+        self.state().expire_access_tokens();
+    }
+
+    /// The user removes the app in their Dropbox settings: every token stops working.
+    pub fn revoke_all(&self) {
+        self.state().revoke_all();
+    }
+
+    /// Every token issued so far (revoked ones too), for secret-leak scans.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state().issued_tokens()
     }
 
     /// Stop serving and wait for the server task to end.
@@ -78,6 +127,96 @@ impl Drop for Emulator {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// One entry of an emulated namespace, as a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Dropbox's `id` ("id:...").
+    pub id: String,
+    pub name: String,
+    pub path_lower: String,
+    pub path_display: String,
+    pub is_folder: bool,
+    pub size: u64,
+    pub rev: String,
+    pub content_hash: String,
+    pub client_modified: String,
+    pub server_modified: String,
+}
+
+fn entries_of(ns: &Namespace) -> Vec<Entry> {
+    ns.nodes
+        .iter()
+        .map(|(path_lower, n)| Entry {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            path_lower: path_lower.clone(),
+            path_display: n.path_display.clone(),
+            is_folder: n.is_folder,
+            size: n.size,
+            rev: n.rev.clone(),
+            content_hash: n.content_hash.clone(),
+            client_modified: n.client_modified.clone(),
+            server_modified: n.server_modified.clone(),
+        })
+        .collect()
+}
+
+/// Edits one account while holding the emulator's lock (see [`Emulator::edit`]).
+pub struct AccountEditor<'a> {
+    state: MutexGuard<'a, State>,
+    account: usize,
+}
+
+impl AccountEditor<'_> {
+    fn ns(&mut self) -> &mut Namespace {
+        &mut self.state.accounts[self.account].home
+    }
+
+    /// Create a file or folder (parents must exist); returns its Dropbox id.
+    pub fn add(&mut self, path: &str, is_folder: bool, size: u64) -> Result<String, MutationError> {
+        self.ns().add(path, is_folder, size)
+    }
+
+    /// A new revision of a file, with a new size.
+    pub fn modify(&mut self, path: &str, size: u64) -> Result<(), MutationError> {
+        self.ns().modify(path, size)
+    }
+
+    /// Delete a file, or a folder and everything below it.
+    pub fn delete(&mut self, path: &str) -> Result<(), MutationError> {
+        self.ns().delete(path)
+    }
+
+    /// Move or rename (case-only renames included); ids are kept.
+    pub fn move_entry(&mut self, from: &str, to: &str) -> Result<(), MutationError> {
+        self.ns().move_entry(from, to)
+    }
+
+    /// The account's entries now (see [`Emulator::tree`]).
+    pub fn tree(&self) -> Vec<Entry> {
+        entries_of(&self.state.accounts[self.account].home)
+    }
+
+    /// Invalidate every cursor of the account: their next use gets `409 reset`.
+    pub fn reset_cursors(&mut self) {
+        let account = self.account;
+        self.state.reset_cursors(account);
+    }
+
+    /// The team moves the member to another team space: old root ids get `422 invalid_root`.
+    /// Returns the new root namespace id.
+    pub fn change_team_root(&mut self) -> String {
+        let account = self.account;
+        self.state.change_team_root(account);
+        self.root_namespace_id()
+    }
+
+    /// The namespace Path-Root `root` calls must name.
+    pub fn root_namespace_id(&self) -> String {
+        self.state.accounts[self.account].root_namespace_id().to_string()
     }
 }
 

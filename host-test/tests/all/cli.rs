@@ -5,20 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use coco_host::emulator::{Config, Emulator};
+use dropbox_emulator::{Config, Emulator};
+
+use crate::wasm;
 
 const CLIENT_ID: &str = "cli-app";
 const CLIENT_SECRET: &str = "CANARY-client-secret-7f3a9c";
 const WRONG_SECRET: &str = "CANARY-wrong-secret-1b2c3d";
 const MASTER_KEY: &str = "cli-test-master-key-0123456789abcdef";
-
-fn wasm() -> PathBuf {
-    let p = std::env::var_os("COCO_DROPBOX_WASM").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release/coco_dropbox.wasm")
-    });
-    assert!(p.exists(), "build the component first: cargo build --target wasm32-wasip2 --release");
-    p
-}
 
 struct Cli {
     state: PathBuf,
@@ -144,14 +138,14 @@ async fn scripted_cli_round_trip_leaks_no_secret() {
                 WRONG_SECRET,
             ])));
             let e = cli.fails(&["finish", &redirected], true);
-            assert!(e.contains("invalid client credentials") && !e.contains(WRONG_SECRET), "{e}");
+            assert!(e.contains("invalid-client") && !e.contains(WRONG_SECRET), "{e}");
             (cli, id)
         }
     });
     let (mut cli, id) = script.await.unwrap();
 
     // The user revokes the app: sync fails as reauth-required, status shows it.
-    emu.state().revoke_all();
+    emu.revoke_all();
     let cli = tokio::task::spawn_blocking(move || {
         let e = cli.fails(&["sync", &id], true);
         assert!(e.contains("connected again"), "{e}");
@@ -167,7 +161,7 @@ async fn scripted_cli_round_trip_leaks_no_secret() {
 
     // Scan: every byte printed (at trace level too), the JSONL and every state file.
     let mut needles = vec![CLIENT_SECRET.to_string(), WRONG_SECRET.to_string()];
-    needles.extend(emu.state().issued_tokens());
+    needles.extend(emu.issued_tokens());
     assert!(needles.len() >= 4, "tokens were issued: {needles:?}");
     let mut hits: Vec<String> = needles
         .iter()

@@ -2,15 +2,13 @@
 //! cursor resets with sweep, configured root paths, and team spaces. After every scenario the
 //! index must equal the account.
 
-mod common;
-
-use coco_host::emulator::{Config, FaultKind};
+use coco_e2e::*;
 use coco_host::host::HostError;
 use coco_host::runtime::Limits;
-use common::*;
+use dropbox_emulator::{Config, Fault, FaultKind};
 
 fn add(h: &Harness, path: &str, folder: bool) -> String {
-    h.emu.state().accounts[0].home.add(path, folder, if folder { 0 } else { 42 }).unwrap()
+    h.emu.edit(0).add(path, folder, if folder { 0 } else { 42 }).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -23,18 +21,16 @@ async fn deltas_apply_only_what_changed() {
 
     // Ten changes of every kind.
     let (file, folder) = {
-        let st = h.emu.state();
-        let ns = &st.accounts[0].home;
-        let file = ns.nodes.iter().find(|(k, n)| !n.is_folder && k.matches('/').count() >= 2).unwrap().0.clone();
-        let folder = ns.nodes.iter().find(|(k, n)| n.is_folder && k.matches('/').count() == 2).unwrap().0.clone();
-        (file, folder)
+        let tree = h.emu.tree(0);
+        let file = tree.iter().find(|e| !e.is_folder && e.path_lower.matches('/').count() >= 2).unwrap();
+        let folder = tree.iter().find(|e| e.is_folder && e.path_lower.matches('/').count() == 2).unwrap();
+        (file.path_lower.clone(), folder.path_lower.clone())
     };
     add(&h, "/New Folder", true);
     add(&h, "/New Folder/new file.pdf", false);
     add(&h, "/top level.docx", false);
     {
-        let mut st = h.emu.state();
-        let ns = &mut st.accounts[0].home;
+        let mut ns = h.emu.edit(0);
         ns.modify("/top level.docx", 99).unwrap();
         ns.move_entry(&file, "/New Folder/moved here.txt").unwrap();
         ns.delete(&folder).unwrap();
@@ -64,7 +60,7 @@ async fn renaming_a_folder_with_1000_descendants_moves_every_document() {
     let ds = h.connect().await;
     h.host.sync(&ds.id, |_| {}).await.unwrap();
     let ids_before: std::collections::BTreeSet<_> = actual_index(&h, &ds.id).into_keys().collect();
-    h.emu.state().accounts[0].home.move_entry("/Big", "/Archive 2024 #1").unwrap();
+    h.emu.edit(0).move_entry("/Big", "/Archive 2024 #1").unwrap();
     let r = h.host.sync(&ds.id, |_| {}).await.unwrap();
     assert!(r.pages >= 4, "the move spans pages: {r:?}");
     assert_index_matches(&h, &ds.id, "", 0);
@@ -86,7 +82,7 @@ async fn deleting_a_subtree_removes_everything_below_it_and_nothing_else() {
     let ds = h.connect().await;
     h.host.sync(&ds.id, |_| {}).await.unwrap();
     let before = h.host.store.document_count(&ds.id).unwrap();
-    h.emu.state().accounts[0].home.delete("/Kill").unwrap();
+    h.emu.edit(0).delete("/Kill").unwrap();
     let r = h.host.sync(&ds.id, |_| {}).await.unwrap();
     assert_eq!(r.deleted, 3);
     assert_eq!(h.host.store.document_count(&ds.id).unwrap(), before - 3);
@@ -111,8 +107,7 @@ async fn moves_out_of_and_into_the_configured_path() {
     assert_index_matches(&h, &ds.id, "/inside", 0);
     assert_eq!(h.host.store.document_count(&ds.id).unwrap(), 4);
     {
-        let mut st = h.emu.state();
-        let ns = &mut st.accounts[0].home;
+        let mut ns = h.emu.edit(0);
         ns.move_entry("/Inside/a.txt", "/Outside/a.txt").unwrap();
         ns.move_entry("/Outside/b.txt", "/Inside/b.txt").unwrap();
         ns.move_entry("/Inside/sub", "/Outside/sub").unwrap();
@@ -130,7 +125,7 @@ async fn a_case_only_rename_updates_paths_and_categories_in_place() {
     add(&h, "/Docs/Plan.pdf", false);
     let ds = h.connect().await;
     h.host.sync(&ds.id, |_| {}).await.unwrap();
-    h.emu.state().accounts[0].home.move_entry("/Docs", "/DOCS").unwrap();
+    h.emu.edit(0).move_entry("/Docs", "/DOCS").unwrap();
     let r = h.host.sync(&ds.id, |_| {}).await.unwrap();
     assert_eq!(r.deleted, 0, "path_lower did not change: nothing to delete");
     assert_index_matches(&h, &ds.id, "", 0);
@@ -155,16 +150,13 @@ async fn a_cursor_reset_relists_and_sweeps_what_is_gone() {
     h.host.default_page_limit = 800;
     let ds = h.connect().await;
     h.host.sync(&ds.id, |_| {}).await.unwrap();
-    let gone: Vec<String> = {
-        let st = h.emu.state();
-        st.accounts[0].home.nodes.iter().filter(|(_, n)| !n.is_folder).take(25).map(|(k, _)| k.clone()).collect()
-    };
+    let gone: Vec<String> = h.emu.tree(0).into_iter().filter(|e| !e.is_folder).take(25).map(|e| e.path_lower).collect();
     {
-        let mut st = h.emu.state();
+        let mut ns = h.emu.edit(0);
         for p in &gone {
-            st.accounts[0].home.delete(p).unwrap();
+            ns.delete(p).unwrap();
         }
-        st.reset_cursors(0);
+        ns.reset_cursors();
     }
     let listings = h.emu.counters().get("files/list_folder");
     let r = h.host.sync(&ds.id, |_| {}).await.unwrap();
@@ -195,7 +187,6 @@ async fn team_space_is_listed_through_path_root_and_a_changed_root_relists() {
     let root = &ds.profile.root_info;
     assert!(root.is_team && root.root_namespace_id != root.home_namespace_id, "{root:?}");
     assert_eq!(root.home_path.as_deref(), Some("/Franz Ferdinand"));
-    assert_eq!(ds.path_root().as_deref(), Some(root.root_namespace_id.as_str()));
 
     h.host.sync(&ds.id, |_| {}).await.unwrap();
     assert_index_matches(&h, &ds.id, "", 0);
@@ -205,22 +196,20 @@ async fn team_space_is_listed_through_path_root_and_a_changed_root_relists() {
 
     // Without the header, the same account shows only the member folder, re-rooted.
     let home_root = coco_host::store::RootRecord { is_team: false, ..ds.profile.root_info.clone() };
-    h.host.store.set_root(&ds.id, &home_root).unwrap();
-    h.host.store.restart_listing(&ds.id).unwrap();
+    h.host.store.set_root_and_restart(&ds.id, &home_root).unwrap();
     h.host.sync(&ds.id, |_| {}).await.unwrap();
     let home_only = actual_index(&h, &ds.id);
     assert!(!home_only.values().any(|p| p.contains("Team Shared")), "team folder invisible without the header");
     assert_index_matches(&h, &ds.id, "/franz ferdinand", "/Franz Ferdinand".len());
 
     // Back to the team root; then the member moves to another team space: 422 invalid_root.
-    h.host.store.set_root(&ds.id, &ds.profile.root_info).unwrap();
-    h.host.store.restart_listing(&ds.id).unwrap();
+    h.host.store.set_root_and_restart(&ds.id, &ds.profile.root_info).unwrap();
     h.host.sync(&ds.id, |_| {}).await.unwrap();
-    h.emu.state().change_team_root(0);
+    let moved_to = h.emu.edit(0).change_team_root();
     let r = h.host.sync(&ds.id, |_| {}).await.unwrap();
     assert_eq!(r.resets, 1, "root changed → full listing under the new root");
     let new_root = h.host.store.datasource(&ds.id).unwrap().profile.root_info;
-    assert_eq!(new_root.root_namespace_id, h.emu.state().accounts[0].root_namespace_id());
+    assert_eq!(new_root.root_namespace_id, moved_to);
     assert_index_matches(&h, &ds.id, "", 0);
 }
 
@@ -249,15 +238,17 @@ async fn seeded_fault_matrix_ends_with_index_equal_to_account() {
             let mut h = harness_with(config, limits.clone()).await;
             h.host.default_page_limit = 150;
             h.host.retry.max_attempts = 12;
+            // A reset on 30% of requests restarts the listing many times in one run: adversarial
+            // on purpose here; the bound itself is tested below.
+            h.host.retry.max_restarts = 1_000;
             let ds = h.connect().await;
-            h.emu.state().fault_plan = Some(coco_host::emulator::state::FaultPlan::new(seed, 0.3, vec![kind.clone()]));
+            h.emu.set_fault_plan(Some(dropbox_emulator::FaultPlan::new(seed, 0.3, vec![kind.clone()])));
             let first = h.host.sync(&ds.id, |_| {}).await.unwrap_or_else(|e| panic!("{kind:?} seed {seed}: {e}"));
             assert_index_matches(&h, &ds.id, "", 0);
             {
-                let mut st = h.emu.state();
-                let ns = &mut st.accounts[0].home;
+                let mut ns = h.emu.edit(0);
                 let victims: Vec<String> =
-                    ns.nodes.keys().skip(seed as usize * 7).step_by(97).take(5).cloned().collect();
+                    ns.tree().into_iter().skip(seed as usize * 7).step_by(97).take(5).map(|e| e.path_lower).collect();
                 for v in &victims {
                     let _ = ns.delete(v);
                 }
@@ -285,14 +276,64 @@ async fn retries_are_bounded_and_leave_the_cursor_where_it_was() {
     let ds = h.connect().await;
     h.host.sync(&ds.id, |_| {}).await.unwrap();
     let cursor = h.host.store.sync_state(&ds.id).unwrap().cursor;
-    h.emu.state().fault_plan =
-        Some(coco_host::emulator::state::FaultPlan::new(1, 1.0, vec![FaultKind::Status { status: 500 }]));
+    h.emu.set_fault_plan(Some(dropbox_emulator::FaultPlan::new(1, 1.0, vec![FaultKind::Status { status: 500 }])));
     let err = h.host.sync(&ds.id, |_| {}).await.unwrap_err();
     assert!(matches!(&err, HostError::Failing { detail, .. } if detail.contains("transient")), "{err}");
     assert_eq!(h.emu.counters().faults_injected, u64::from(h.host.retry.max_attempts) + 1);
     assert_eq!(h.host.store.sync_state(&ds.id).unwrap().cursor, cursor, "cursor untouched");
     // Once Dropbox recovers, the same datasource syncs again and is ok.
-    h.emu.state().fault_plan = None;
+    h.emu.set_fault_plan(None);
     h.host.sync(&ds.id, |_| {}).await.unwrap();
     assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, coco_host::store::Status::Ok);
+}
+
+/// A cursor that resets on every `continue` would list forever: the run ends as `failing`
+/// after the bounded number of restarts, naming why; the datasource syncs again afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_resets_are_bounded_and_end_as_failing() {
+    let mut h = harness(600, 41).await;
+    h.host.default_page_limit = 100;
+    let ds = h.connect().await;
+    let restarts = h.host.retry.max_restarts;
+    for _ in 0..=restarts {
+        h.emu.push_fault(Fault { route: Some("files/list_folder/continue".into()), kind: FaultKind::Reset });
+    }
+    let err = h.host.sync(&ds.id, |_| {}).await.unwrap_err();
+    assert!(matches!(&err, HostError::Failing { detail, .. } if detail.contains("restarted")), "{err}");
+    let stored = h.host.store.datasource(&ds.id).unwrap();
+    assert_eq!(stored.status, coco_host::store::Status::Failing);
+    assert!(stored.status_detail.unwrap().contains("cursor-reset"));
+    assert_eq!(h.emu.counters().get("files/list_folder"), u64::from(restarts) + 1);
+    h.host.sync(&ds.id, |_| {}).await.unwrap();
+    assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, coco_host::store::Status::Ok);
+    assert_index_matches(&h, &ds.id, "", 0);
+}
+
+/// Dropbox may ask for hours: the host waits at most `max_server_wait` at once, and the status
+/// says until when while it waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_retry_after_is_capped_and_the_status_says_until_when() {
+    let mut h = harness(300, 42).await;
+    h.host.retry.max_server_wait = std::time::Duration::from_millis(50);
+    let ds = h.connect().await;
+    h.emu.push_fault(Fault { route: None, kind: FaultKind::RateLimit { retry_after: 7200.0, json: true } });
+    let mut seen = Vec::new();
+    let report = h
+        .host
+        .sync(&ds.id, |e| {
+            if let coco_host::host::SyncEvent::RateLimited { wait, capped } = e {
+                let st = h.host.store.datasource(&ds.id).unwrap();
+                seen.push((*wait, *capped, st.status, st.status_detail));
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.rate_limited, 1);
+    let (wait, capped, status, detail) = seen.pop().unwrap();
+    assert_eq!(wait, std::time::Duration::from_millis(50));
+    assert!(capped);
+    assert_eq!(status, coco_host::store::Status::RateLimited);
+    assert!(detail.unwrap().starts_with("rate-limited until 20"));
+    assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, coco_host::store::Status::Ok);
+    assert_index_matches(&h, &ds.id, "", 0);
 }

@@ -1,0 +1,9 @@
+//! The end-to-end suite, one binary: the real compiled component under wasmtime (embedded, and
+//! under `wasmtime serve`), the reference host, and the emulator over loopback.
+
+mod bad_input;
+mod connect_and_sync;
+mod facade_serve;
+mod incremental;
+mod oauth_lifecycle;
+mod spin_manifest;
