@@ -192,6 +192,7 @@ fn page_request(base: &str, cursor: Option<&str>) -> PageRequest {
             page_limit: Some(2000),
             refresh_margin_secs: None,
             root_info: None,
+            max_page_bytes: None,
         },
         batch_number: "benchbatch0000000000".into(),
         now: now_unix(),

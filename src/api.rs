@@ -75,6 +75,10 @@ pub fn transport_error(route: Route, e: TransportError) -> Error {
             route.name()
         )),
         TransportError::Failed(m) => Error::Transient(format!("{}: {m}", route.name())),
+        // Retrying would read the same oversized answer again.
+        TransportError::TooLarge { limit } => {
+            Error::Api(format!("{}: the response is larger than the {limit}-byte limit", route.name()))
+        }
     }
 }
 
@@ -230,13 +234,18 @@ impl From<RootInfoJson> for RootInfo {
     }
 }
 
-/// Parse a 200 body, calling unreadable JSON transient (a truncated or garbled response).
+/// Parse a 200 body, calling unreadable JSON transient (a truncated or garbled response). The
+/// error names where parsing stopped, never the body's bytes or serde's quote of a value: a
+/// token response carries the access token.
 pub fn parse_json<'a, T: Deserialize<'a>>(route: Route, body: &'a [u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|e| {
         Error::Transient(format!(
-            "{}: unreadable response ({e}); body starts: {}",
+            "{}: unreadable response ({:?} JSON error at line {} column {} of {} bytes)",
             route.name(),
-            quote(&body[..body.len().min(60)])
+            e.classify(),
+            e.line(),
+            e.column(),
+            body.len()
         ))
     })
 }

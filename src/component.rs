@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::http::{HttpRequest, HttpResponse, Transport, TransportError};
+use crate::http::{read_capped, HttpRequest, HttpResponse, ReadCapped, Transport, TransportError};
 use crate::{connect, oauth, page, types as core, Error as CoreError, Secret, SecretBytes};
 
 wit_bindgen::generate!({ path: "wit", world: "connector" });
@@ -28,12 +28,20 @@ impl Transport for WakiTransport {
             _ => TransportError::Failed(format!("{e:#}")),
         })?;
         let status = resp.status_code();
-        let headers = resp
+        let headers: Vec<(String, String)> = resp
             .headers()
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
-        let body = resp.body().map_err(|e| TransportError::Failed(format!("reading the response body: {e:#}")))?;
+        let limit = r.response_cap(status);
+        let declared = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(TransportError::TooLarge { limit });
+        }
+        let body = read_capped(limit, |n| resp.chunk(n)).map_err(|e| match e {
+            ReadCapped::TooLarge => TransportError::TooLarge { limit },
+            ReadCapped::Failed(e) => TransportError::Failed(format!("reading the response body: {e:#}")),
+        })?;
         Ok(HttpResponse { status, headers, body })
     }
 }
@@ -54,6 +62,7 @@ impl wit_oauth::Guest for Component {
             state_ttl_secs: req.state_ttl_secs,
             scopes: req.scopes,
             endpoints: endpoints_in(req.endpoints),
+            session_binding: req.session_binding.map(SecretBytes::new),
         };
         oauth::authorize_url(&req, &nonce).map_err(error_out)
     }
@@ -67,6 +76,7 @@ impl wit_oauth::Guest for Component {
             state_secret: SecretBytes::new(req.state_secret),
             now: req.now,
             endpoints: endpoints_in(req.endpoints),
+            session_binding: req.session_binding.map(SecretBytes::new),
         };
         let ds = connect::handle_redirect(&req, &mut WakiTransport).map_err(error_out)?;
         Ok(wit_oauth::Datasource {
@@ -107,6 +117,7 @@ impl wit_sync::Guest for Component {
                 page_limit: req.options.page_limit,
                 refresh_margin_secs: req.options.refresh_margin_secs,
                 root_info: req.options.root_info.map(root_in),
+                max_page_bytes: req.options.max_page_bytes,
             },
             batch_number: req.batch_number,
             now: req.now,
@@ -213,6 +224,7 @@ export!(Component);
 mod http_handler {
     use super::WakiTransport;
     use crate::facade;
+    use crate::http::{read_capped, ReadCapped};
 
     fn method_name(m: &waki::Method) -> String {
         match m {
@@ -250,26 +262,53 @@ mod http_handler {
 
     #[waki::handler]
     fn handle(req: waki::Request) -> Result<waki::Response, waki::ErrorCode> {
+        let config = facade::FacadeConfig::from_lookup(lookup);
         let method = method_name(&req.method());
         let path = req.path().to_string();
         let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(req.query()).finish();
-        let header = |name: &str| req.header(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let host = header("host").or_else(|| req.authority().as_ref().map(|a| a.to_string()));
-        let forwarded_proto = header("x-forwarded-proto");
-        let body = req.body().map_err(|e| waki::ErrorCode::InternalError(Some(format!("reading the body: {e}"))))?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let mut nonce = [0u8; crate::oauth::NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| waki::ErrorCode::InternalError(Some(e.to_string())))?;
-        let config = facade::FacadeConfig::from_lookup(lookup);
-        let incoming = facade::Incoming {
-            method: &method,
-            path: &path,
-            query: &query,
-            host: host.as_deref(),
-            forwarded_proto: forwarded_proto.as_deref(),
-            body: &body,
+        let headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        // wasi:http carries the Host header as the request's authority.
+        let mut headers = headers;
+        if !headers.iter().any(|(k, _)| k == "host") {
+            if let Some(a) = req.authority() {
+                headers.push(("host".into(), a.to_string()));
+            }
+        }
+        let limit = config.max_body_bytes;
+        // Refuse an announced oversized body before reading a byte of it; cap the rest as read.
+        let declared = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<u64>().ok());
+        let out = if declared.is_some_and(|n| n > limit as u64) {
+            facade::too_large(limit)
+        } else {
+            match read_capped(limit, |n| req.chunk(n)) {
+                Err(ReadCapped::TooLarge) => facade::too_large(limit),
+                Err(ReadCapped::Failed(e)) => {
+                    facade::Outgoing::error(400, "bad-request", &format!("reading the body: {e}"))
+                }
+                Ok(body) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    let mut random = facade::Randomness { nonce: [0; crate::oauth::NONCE_LEN], cookie: [0; 32] };
+                    getrandom::fill(&mut random.nonce)
+                        .and_then(|()| getrandom::fill(&mut random.cookie))
+                        .map_err(|e| waki::ErrorCode::InternalError(Some(e.to_string())))?;
+                    let incoming = facade::Incoming {
+                        method: &method,
+                        path: &path,
+                        query: &query,
+                        headers: &headers,
+                        body: &body,
+                    };
+                    facade::handle(&config, &incoming, &mut WakiTransport, now, &random)
+                }
+            }
         };
-        let out = facade::handle(config, &incoming, &mut WakiTransport, now, &nonce);
         let mut builder = waki::Response::builder().status_code(out.status);
         for (name, value) in out.headers {
             builder = builder.header(name, value);

@@ -45,14 +45,15 @@ pub fn handle_redirect<T: Transport>(req: &RedirectRequest, transport: &mut T) -
             api::quote(why.as_bytes())
         )));
     }
-    let nonce =
-        oauth::verify_state(&req.state_secret, params.state.as_deref().unwrap_or(""), &req.connector_id, req.now)?;
+    let binding = req.session_binding.as_ref().map(|b| b.expose());
+    let state = params.state.as_deref().unwrap_or("");
+    let nonce = oauth::verify_state(&req.state_secret, state, &req.connector_id, req.now, binding)?;
     let code = params
         .code
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Error::InvalidInput("the redirect carries no authorization code".into()))?;
 
-    let verifier = oauth::pkce_verifier(&req.state_secret, &nonce);
+    let verifier = oauth::pkce_verifier(&req.state_secret, &nonce, binding);
     let exchange = oauth::code_exchange_request(&req.endpoints.api, &req.app, &code, &req.redirect_uri, &verifier);
     let resp = transport.send(&exchange).map_err(|e| api::transport_error(Route::Token, e))?;
     let tokens = oauth::parse_token_response(Grant::Code, &req.app, &resp, req.now, None)?;
@@ -131,6 +132,7 @@ mod tests {
             state_secret: SecretBytes::new("0123456789abcdef0123"),
             now: 1_000,
             endpoints: Endpoints::single("http://127.0.0.1:9"),
+            session_binding: None,
         }
     }
 
@@ -140,7 +142,7 @@ mod tests {
     #[test]
     fn a_good_redirect_becomes_upstreams_datasource() {
         let secret = SecretBytes::new("0123456789abcdef0123");
-        let state = oauth::sign_state(&secret, "dropbox", b"nonce", 2_000);
+        let state = oauth::sign_state(&secret, "dropbox", b"nonce", 2_000, None);
         let token = r#"{"access_token":"sl.A","expires_in":14400,"refresh_token":"rt.R","token_type":"bearer"}"#;
         let mut t = Scripted::new([Ok(resp(200, token)), Ok(resp(200, ACCOUNT))]);
         let ds = handle_redirect(&redirect(format!("?code=C&state={state}")), &mut t).unwrap();
@@ -150,7 +152,7 @@ mod tests {
         assert_eq!(ds.config.profile.picture, None);
         assert_eq!(ds.tokens.expires_at, 15_400);
         let form = String::from_utf8(t.seen[0].body.clone()).unwrap();
-        assert!(form.contains(&format!("code_verifier={}", oauth::pkce_verifier(&secret, b"nonce"))));
+        assert!(form.contains(&format!("code_verifier={}", oauth::pkce_verifier(&secret, b"nonce", None))));
         assert_eq!(t.seen[1].body, b"null");
     }
 

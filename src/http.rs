@@ -3,11 +3,21 @@
 
 use std::fmt;
 
+/// Largest answer we read from an ordinary call (token, account, revoke).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// Largest error body we read, whatever the call: error envelopes are small.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+/// Default cap on a list_folder page: a 2,000-entry page is about 1 MiB.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 32 << 20;
+
 #[derive(Clone)]
 pub struct HttpRequest {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// A successful answer longer than this fails as [`TransportError::TooLarge`]; error
+    /// answers are capped at [`MAX_ERROR_BODY_BYTES`].
+    pub max_response_bytes: usize,
 }
 
 /// Only the URL: headers carry bearer tokens and Basic credentials.
@@ -20,7 +30,21 @@ impl fmt::Debug for HttpRequest {
 impl HttpRequest {
     /// Every Dropbox call we make is a POST.
     pub fn post(url: String) -> Self {
-        HttpRequest { url, headers: Vec::new(), body: Vec::new() }
+        HttpRequest { url, headers: Vec::new(), body: Vec::new(), max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES }
+    }
+
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
+    /// The cap for an answer with this status.
+    pub fn response_cap(&self, status: u16) -> usize {
+        if (200..300).contains(&status) {
+            self.max_response_bytes
+        } else {
+            self.max_response_bytes.min(MAX_ERROR_BODY_BYTES)
+        }
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -55,6 +79,56 @@ pub enum TransportError {
     Denied(String),
     /// Connect/read timeouts, refused or reset connections, truncated bodies.
     Failed(String),
+    /// The answer is longer than the request's cap (its `Content-Length`, or what was read).
+    TooLarge { limit: usize },
+}
+
+/// Read a body chunk by chunk (`next(max_len)` gives `None` at the end) and stop as soon as it
+/// passes `limit`: an endless or huge body costs at most `limit` bytes of memory.
+pub fn read_capped<E>(
+    limit: usize,
+    mut next: impl FnMut(u64) -> Result<Option<Vec<u8>>, E>,
+) -> Result<Vec<u8>, ReadCapped<E>> {
+    const CHUNK: u64 = 64 << 10;
+    let mut body = Vec::new();
+    while let Some(chunk) = next(CHUNK).map_err(ReadCapped::Failed)? {
+        if body.len() + chunk.len() > limit {
+            return Err(ReadCapped::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadCapped<E> {
+    TooLarge,
+    Failed(E),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_capped_stops_at_the_limit() {
+        let chunks = |n: usize| {
+            let mut left = n;
+            move |max: u64| -> Result<Option<Vec<u8>>, ()> {
+                let take = left.min(max as usize);
+                left -= take;
+                Ok((take > 0).then(|| vec![b'x'; take]))
+            }
+        };
+        assert_eq!(read_capped(100, chunks(100)).unwrap().len(), 100);
+        assert_eq!(read_capped(99, chunks(100)), Err(ReadCapped::TooLarge));
+        // An endless stream ends at the cap, not at out-of-memory.
+        let endless = |max: u64| -> Result<Option<Vec<u8>>, ()> { Ok(Some(vec![0; max as usize])) };
+        assert_eq!(read_capped(1 << 20, endless), Err(ReadCapped::TooLarge));
+        let req = HttpRequest::post("http://x".into()).max_response_bytes(10 << 20);
+        assert_eq!(req.response_cap(200), 10 << 20);
+        assert_eq!(req.response_cap(500), MAX_ERROR_BODY_BYTES);
+    }
 }
 
 pub trait Transport {

@@ -1,6 +1,10 @@
 //! OAuth math, free of I/O: signed state, PKCE, the authorize URL, token requests and
 //! responses. The redirect handler needs no storage: the state carries connector id, nonce and
 //! expiry under an HMAC, and the PKCE verifier is re-derived from the host secret and the nonce.
+//!
+//! A state can also be bound to the browser that started the flow: the caller passes a value
+//! only that browser holds (a cookie); the state carries an HMAC of it, and the PKCE verifier
+//! depends on it, so a leaked redirect URL is useless without that browser's cookie.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -25,6 +29,9 @@ pub const NONCE_LEN: usize = 16;
 const MAX_CONNECTOR_ID_LEN: usize = 128;
 const STATE_DOMAIN: &[u8] = b"coco-dropbox/state/v1\0";
 const PKCE_DOMAIN: &[u8] = b"coco-dropbox/pkce/v1\0";
+const BINDING_DOMAIN: &[u8] = b"coco-dropbox/binding/v1\0";
+/// Bytes of the binding's HMAC kept in the state (128 bits; the state is capped at 500 bytes).
+const BINDING_TAG_LEN: usize = 16;
 
 /// What the state carries; its field names are kept short because Dropbox caps state at 500 bytes.
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
@@ -35,6 +42,9 @@ struct StatePayload {
     n: String,
     /// Expiry, unix seconds.
     e: u64,
+    /// HMAC of the browser binding, truncated, base64url; absent for an unbound state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    b: Option<String>,
 }
 
 fn mac(secret: &[u8], domain: &[u8], data: &[u8]) -> HmacSha256 {
@@ -52,16 +62,38 @@ pub fn check_secret(secret: &SecretBytes) -> Result<(), Error> {
     Ok(())
 }
 
-/// Mint a state: `base64url(payload) "." base64url(hmac)`.
-pub fn sign_state(secret: &SecretBytes, connector_id: &str, nonce: &[u8], expires_at: u64) -> String {
-    let payload = StatePayload { c: connector_id.to_string(), n: URL_SAFE_NO_PAD.encode(nonce), e: expires_at };
+fn binding_tag(secret: &SecretBytes, binding: &[u8]) -> Vec<u8> {
+    mac(secret.expose(), BINDING_DOMAIN, binding).finalize().into_bytes()[..BINDING_TAG_LEN].to_vec()
+}
+
+/// Mint a state: `base64url(payload) "." base64url(hmac)`, bound to `binding` when given.
+pub fn sign_state(
+    secret: &SecretBytes,
+    connector_id: &str,
+    nonce: &[u8],
+    expires_at: u64,
+    binding: Option<&[u8]>,
+) -> String {
+    let payload = StatePayload {
+        c: connector_id.to_string(),
+        n: URL_SAFE_NO_PAD.encode(nonce),
+        e: expires_at,
+        b: binding.map(|b| URL_SAFE_NO_PAD.encode(binding_tag(secret, b))),
+    };
     let json = serde_json::to_vec(&payload).expect("plain struct serializes");
     let tag = mac(secret.expose(), STATE_DOMAIN, &json).finalize().into_bytes();
     format!("{}.{}", URL_SAFE_NO_PAD.encode(&json), URL_SAFE_NO_PAD.encode(tag))
 }
 
-/// Check a state from a redirect; returns its nonce. Every failure is `Denied`.
-pub fn verify_state(secret: &SecretBytes, state: &str, connector_id: &str, now: u64) -> Result<Vec<u8>, Error> {
+/// Check a state from a redirect; returns its nonce. Every failure is `Denied`. A bound state
+/// is accepted only with the same binding (the browser that started the flow).
+pub fn verify_state(
+    secret: &SecretBytes,
+    state: &str,
+    connector_id: &str,
+    now: u64,
+    binding: Option<&[u8]>,
+) -> Result<Vec<u8>, Error> {
     let denied = |why: &str| Error::Denied(format!("OAuth state rejected: {why}"));
     if state.is_empty() {
         return Err(denied("the redirect carries no state"));
@@ -79,13 +111,31 @@ pub fn verify_state(secret: &SecretBytes, state: &str, connector_id: &str, now: 
     if now >= p.e {
         return Err(denied("it has expired; start the connect flow again"));
     }
+    match (&p.b, binding) {
+        (None, _) => {}
+        (Some(_), None) => {
+            return Err(denied("this sign-in was started in another browser (its session cookie is missing)"))
+        }
+        (Some(tag), Some(binding)) => {
+            let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| denied("malformed"))?;
+            mac(secret.expose(), BINDING_DOMAIN, binding)
+                .verify_truncated_left(&tag)
+                .ok()
+                .filter(|()| tag.len() == BINDING_TAG_LEN)
+                .ok_or_else(|| denied("this sign-in was started in another browser (its session cookie differs)"))?;
+        }
+    }
     URL_SAFE_NO_PAD.decode(&p.n).map_err(|_| denied("malformed"))
 }
 
-/// The PKCE verifier for a nonce: 43 base64url characters, reproducible from the secret.
-pub fn pkce_verifier(secret: &SecretBytes, nonce: &[u8]) -> String {
-    let bytes = mac(secret.expose(), PKCE_DOMAIN, nonce).finalize().into_bytes();
-    URL_SAFE_NO_PAD.encode(bytes)
+/// The PKCE verifier for a nonce (and the browser binding, when there is one): 43 base64url
+/// characters, reproducible from the secret only by whoever also holds the binding.
+pub fn pkce_verifier(secret: &SecretBytes, nonce: &[u8], binding: Option<&[u8]>) -> String {
+    let mut m = mac(secret.expose(), PKCE_DOMAIN, nonce);
+    if let Some(b) = binding {
+        m.update(&Sha256::digest(b));
+    }
+    URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
 }
 
 /// S256: base64url(sha256(verifier)).
@@ -111,8 +161,12 @@ pub fn authorize_url(req: &ConnectRequest, nonce: &[u8]) -> Result<String, Error
         Some(0) => return Err(Error::InvalidInput("state-ttl-secs must be at least 1".into())),
         Some(n) => u64::from(n),
     };
-    let state = sign_state(&req.state_secret, &req.connector_id, nonce, req.now + ttl);
-    let challenge = pkce_challenge(&pkce_verifier(&req.state_secret, nonce));
+    let binding = req.session_binding.as_ref().map(|b| b.expose());
+    if binding.is_some_and(|b| b.len() < MIN_SECRET_LEN) {
+        return Err(Error::InvalidInput(format!("a session binding must be at least {MIN_SECRET_LEN} bytes")));
+    }
+    let state = sign_state(&req.state_secret, &req.connector_id, nonce, req.now + ttl, binding);
+    let challenge = pkce_challenge(&pkce_verifier(&req.state_secret, nonce, binding));
     let scope = match &req.scopes {
         Some(s) => s.join(" "),
         None => DEFAULT_SCOPES.join(" "),
@@ -322,33 +376,54 @@ mod tests {
             state_ttl_secs: None,
             scopes: None,
             endpoints: Endpoints::dropbox(),
+            session_binding: None,
         }
     }
 
     #[test]
     fn state_round_trips_and_rejects_tampering() {
-        let s = sign_state(&secret(), "dropbox", b"nonce-0123456789", 2_000);
-        assert_eq!(verify_state(&secret(), &s, "dropbox", 1_999).unwrap(), b"nonce-0123456789");
+        let s = sign_state(&secret(), "dropbox", b"nonce-0123456789", 2_000, None);
+        assert_eq!(verify_state(&secret(), &s, "dropbox", 1_999, None).unwrap(), b"nonce-0123456789");
         assert!(s.len() < 500);
         // Expired, foreign connector, other secret, flipped payload, garbage.
         assert!(
-            matches!(verify_state(&secret(), &s, "dropbox", 2_000), Err(Error::Denied(m)) if m.contains("expired"))
+            matches!(verify_state(&secret(), &s, "dropbox", 2_000, None), Err(Error::Denied(m)) if m.contains("expired"))
         );
         assert!(
-            matches!(verify_state(&secret(), &s, "box", 1_500), Err(Error::Denied(m)) if m.contains("another connector"))
+            matches!(verify_state(&secret(), &s, "box", 1_500, None), Err(Error::Denied(m)) if m.contains("another connector"))
         );
         let other = SecretBytes::new("another-secret-of-16+bytes");
-        assert!(matches!(verify_state(&other, &s, "dropbox", 1_500), Err(Error::Denied(m)) if m.contains("signature")));
-        let forged = sign_state(&other, "dropbox", b"nonce-0123456789", 9_999);
-        assert!(verify_state(&secret(), &forged, "dropbox", 1_500).is_err());
+        assert!(
+            matches!(verify_state(&other, &s, "dropbox", 1_500, None), Err(Error::Denied(m)) if m.contains("signature"))
+        );
+        let forged = sign_state(&other, "dropbox", b"nonce-0123456789", 9_999, None);
+        assert!(verify_state(&secret(), &forged, "dropbox", 1_500, None).is_err());
         let (p, t) = s.split_once('.').unwrap();
         let mut payload = URL_SAFE_NO_PAD.decode(p).unwrap();
         payload[5] ^= 1;
         let tampered = format!("{}.{t}", URL_SAFE_NO_PAD.encode(payload));
-        assert!(verify_state(&secret(), &tampered, "dropbox", 1_500).is_err());
+        assert!(verify_state(&secret(), &tampered, "dropbox", 1_500, None).is_err());
         for junk in ["", ".", "abc", "a.b", "!!!.???"] {
-            assert!(matches!(verify_state(&secret(), junk, "dropbox", 1_500), Err(Error::Denied(_))));
+            assert!(matches!(verify_state(&secret(), junk, "dropbox", 1_500, None), Err(Error::Denied(_))));
         }
+    }
+
+    #[test]
+    fn a_bound_state_needs_the_same_browser() {
+        let cookie = b"cookie-value-of-the-browser-0001";
+        let s = sign_state(&secret(), "dropbox", b"nonce-0123456789", 2_000, Some(cookie));
+        assert_eq!(verify_state(&secret(), &s, "dropbox", 1_500, Some(cookie)).unwrap(), b"nonce-0123456789");
+        let missing = verify_state(&secret(), &s, "dropbox", 1_500, None);
+        assert!(matches!(missing, Err(Error::Denied(m)) if m.contains("another browser")));
+        let other = verify_state(&secret(), &s, "dropbox", 1_500, Some(b"cookie-value-of-another-browser!"));
+        assert!(matches!(other, Err(Error::Denied(m)) if m.contains("differs")));
+        // An unbound state stays valid without a cookie (the CLI's flow), and the verifier
+        // depends on the binding: whoever lacks the cookie cannot redo the exchange.
+        let unbound = sign_state(&secret(), "dropbox", b"nonce-0123456789", 2_000, None);
+        assert!(verify_state(&secret(), &unbound, "dropbox", 1_500, None).is_ok());
+        let n = b"nonce-0123456789";
+        assert_ne!(pkce_verifier(&secret(), n, Some(cookie)), pkce_verifier(&secret(), n, None));
+        assert_ne!(pkce_verifier(&secret(), n, Some(cookie)), pkce_verifier(&secret(), n, Some(b"x".as_slice())));
     }
 
     #[test]
@@ -358,11 +433,11 @@ mod tests {
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
-        let v = pkce_verifier(&secret(), b"n");
+        let v = pkce_verifier(&secret(), b"n", None);
         assert_eq!(v.len(), 43);
         assert!(v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_eq!(v, pkce_verifier(&secret(), b"n"));
-        assert_ne!(v, pkce_verifier(&secret(), b"m"));
+        assert_eq!(v, pkce_verifier(&secret(), b"n", None));
+        assert_ne!(v, pkce_verifier(&secret(), b"m", None));
     }
 
     #[test]
@@ -381,9 +456,9 @@ mod tests {
             "files.content.read files.metadata.read sharing.read account_info.read team_data.member"
         );
         assert_eq!(q["code_challenge_method"], "S256");
-        let nonce = verify_state(&secret(), &q["state"], "dropbox", 1_599).unwrap();
-        assert!(verify_state(&secret(), &q["state"], "dropbox", 1_600).is_err(), "default ttl is 600 s");
-        assert_eq!(q["code_challenge"], pkce_challenge(&pkce_verifier(&secret(), &nonce)));
+        let nonce = verify_state(&secret(), &q["state"], "dropbox", 1_599, None).unwrap();
+        assert!(verify_state(&secret(), &q["state"], "dropbox", 1_600, None).is_err(), "default ttl is 600 s");
+        assert_eq!(q["code_challenge"], pkce_challenge(&pkce_verifier(&secret(), &nonce, None)));
         // Spaces encode as '+', like upstream's Go url.Values.
         assert!(url.contains("scope=files.content.read+files.metadata.read"));
     }

@@ -91,6 +91,9 @@ pub fn sync_page<T: Transport>(req: &PageRequest, transport: &mut T) -> Result<P
     let path = normalize_path(&req.options.path).map_err(fail_early)?;
 
     let mut session = Session::new(transport, &req.endpoints, &req.app, req.tokens.clone(), req.now);
+    if let Some(n) = req.options.max_page_bytes {
+        session.max_page_bytes = n as usize;
+    }
     let outcome = fetch_and_map(req, &mut session, &path, limit);
     let tokens = session.refreshed_tokens();
     let mut stats = session.stats;

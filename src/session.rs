@@ -21,6 +21,8 @@ pub struct Session<'a, T: Transport> {
     now: u64,
     /// Set once this invocation obtained a new access token.
     refreshed: bool,
+    /// Cap on a list_folder page's body; other answers use the transport's default.
+    pub max_page_bytes: usize,
     pub stats: PageStats,
 }
 
@@ -32,7 +34,16 @@ impl<'a, T: Transport> Session<'a, T> {
         tokens: Tokens,
         now: u64,
     ) -> Self {
-        Session { transport, endpoints, app, tokens, now, refreshed: false, stats: PageStats::default() }
+        Session {
+            transport,
+            endpoints,
+            app,
+            tokens,
+            now,
+            refreshed: false,
+            max_page_bytes: crate::http::DEFAULT_MAX_PAGE_BYTES,
+            stats: PageStats::default(),
+        }
     }
 
     /// The tokens, if this invocation changed them.
@@ -79,6 +90,10 @@ impl<'a, T: Transport> Session<'a, T> {
                 body.to_string(),
                 path_root,
             );
+            let req = match route {
+                Route::ListFolder | Route::ListFolderContinue => req.max_response_bytes(self.max_page_bytes),
+                _ => req,
+            };
             let resp = self.send(route, &req)?;
             match api::check_rpc(route, &resp) {
                 Ok(_) => return Ok(resp.body),

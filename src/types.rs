@@ -84,6 +84,8 @@ pub struct ConnectRequest {
     pub state_ttl_secs: Option<u32>,
     pub scopes: Option<Vec<String>>,
     pub endpoints: Endpoints,
+    /// A value only the starting browser holds (e.g. a cookie); the redirect must present it.
+    pub session_binding: Option<SecretBytes>,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +97,8 @@ pub struct RedirectRequest {
     pub state_secret: SecretBytes,
     pub now: u64,
     pub endpoints: Endpoints,
+    /// The same binding the connect step used, from the browser that came back.
+    pub session_binding: Option<SecretBytes>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +126,8 @@ pub struct SyncOptions {
     pub refresh_margin_secs: Option<u32>,
     /// The account's root as connect reported it; decides `Dropbox-API-Path-Root`.
     pub root_info: Option<RootInfo>,
+    /// None: [`crate::http::DEFAULT_MAX_PAGE_BYTES`].
+    pub max_page_bytes: Option<u32>,
 }
 
 #[derive(Clone, Debug)]

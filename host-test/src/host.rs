@@ -161,6 +161,8 @@ impl Host {
             state_ttl_secs: None,
             scopes: None,
             endpoints: endpoints(&c.endpoints),
+            // The CLI completes the flow itself (`finish`); no browser cookie to bind to.
+            session_binding: None,
         };
         self.runtime.authorize_url(&req).await?.map_err(HostError::Connector)
     }
@@ -175,6 +177,7 @@ impl Host {
             state_secret: self.keys().state_secret().to_vec(),
             now: now_unix(),
             endpoints: endpoints(&c.endpoints),
+            session_binding: None,
         };
         let ds = self.runtime.handle_redirect(&req).await?.map_err(HostError::Connector)?;
         let p = &ds.config.profile;
@@ -238,6 +241,7 @@ impl Host {
                 refresh_margin_secs: self.refresh_margin_secs,
                 // The component decides from the account's root whether to root calls there.
                 root_info: Some(RootInfo::from(&ds.profile.root_info)),
+                max_page_bytes: None,
             },
             batch_number: batch.to_string(),
             now: now_unix(),

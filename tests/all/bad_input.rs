@@ -25,7 +25,13 @@ fn page_request(
             refresh_token: ds.tokens.refresh_token.expose().into(),
         },
         cursor: cursor.map(str::to_string),
-        options: SyncOptions { path: String::new(), page_limit: limit, refresh_margin_secs: None, root_info: None },
+        options: SyncOptions {
+            path: String::new(),
+            page_limit: limit,
+            refresh_margin_secs: None,
+            root_info: None,
+            max_page_bytes: None,
+        },
         batch_number: "b".into(),
         now: now_unix(),
         endpoints: Endpoints { authorize: base.clone(), api: base },
@@ -69,6 +75,7 @@ async fn malformed_config_is_invalid_input_before_any_request() {
         state_ttl_secs: None,
         scopes: None,
         endpoints: page_request(&h, &ds, None, None).endpoints,
+        session_binding: None,
     };
     assert!(matches!(rt.authorize_url(&connect).await.unwrap(), Err(WitError::InvalidInput(_))));
     let short_secret = ConnectRequest { client_id: "x".into(), state_secret: vec![1; 4], ..connect };

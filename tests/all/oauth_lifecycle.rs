@@ -24,6 +24,7 @@ fn redirect(h: &Harness, query: &str, connector_id: &str, now: u64) -> RedirectR
         state_secret: h.host.store.keys().state_secret().to_vec(),
         now,
         endpoints: Endpoints { authorize: base.clone(), api: base },
+        session_binding: None,
     }
 }
 

@@ -85,10 +85,10 @@ fn component_variables_are_the_ones_the_facade_reads_and_map_to_declared_secrets
         let app_var = template.trim_start_matches("{{").trim_end_matches("}}").trim();
         assert!(declared.contains_key(app_var), "{name} = {template}: no application variable {app_var}");
     }
-    for required in ["client_id", "client_secret", "state_secret"] {
+    for required in ["client_id", "client_secret", "state_secret", "api_token", "callback_url", "callback_token"] {
         assert!(component_vars.contains_key(required), "{required} is not passed to the component");
     }
-    for secret in ["client_secret", "state_secret"] {
+    for secret in ["client_secret", "state_secret", "api_token", "callback_token"] {
         let app_var = component_vars[secret].as_str().unwrap().trim_start_matches("{{").trim_end_matches("}}").trim();
         assert_eq!(declared[app_var]["secret"], true, "{app_var} must be a secret variable");
     }

@@ -1,0 +1,500 @@
+//! The HTTP facade's routing, free of wasm: upstream-compatible OAuth routes, `POST /sync` and
+//! `POST /oauth/exchange`, for `wasmtime serve`, Spin and other wasi:http hosts. It is meant
+//! for a public URL, so it is closed by default:
+//!
+//! - routes that act with the operator's credentials or return tokens need the API token;
+//! - the browser routes bind the OAuth state to a cookie and hand the datasource (with its
+//!   tokens) to a configured callback, server to server; the browser only learns its id and name;
+//! - responses that carry a token or a state are `Cache-Control: no-store`;
+//! - request bodies are capped (the glue answers `413` before reading a larger one), and request
+//!   JSON with unknown fields is refused.
+//!
+//! Shapes of every request and response: `wit/facade.schema.json`.
+
+mod auth;
+mod config;
+mod shapes;
+
+pub use config::*;
+pub use shapes::{RootJson, TokensJson};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+use crate::http::{HttpRequest, Transport};
+use crate::secret::{Secret, SecretBytes};
+use crate::types::{AppCredentials, ConnectRequest, PageRequest, RedirectRequest, SyncOptions, Tokens};
+use crate::{connect, oauth, page};
+use shapes::{ExchangeBody, StatsJson, SyncBody, SyncOut};
+
+/// Route patterns, as `spin.toml` must declare them (`{id}` is any connector id).
+pub const ROUTES: [&str; 6] = [
+    "/connector/{id}/dropbox/connect",
+    "/connector/{id}/dropbox/oauth_redirect",
+    "/api/coco/connector/{id}/dropbox/connect",
+    "/api/coco/connector/{id}/dropbox/oauth_redirect",
+    "/sync",
+    "/oauth/exchange",
+];
+
+/// Fresh randomness for one request (the glue draws it from `wasi:random`).
+pub struct Randomness {
+    /// The state's nonce.
+    pub nonce: [u8; oauth::NONCE_LEN],
+    /// A new browser session cookie.
+    pub cookie: [u8; 32],
+}
+
+/// An incoming request, reduced to what the routes read.
+pub struct Incoming<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    /// Header names lower-cased.
+    pub headers: &'a [(String, String)],
+    pub body: &'a [u8],
+}
+
+impl Incoming<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Outgoing {
+    fn json(status: u16, value: &impl Serialize) -> Self {
+        Outgoing {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: serde_json::to_vec(value).unwrap_or_default(),
+        }
+    }
+
+    pub fn error(status: u16, kind: &str, message: &str) -> Self {
+        Outgoing::json(status, &serde_json::json!({ "error": { "kind": kind, "message": message } }))
+    }
+
+    /// Never cached: it carries a token, a state, or a session cookie.
+    fn no_store(mut self) -> Self {
+        self.headers.push(("cache-control", "no-store".into()));
+        self.headers.push(("pragma", "no-cache".into()));
+        self
+    }
+
+    fn with(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// The answer to a body over the cap; the glue sends it before reading the body.
+pub fn too_large(limit: usize) -> Outgoing {
+    Outgoing::error(413, "too-large", &format!("the request body is larger than {limit} bytes"))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Connect { connector_id: &'a str, prefix: &'static str },
+    Redirect { connector_id: &'a str, prefix: &'static str },
+    Sync,
+    Exchange,
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    match path {
+        "/sync" => return Some(Route::Sync),
+        "/oauth/exchange" => return Some(Route::Exchange),
+        _ => {}
+    }
+    let (prefix, rest) = match path.strip_prefix("/api/coco") {
+        Some(rest) => ("/api/coco", rest),
+        None => ("", path),
+    };
+    let rest = rest.strip_prefix("/connector/")?;
+    let (connector_id, tail) = rest.split_once('/')?;
+    if connector_id.is_empty() {
+        return None;
+    }
+    match tail {
+        "dropbox/connect" => Some(Route::Connect { connector_id, prefix }),
+        "dropbox/oauth_redirect" => Some(Route::Redirect { connector_id, prefix }),
+        _ => None,
+    }
+}
+
+/// The redirect URI for a connector: `COCO_REDIRECT_URI` when set; else derived from the request
+/// as upstream does, trusting `X-Forwarded-*` only when told to.
+fn redirect_uri(config: &FacadeConfig, req: &Incoming<'_>, prefix: &str, connector_id: &str) -> String {
+    if let Some(template) = &config.redirect_uri {
+        return template.replace("{id}", connector_id);
+    }
+    let forwarded = |name| if config.trust_forwarded { req.header(name) } else { None };
+    let scheme = match forwarded("x-forwarded-proto") {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let host =
+        forwarded("x-forwarded-host").or(req.header("host")).filter(|h| !h.is_empty()).unwrap_or("localhost:9000");
+    format!("{scheme}://{host}{prefix}/connector/{connector_id}/dropbox/oauth_redirect")
+}
+
+fn status_of(e: &Error) -> u16 {
+    match e {
+        Error::InvalidInput(_) => 400,
+        Error::Denied(_) => 403,
+        Error::InvalidClient(_) => 500,
+        Error::ReauthRequired(_) => 401,
+        Error::RateLimited(_) => 429,
+        Error::CursorReset(_) | Error::RootChanged(_) => 409,
+        Error::PathNotFound(_) => 404,
+        Error::Transient(_) => 503,
+        Error::Api(_) => 502,
+    }
+}
+
+fn error_response(e: &Error, tokens: Option<TokensJson>) -> Outgoing {
+    let status = status_of(e);
+    let mut body = serde_json::json!({ "error": { "kind": e.kind(), "message": e.message() } });
+    match e {
+        Error::RateLimited(ms) => body["error"]["retry_after_ms"] = (*ms).into(),
+        Error::RootChanged(r) => {
+            body["error"]["root_info"] = serde_json::to_value(RootJson::from(r.clone())).unwrap_or_default()
+        }
+        _ => {}
+    }
+    if let Some(t) = tokens {
+        body["tokens"] = serde_json::to_value(t).unwrap_or_default();
+    }
+    let mut out = Outgoing::json(status, &body);
+    if let Error::RateLimited(ms) = e {
+        out.headers.push(("retry-after", ms.div_ceil(1000).max(1).to_string()));
+    }
+    out
+}
+
+fn not_configured(e: &Error) -> Outgoing {
+    Outgoing::error(503, "not-configured", &e.message())
+}
+
+/// `401` without the API token; `503` when none is configured (never open by default).
+fn authenticate(config: &FacadeConfig, req: &Incoming<'_>) -> Result<(), Outgoing> {
+    let Some(expected) = &config.api_token else {
+        return Err(Outgoing::error(
+            503,
+            "not-configured",
+            &format!("{ENV_API_TOKEN} is not set: this route is closed"),
+        ));
+    };
+    match auth::presented_token(req) {
+        Some(t) if auth::token_matches(expected, t) => Ok(()),
+        _ => Err(Outgoing::error(
+            401,
+            "unauthorized",
+            "send the API token as `Authorization: Bearer …` or `X-API-TOKEN`",
+        )
+        .with("www-authenticate", "Bearer".into())),
+    }
+}
+
+/// Serve one request. `now` is unix seconds.
+pub fn handle<T: Transport>(
+    config: &FacadeConfig,
+    req: &Incoming<'_>,
+    transport: &mut T,
+    now: u64,
+    random: &Randomness,
+) -> Outgoing {
+    let Some(route) = route(req.path) else {
+        return Outgoing::error(404, "not-found", "no such route");
+    };
+    let expected = if matches!(route, Route::Sync | Route::Exchange) { "POST" } else { "GET" };
+    if !req.method.eq_ignore_ascii_case(expected) {
+        return Outgoing::error(405, "method-not-allowed", &format!("use {expected}")).with("allow", expected.into());
+    }
+    if req.body.len() > config.max_body_bytes {
+        return too_large(config.max_body_bytes);
+    }
+    if matches!(route, Route::Sync | Route::Exchange) {
+        if let Err(out) = authenticate(config, req) {
+            return out;
+        }
+    }
+    let app = match &config.app {
+        Ok(app) => app,
+        // Upstream answers 503 when the app credentials are not configured.
+        Err(e) => return not_configured(e),
+    };
+    match route {
+        Route::Connect { connector_id, prefix } => connect_route(config, app, req, connector_id, prefix, now, random),
+        Route::Redirect { connector_id, prefix } => {
+            redirect_route(config, app, req, connector_id, prefix, transport, now)
+        }
+        Route::Exchange => exchange_route(config, app, req, transport, now),
+        Route::Sync => sync_route(app, req.body, transport, now),
+    }
+}
+
+fn is_https(uri: &str) -> bool {
+    uri.starts_with("https://")
+}
+
+/// `GET …/connect`: a new session cookie, a state bound to it, `302` to Dropbox.
+fn connect_route(
+    config: &FacadeConfig,
+    app: &App,
+    req: &Incoming<'_>,
+    connector_id: &str,
+    prefix: &str,
+    now: u64,
+    random: &Randomness,
+) -> Outgoing {
+    // Without a place to deliver the result, a finished flow would have nowhere to go.
+    if let Err(e) = &config.callback {
+        return not_configured(e);
+    }
+    let redirect_uri = redirect_uri(config, req, prefix, connector_id);
+    let https = is_https(&redirect_uri);
+    let cookie = base64_url(&random.cookie);
+    let connect = ConnectRequest {
+        connector_id: connector_id.to_string(),
+        client_id: app.client_id.clone(),
+        redirect_uri,
+        state_secret: app.state_secret.clone(),
+        now,
+        state_ttl_secs: None,
+        scopes: None,
+        endpoints: app.endpoints.clone(),
+        session_binding: Some(SecretBytes::new(cookie.as_bytes())),
+    };
+    match oauth::authorize_url(&connect, &random.nonce) {
+        Ok(url) => Outgoing { status: 302, headers: vec![("location", url)], body: Vec::new() }
+            .with("set-cookie", auth::set_cookie(https, Some(&cookie)))
+            .no_store(),
+        Err(e) => error_response(&e, None).no_store(),
+    }
+}
+
+/// `GET …/oauth_redirect`: only the browser that started the flow (its cookie) gets the code
+/// exchanged; the datasource goes to the callback, the browser gets its id and name.
+fn redirect_route<T: Transport>(
+    config: &FacadeConfig,
+    app: &App,
+    req: &Incoming<'_>,
+    connector_id: &str,
+    prefix: &str,
+    transport: &mut T,
+    now: u64,
+) -> Outgoing {
+    let callback = match &config.callback {
+        Ok(c) => c,
+        Err(e) => return not_configured(e),
+    };
+    let redirect_uri = redirect_uri(config, req, prefix, connector_id);
+    let https = is_https(&redirect_uri);
+    let clear = auth::set_cookie(https, None);
+    let Some(cookie) = auth::session_cookie(req) else {
+        return Outgoing::error(
+            403,
+            "denied",
+            "this sign-in was not started in this browser (no session cookie): start again at /connect",
+        )
+        .with("set-cookie", clear)
+        .no_store();
+    };
+    let redirect = RedirectRequest {
+        connector_id: connector_id.to_string(),
+        app: AppCredentials { client_id: app.client_id.clone(), client_secret: app.client_secret.clone() },
+        redirect_uri,
+        redirect_query: req.query.to_string(),
+        state_secret: app.state_secret.clone(),
+        now,
+        endpoints: app.endpoints.clone(),
+        session_binding: Some(SecretBytes::new(cookie.as_bytes())),
+    };
+    let ds = match connect::handle_redirect(&redirect, transport) {
+        Ok(ds) => ds,
+        Err(e) => return error_response(&e, None).with("set-cookie", clear).no_store(),
+    };
+    let (id, name) = (ds.id.clone(), ds.name.clone());
+    if let Err(why) = deliver(callback, &shapes::datasource_json(ds), transport) {
+        return Outgoing::error(
+            502,
+            "callback-failed",
+            &format!("the connected account could not be delivered: {why}"),
+        )
+        .with("set-cookie", clear)
+        .no_store();
+    }
+    connected_response(config, &id, &name).with("set-cookie", clear).no_store()
+}
+
+/// `POST` the datasource JSON (with its tokens) to the callback; any 2xx is delivered.
+fn deliver<T: Transport>(callback: &Callback, datasource: &serde_json::Value, transport: &mut T) -> Result<(), String> {
+    let req = HttpRequest::post(callback.url.clone())
+        .header("content-type", "application/json")
+        .header("x-api-token", callback.token.expose())
+        .body(datasource.to_string())
+        .max_response_bytes(crate::http::MAX_ERROR_BODY_BYTES);
+    match transport.send(&req) {
+        Ok(resp) if (200..300).contains(&resp.status) => Ok(()),
+        Ok(resp) => Err(format!("the callback answered {}", resp.status)),
+        Err(e) => Err(format!("the callback is unreachable ({})", transport_reason(&e))),
+    }
+}
+
+fn transport_reason(e: &crate::http::TransportError) -> &'static str {
+    match e {
+        crate::http::TransportError::Denied(_) => "the host refused the request",
+        crate::http::TransportError::Failed(_) => "connection failed",
+        crate::http::TransportError::TooLarge { .. } => "its answer is too large",
+    }
+}
+
+/// Where the browser lands: `COCO_CONNECTED_URL` with the id and name, or a minimal page.
+fn connected_response(config: &FacadeConfig, id: &str, name: &str) -> Outgoing {
+    if let Some(target) = &config.connected_url {
+        if let Ok(mut url) = url::Url::parse(target) {
+            url.query_pairs_mut().append_pair("datasource_id", id).append_pair("name", name);
+            return Outgoing { status: 302, headers: vec![("location", url.into())], body: Vec::new() };
+        }
+    }
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><title>Dropbox connected</title>\
+         <p>Connected <b>{}</b> (datasource <code>{}</code>). You can close this window.</p>",
+        html_escape(name),
+        html_escape(id)
+    );
+    Outgoing {
+        status: 200,
+        headers: vec![
+            ("content-type", "text/html; charset=utf-8".into()),
+            ("content-security-policy", "default-src 'none'".into()),
+            ("x-content-type-options", "nosniff".into()),
+        ],
+        body: page.into_bytes(),
+    }
+}
+
+/// `POST /oauth/exchange` (API token): an orchestrator that receives the browser itself hands
+/// over the redirect query (and the session cookie it saw) and gets the datasource back.
+fn exchange_route<T: Transport>(
+    config: &FacadeConfig,
+    app: &App,
+    req: &Incoming<'_>,
+    transport: &mut T,
+    now: u64,
+) -> Outgoing {
+    let body: ExchangeBody = match serde_json::from_slice(req.body) {
+        Ok(b) => b,
+        Err(e) => return Outgoing::error(400, "invalid-input", &format!("request body: {e}")),
+    };
+    let redirect_uri =
+        match body.redirect_uri.or_else(|| config.redirect_uri.as_ref().map(|t| t.replace("{id}", &body.connector_id)))
+        {
+            Some(uri) => uri,
+            None => {
+                return Outgoing::error(
+                    400,
+                    "invalid-input",
+                    &format!("redirect_uri is required (or set {ENV_REDIRECT_URI})"),
+                )
+            }
+        };
+    let redirect = RedirectRequest {
+        connector_id: body.connector_id,
+        app: AppCredentials { client_id: app.client_id.clone(), client_secret: app.client_secret.clone() },
+        redirect_uri,
+        redirect_query: body.redirect_query,
+        state_secret: app.state_secret.clone(),
+        now,
+        endpoints: app.endpoints.clone(),
+        session_binding: body.session_cookie.map(|c| SecretBytes::new(c.into_bytes())),
+    };
+    match connect::handle_redirect(&redirect, transport) {
+        Ok(ds) => Outgoing::json(200, &shapes::datasource_json(ds)).no_store(),
+        Err(e) => error_response(&e, None).no_store(),
+    }
+}
+
+/// `POST /sync` (API token): one page.
+fn sync_route<T: Transport>(app: &App, body: &[u8], transport: &mut T, now: u64) -> Outgoing {
+    let body: SyncBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return Outgoing::error(400, "invalid-input", &format!("request body: {e}")),
+    };
+    let req = PageRequest {
+        datasource_id: body.datasource.id,
+        datasource_name: body.datasource.name,
+        owner_id: body.datasource.owner_id,
+        app: AppCredentials { client_id: app.client_id.clone(), client_secret: app.client_secret.clone() },
+        tokens: Tokens {
+            access_token: Secret::new(body.tokens.access_token),
+            expires_at: body.tokens.expires_at,
+            refresh_token: Secret::new(body.tokens.refresh_token),
+        },
+        cursor: body.cursor,
+        options: SyncOptions {
+            path: body.options.path,
+            page_limit: body.options.page_limit,
+            refresh_margin_secs: body.options.refresh_margin_secs,
+            root_info: body.options.root_info.map(Into::into),
+            max_page_bytes: body.options.max_page_bytes,
+        },
+        batch_number: body.batch_number.unwrap_or_default(),
+        now,
+        endpoints: app.endpoints.clone(),
+    };
+    let out = match page::sync_page(&req, transport) {
+        Ok(r) => {
+            let documents: Result<Vec<&RawValue>, _> =
+                r.documents.iter().map(|d| serde_json::from_str::<&RawValue>(&d.json)).collect();
+            let Ok(documents) = documents else {
+                return Outgoing::error(500, "internal", "a mapped document is not JSON");
+            };
+            Outgoing::json(
+                200,
+                &SyncOut {
+                    deletes: &r.deletes,
+                    documents,
+                    cursor: &r.cursor,
+                    has_more: r.has_more,
+                    tokens: r.tokens.map(TokensJson::from),
+                    stats: StatsJson::from(r.stats),
+                },
+            )
+        }
+        Err(f) => error_response(&f.error, f.tokens.map(TokensJson::from)),
+    };
+    out.no_store()
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
