@@ -387,10 +387,15 @@ fn run_child(component: &Path, emulator: &str, limit: u32, incremental: bool) ->
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// The benchmarks' compile cache, under a fixed key (it guards only benchmark runs).
+fn bench_cache(dir: &Path) -> coco_host::runtime::CompileCache<'_> {
+    coco_host::runtime::CompileCache { dir, key: *b"coco-bench-compile-cache-key-001" }
+}
+
 /// Child: connect, full sync; optionally 10 changes + incremental sync + a full re-list.
 async fn sync_child(component: &Path, emulator: &str, limit: u32, incremental: bool) -> anyhow::Result<SyncFigures> {
     let tmp = tempfile::tempdir()?;
-    let runtime = Arc::new(Runtime::load(component, Some(&tmp.path().join("cache")), Limits::default())?);
+    let runtime = Arc::new(Runtime::load(component, Some(bench_cache(&tmp.path().join("cache"))), Limits::default())?);
     let store = Store::open(&tmp.path().join("coco.sqlite"), Keys::ephemeral())?;
     let mut host = Host::new(runtime.clone(), store);
     host.default_page_limit = limit;
@@ -462,11 +467,11 @@ async fn run_all(args: &Args) -> anyhow::Result<()> {
     line("# coco-dropbox benchmark results".into());
     line(String::new());
     line(format!("Machine: {}. Run: {} (unix {}).", machine(), env!("CARGO_PKG_VERSION"), now_unix()));
-    line("Host and native code: `cargo run --profile bench -p coco-host --bin coco-bench` (opt-level 3, thin LTO). Component: the release .wasm (opt-level 3, fat LTO). Times are medians unless noted.".into());
+    line("Host and native code: `cargo run --profile bench -p coco-bench` (opt-level 3, thin LTO). Component: the release .wasm (opt-level 3, fat LTO). Times are medians unless noted.".into());
     line(String::new());
 
     let cache = std::env::temp_dir().join("coco-bench-cache");
-    let runtime = Runtime::load(&args.component, Some(&cache), Limits::default())?;
+    let runtime = Runtime::load(&args.component, Some(bench_cache(&cache)), Limits::default())?;
     if args.sections.contains(&1) {
         eprintln!("[1/6] page cost…");
         let pc = page_cost(&runtime).await?;
@@ -523,11 +528,8 @@ async fn run_all(args: &Args) -> anyhow::Result<()> {
         eprintln!("[2/6] per-invocation overhead…");
         let mut rows = vec![overhead(&runtime, false, args.calls).await?];
         drop(runtime);
-        let pooled = Runtime::load(
-            &args.component,
-            Some(&std::env::temp_dir().join("coco-bench-cache")),
-            Limits { pooling: true, ..Limits::default() },
-        )?;
+        let pooled =
+            Runtime::load(&args.component, Some(bench_cache(&cache)), Limits { pooling: true, ..Limits::default() })?;
         rows.push(overhead(&pooled, true, args.calls).await?);
         drop(pooled);
         line(format!("## 2. Per-invocation overhead ({} calls each)", args.calls));

@@ -325,8 +325,13 @@ pub fn parse_token_response(
             _ => Err(Error::Transient(format!("oauth2/token answered {}", resp.status))),
         };
     }
+    // Never quote the body itself: whatever answered may have put a token in it.
     let Ok(e) = serde_json::from_slice::<TokenErrorJson>(&resp.body) else {
-        return Err(Error::Api(format!("oauth2/token answered {}: {}", resp.status, quote(&resp.body))));
+        return Err(Error::Api(format!(
+            "oauth2/token answered {} with {} bytes that are not a Dropbox error",
+            resp.status,
+            resp.body.len()
+        )));
     };
     let detail = e.error_description.as_deref().map(str::trim).filter(|d| !d.is_empty());
     let with_detail = |msg: String| match detail {
@@ -406,6 +411,26 @@ mod tests {
         for junk in ["", ".", "abc", "a.b", "!!!.???"] {
             assert!(matches!(verify_state(&secret(), junk, "dropbox", 1_500, None), Err(Error::Denied(_))));
         }
+    }
+
+    #[test]
+    fn an_unreadable_token_response_never_quotes_the_token() {
+        let resp = HttpResponse {
+            status: 200,
+            headers: vec![],
+            body: br#"{"access_token":"sl.SECRET-ACCESS-TOKEN-VALUE","expires_in":"sl.SECRET-IN-A-NUMBER","#.to_vec(),
+        };
+        let e = parse_token_response(Grant::Refresh, &app(), &resp, 0, None).unwrap_err();
+        let text = format!("{e} {e:?}");
+        assert!(matches!(e, Error::Transient(_)), "{text}");
+        assert!(!text.contains("SECRET"), "{text}");
+        let resp = HttpResponse { body: br#"{"access_token":7,"refresh_token":"rt.SECRET"}"#.to_vec(), ..resp };
+        let text = format!("{:?}", parse_token_response(Grant::Refresh, &app(), &resp, 0, None).unwrap_err());
+        assert!(!text.contains("SECRET"), "{text}");
+        // Found by the fuzzer: a token-shaped body under an error status was quoted.
+        let resp = HttpResponse { status: 401, ..resp };
+        let text = format!("{:?}", parse_token_response(Grant::Refresh, &app(), &resp, 0, None).unwrap_err());
+        assert!(!text.contains("SECRET"), "{text}");
     }
 
     #[test]

@@ -81,6 +81,11 @@ impl Emulator {
         self.state().faults.push_back(fault);
     }
 
+    /// Forget every queued fault.
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+    }
+
     /// Seeded random faults on every /2/ request (`None` turns them off).
     pub fn set_fault_plan(&self, plan: Option<FaultPlan>) {
         self.state().fault_plan = plan;
@@ -295,7 +300,15 @@ async fn authorize(AxState(s): AxState<Shared>, Query(q): Query<HashMap<String, 
 
 async fn token(AxState(s): AxState<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let reply = lock(&s).token_endpoint(basic(&headers), &form);
+    let reply = {
+        let mut st = lock(&s);
+        // Only faults aimed at this route: the token endpoint is not an RPC route.
+        let scripted = st.faults.iter().position(|f| f.route.as_deref() == Some("oauth2/token"));
+        match scripted.and_then(|i| st.faults.remove(i)).and_then(|f| fault_reply(&f.kind, Some("oauth2/token"))) {
+            Some(r) => r,
+            None => st.token_endpoint(basic(&headers), &form),
+        }
+    };
     send(reply).await
 }
 

@@ -101,6 +101,8 @@ pub enum FaultKind {
     Delay { ms: u64 },
     /// Status line and headers, then the connection closes before any body.
     Hangup,
+    /// Exactly this answer (fuzzing: arbitrary status, `Retry-After` and body bytes).
+    Raw { status: u16, retry_after: Option<String>, body: Vec<u8> },
 }
 
 /// Faults drawn at random (from a seed) for every request that can fail.
@@ -840,6 +842,14 @@ pub fn fault_reply(kind: &FaultKind, route: Option<&str>) -> Option<Reply> {
             content_type: "application/json",
             ..Reply::text(200, "<html><body>Gateway says hi</body></html>")
         }),
+        FaultKind::Raw { status, retry_after, body } => {
+            let mut r = Reply { content_type: "application/json", ..Reply::text(*status, "") };
+            r.body = body.clone();
+            if let Some(v) = retry_after {
+                r.headers.push(("retry-after", v.clone()));
+            }
+            Some(r)
+        }
         FaultKind::Truncate | FaultKind::Delay { .. } | FaultKind::Hangup => None,
     }
 }

@@ -73,6 +73,8 @@ pub enum SyncEvent {
 }
 
 pub struct Host {
+    /// This process's name in sync leases.
+    pub lease_holder: String,
     pub runtime: Arc<Runtime>,
     pub store: Store,
     pub retry: RetryPolicy,
@@ -81,6 +83,10 @@ pub struct Host {
     /// Refresh access tokens expiring within this many seconds (None: the component's 300).
     pub refresh_margin_secs: Option<u32>,
 }
+
+/// A sync lease outlives the longest step (a 120 s call, a 15-minute rate-limit wait) and is
+/// renewed before every page.
+const LEASE_TTL: Duration = Duration::from_secs(20 * 60);
 
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -143,7 +149,14 @@ fn tokens_record(t: &Tokens) -> TokensRecord {
 
 impl Host {
     pub fn new(runtime: Arc<Runtime>, store: Store) -> Self {
-        Host { runtime, store, retry: RetryPolicy::default(), default_page_limit: 0, refresh_margin_secs: None }
+        Host {
+            lease_holder: crate::store::new_lease_holder(),
+            runtime,
+            store,
+            retry: RetryPolicy::default(),
+            default_page_limit: 0,
+            refresh_margin_secs: None,
+        }
     }
 
     fn keys(&self) -> &Keys {
@@ -249,8 +262,19 @@ impl Host {
         }
     }
 
-    /// Sync until the account is fully indexed (`has_more = false`).
-    pub async fn sync(&self, id: &str, mut observe: impl FnMut(&SyncEvent)) -> Result<SyncReport, HostError> {
+    /// Sync until the account is fully indexed (`has_more = false`), holding the datasource's
+    /// lease throughout: a second process gets [`StoreError::Leased`] instead of syncing too.
+    pub async fn sync(&self, id: &str, observe: impl FnMut(&SyncEvent)) -> Result<SyncReport, HostError> {
+        self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL)?;
+        let result = self.sync_leased(id, observe).await;
+        // A crash skips this; the next process sees the holder is gone and takes over.
+        let released = self.store.release_lease(id, &self.lease_holder);
+        let report = result?;
+        released?;
+        Ok(report)
+    }
+
+    async fn sync_leased(&self, id: &str, mut observe: impl FnMut(&SyncEvent)) -> Result<SyncReport, HostError> {
         let started = Instant::now();
         let batch = new_batch_number();
         let mut report = SyncReport::default();
@@ -264,6 +288,8 @@ impl Host {
                 });
             }
             let state = self.store.sync_state(id)?;
+            // Renew before every page; losing it to another holder ends this run.
+            self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL)?;
             let req = self.page_request(&ds, state.cursor.clone(), &batch);
             let failure = match self.runtime.sync_page(&req).await {
                 Ok(Ok(page)) => {

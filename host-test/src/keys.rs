@@ -26,6 +26,7 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct Keys {
     state_secret: Vec<u8>,
+    cache_key: [u8; 32],
     cipher: XChaCha20Poly1305,
 }
 
@@ -49,6 +50,7 @@ impl Keys {
         let seal_key = derive(master, "coco-dropbox/seal/v1");
         Ok(Keys {
             state_secret: derive(master, "coco-dropbox/oauth-state/v1").to_vec(),
+            cache_key: derive(master, "coco-dropbox/compiled-cache/v1"),
             cipher: XChaCha20Poly1305::new(&seal_key.into()),
         })
     }
@@ -69,6 +71,12 @@ impl Keys {
 
     pub fn state_secret(&self) -> &[u8] {
         &self.state_secret
+    }
+
+    /// Authenticates compiled components in the on-disk cache: only a holder of the master key
+    /// can produce code the host will load.
+    pub fn cache_key(&self) -> [u8; 32] {
+        self.cache_key
     }
 
     /// Encrypt `plain`, bound to `context` (e.g. "access_token:<datasource id>") so a sealed

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use coco_host::host::{Host, SyncEvent, SyncReport};
 use coco_host::keys::Keys;
-use coco_host::runtime::{Limits, Runtime};
+use coco_host::runtime::{CompileCache, Limits, Runtime};
 use coco_host::secret::Secret;
 use coco_host::store::{ConnectorRecord, EndpointsRecord, Status, Store};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -195,13 +195,14 @@ fn fail(e: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load_runtime(component: &Path, cache: &Path) -> anyhow::Result<Arc<Runtime>> {
+fn load_runtime(component: &Path, cache: &Path, keys: &Keys) -> anyhow::Result<Arc<Runtime>> {
+    let cache = CompileCache { dir: cache, key: keys.cache_key() };
     Ok(Arc::new(Runtime::load(component, Some(cache), Limits::default())?))
 }
 
 fn open_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
     let store = Store::open(&cli.state.join("coco.sqlite"), keys)?;
-    let runtime = load_runtime(&cli.component, &cli.state.join("cache"))?;
+    let runtime = load_runtime(&cli.component, &cli.state.join("cache"), store.keys())?;
     Ok(Host::new(runtime, store))
 }
 
@@ -406,7 +407,7 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         }
     };
     let store = Store::open(&state_dir.join("coco.sqlite"), keys)?;
-    let runtime = load_runtime(&cli.component, &cli.state.join("cache"))?;
+    let runtime = load_runtime(&cli.component, &state_dir.join("cache"), store.keys())?;
     eprintln!(
         "Component {} {} in {:.0?}; emulator at {}.",
         cli.component.display(),

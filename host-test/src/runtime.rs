@@ -75,15 +75,16 @@ pub enum RuntimeError {
     Instantiate(String),
 }
 
-/// Outbound HTTP only to the authorities the datasource is configured for.
+/// Outbound HTTP only to the origins (scheme, host, port) the datasource is configured for.
 struct AllowList {
-    allowed: Vec<(String, u16)>,
+    allowed: Vec<(String, String, u16)>,
     options: wasmtime_wasi_http::RequestOptions,
 }
 
-fn host_port(scheme: Option<&str>, host: &str, port: Option<u16>) -> (String, u16) {
-    let default = if scheme == Some("http") { 80 } else { 443 };
-    (host.to_ascii_lowercase(), port.unwrap_or(default))
+fn origin(scheme: Option<&str>, host: &str, port: Option<u16>) -> (String, String, u16) {
+    let scheme = scheme.unwrap_or("https").to_ascii_lowercase();
+    let default = if scheme == "http" { 80 } else { 443 };
+    (scheme, host.to_ascii_lowercase(), port.unwrap_or(default))
 }
 
 impl AllowList {
@@ -91,7 +92,7 @@ impl AllowList {
         let allowed = endpoints
             .iter()
             .filter_map(|e| url::Url::parse(e).ok())
-            .filter_map(|u| Some(host_port(Some(u.scheme()), u.host_str()?, u.port())))
+            .filter_map(|u| Some(origin(Some(u.scheme()), u.host_str()?, u.port())))
             .collect();
         AllowList {
             allowed,
@@ -105,7 +106,7 @@ impl AllowList {
 
     fn permits(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
-        let key = host_port(uri.scheme_str(), host, uri.port_u16());
+        let key = origin(uri.scheme_str(), host, uri.port_u16());
         self.allowed.contains(&key)
     }
 }
@@ -263,8 +264,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Load (and compile, or fetch from `cache_dir`) the component at `wasm_path`.
-    pub fn load(wasm_path: &Path, cache_dir: Option<&Path>, limits: Limits) -> anyhow::Result<Self> {
+    /// Load (and compile, or fetch from the authenticated cache) the component at `wasm_path`.
+    pub fn load(wasm_path: &Path, cache: Option<CompileCache<'_>>, limits: Limits) -> anyhow::Result<Self> {
         let started = Instant::now();
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -287,7 +288,7 @@ impl Runtime {
                 wasm_path.display()
             )
         })?;
-        let (component, loaded_from) = load_component(&engine, &bytes, cache_dir)?;
+        let (component, loaded_from) = load_component(&engine, &bytes, cache.as_ref())?;
         let mut linker = Linker::<Ctx>::new(&engine);
         wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker))?;
         wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))?;
@@ -426,29 +427,59 @@ fn wt<T>(r: wasmtime::Result<T>) -> anyhow::Result<T> {
     r.map_err(|e| anyhow::anyhow!("{e:#}"))
 }
 
-/// Compile, or deserialize a previous compilation of the same bytes by the same engine settings.
-fn load_component(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> anyhow::Result<(Component, LoadedFrom)> {
-    let Some(dir) = cache_dir else {
+/// Where compiled components are cached, and the key that authenticates them.
+pub struct CompileCache<'a> {
+    pub dir: &'a Path,
+    /// From the master key ([`crate::keys::Keys::cache_key`]): a cached file is loaded only if
+    /// its MAC under this key checks out, so whoever can write the folder but lacks the key
+    /// cannot make the host run their code.
+    pub key: [u8; 32],
+}
+
+fn cache_mac(key: &[u8; 32], bytes: &[u8]) -> hmac::Hmac<Sha256> {
+    use hmac::Mac as _;
+    let mut mac = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).expect("any key length");
+    mac.update(bytes);
+    mac
+}
+
+/// Compile, or load a previous compilation of the same bytes by the same engine settings after
+/// checking its MAC. A missing, unreadable or unauthenticated file is recompiled and replaced.
+fn load_component(
+    engine: &Engine,
+    bytes: &[u8],
+    cache: Option<&CompileCache<'_>>,
+) -> anyhow::Result<(Component, LoadedFrom)> {
+    use hmac::Mac as _;
+    let Some(cache) = cache else {
         return Ok((wt(Component::new(engine, bytes))?, LoadedFrom::Compiled));
     };
+    let dir = cache.dir;
     let mut engine_hash = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut engine_hash);
     let digest = Sha256::digest(bytes);
     let key: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
     let path: PathBuf = dir.join(format!("coco-dropbox-{key}-{:016x}.cwasm", engine_hash.finish()));
-    if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` below into our own cache
-        // directory, and its name binds it to these wasm bytes and these engine settings.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok((c, LoadedFrom::Cache)),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "discarding unusable compiled component: {e:#}");
-                let _ = std::fs::remove_file(&path);
+    let mac_path = path.with_extension("cwasm.mac");
+    if let (Ok(compiled), Ok(tag)) = (std::fs::read(&path), std::fs::read(&mac_path)) {
+        if cache_mac(&cache.key, &compiled).verify_slice(&tag).is_ok() {
+            // SAFETY: these bytes are exactly what `Component::serialize` produced for this
+            // host: their MAC under the master-key-derived cache key verified above.
+            match unsafe { Component::deserialize(engine, &compiled) } {
+                Ok(c) => return Ok((c, LoadedFrom::Cache)),
+                Err(e) => tracing::warn!(path = %path.display(), "discarding unusable compiled component: {e:#}"),
             }
+        } else {
+            tracing::warn!(path = %path.display(), "discarding a compiled component whose MAC does not verify");
         }
     }
     let component = wt(Component::new(engine, bytes))?;
-    if let Err(e) = wt(component.serialize()).and_then(|bytes| write_atomically(dir, &path, &bytes)) {
+    let saved = wt(component.serialize()).and_then(|compiled| {
+        let tag = cache_mac(&cache.key, &compiled).finalize().into_bytes();
+        write_atomically(dir, &path, &compiled)?;
+        write_atomically(dir, &mac_path, &tag)
+    });
+    if let Err(e) = saved {
         tracing::warn!(path = %path.display(), "could not cache the compiled component: {e:#}");
     }
     Ok((component, LoadedFrom::Compiled))
@@ -477,6 +508,8 @@ mod tests {
         assert!(ok("http://127.0.0.1:8080/oauth2/token"));
         assert!(!ok("http://127.0.0.1:8081/oauth2/token"));
         assert!(!ok("http://api.dropboxapi.com/2/x"), "port 80 is not 443");
+        assert!(!ok("http://api.dropboxapi.com:443/2/x"), "plain http to the TLS port is another origin");
+        assert!(!ok("https://127.0.0.1:8080/oauth2/token"), "https where http was configured");
         assert!(!ok("https://evil.example/2/x"));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{KeyError, Keys};
+use crate::keys::{KeyError, Keys, MASTER_KEY_ENV};
 use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,10 @@ pub enum StoreError {
     CursorConflict,
     #[error("cannot prepare the state folder: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{MASTER_KEY_ENV} is not the key this state was created with: nothing was changed (use the original key, or another --state folder)")]
+    WrongKey,
+    #[error("datasource {id} is being synced by another process ({holder}) until {until}; not syncing it twice")]
+    Leased { id: String, holder: String, until: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -223,7 +227,39 @@ CREATE TABLE IF NOT EXISTS documents (
     PRIMARY KEY (datasource_id, doc_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS documents_by_path ON documents(datasource_id, path_lower);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sync_leases (
+    datasource_id TEXT PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 "#;
+
+/// This machine's name, as lease holders record it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// A lease holder id: `host:pid:nonce`.
+pub fn new_lease_holder() -> String {
+    format!("{}:{}:{:08x}", hostname(), std::process::id(), rand::random::<u32>())
+}
+
+/// False only when the holder is a process of this machine that no longer runs.
+fn lease_holder_alive(holder: &str) -> bool {
+    let mut parts = holder.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return true };
+    if host != hostname() {
+        return true;
+    }
+    match pid.parse::<u32>() {
+        Ok(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+        Err(_) => true,
+    }
+}
 
 /// Unix seconds as RFC 3339 UTC, for status texts.
 pub fn rfc3339(unix: u64) -> String {
@@ -250,7 +286,49 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn: Mutex::new(conn), keys })
+        let store = Store { conn: Mutex::new(conn), keys };
+        store.check_key()?;
+        Ok(store)
+    }
+
+    /// The first open seals a known value; every later open must unseal it, so a wrong
+    /// master key fails here, before anything is written with it.
+    fn check_key(&self) -> Result<()> {
+        const CHECK: &str = "coco-dropbox key check v1";
+        let conn = self.conn();
+        let sealed: Option<String> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0)).optional()?;
+        match sealed {
+            Some(s) => match self.keys.open("meta:key_check", &s) {
+                Ok(v) if v == CHECK => Ok(()),
+                _ => Err(StoreError::WrongKey),
+            },
+            None => {
+                // A state written before key checks existed: the key must open what is there.
+                let existing: Option<(String, String)> = conn
+                    .query_row("SELECT id, client_secret_sealed FROM connectors LIMIT 1", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?;
+                if let Some((id, sealed)) = existing {
+                    if self.keys.open(&format!("client_secret:{id}"), &sealed).is_err() {
+                        return Err(StoreError::WrongKey);
+                    }
+                }
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?1)",
+                    [self.keys.seal("meta:key_check", CHECK)],
+                )?;
+                drop(conn);
+                // Another process may have won the race with its own key: check what stuck.
+                let conn = self.conn();
+                let s: String = conn.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))?;
+                match self.keys.open("meta:key_check", &s) {
+                    Ok(v) if v == CHECK => Ok(()),
+                    _ => Err(StoreError::WrongKey),
+                }
+            }
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -481,6 +559,55 @@ impl Store {
         Ok(applied)
     }
 
+    /// Take the datasource's sync lease for `ttl`, unless another live holder has it: two
+    /// processes on one state never sync one datasource at once. A lease whose holder process
+    /// is gone (same machine, pid no longer running) is taken over at once.
+    pub fn acquire_lease(&self, id: &str, holder: &str, ttl: std::time::Duration) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_unix();
+        let current: Option<(String, i64)> = tx
+            .query_row("SELECT holder, expires_at FROM sync_leases WHERE datasource_id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((other, until)) = current {
+            if other != holder && until > now && lease_holder_alive(&other) {
+                return Err(StoreError::Leased { id: id.into(), holder: other, until: rfc3339(until as u64) });
+            }
+        }
+        let expires = now + ttl.as_secs() as i64;
+        let n = tx.execute(
+            "INSERT INTO sync_leases (datasource_id, holder, expires_at) SELECT ?1, ?2, ?3
+                 WHERE EXISTS (SELECT 1 FROM datasources WHERE id = ?1)
+             ON CONFLICT(datasource_id) DO UPDATE SET holder = ?2, expires_at = ?3",
+            params![id, holder, expires],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NoDatasource(id.to_string()));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Give the lease back (only if still ours).
+    pub fn release_lease(&self, id: &str, holder: &str) -> Result<()> {
+        self.conn().execute("DELETE FROM sync_leases WHERE datasource_id = ?1 AND holder = ?2", params![id, holder])?;
+        Ok(())
+    }
+
+    /// Who holds the datasource's lease now, if anyone (for status and tests).
+    pub fn lease_holder(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT holder FROM sync_leases WHERE datasource_id = ?1 AND expires_at > ?2",
+                params![id, now_unix()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     fn write_tokens(&self, conn: &Connection, id: &str, t: &TokensRecord) -> Result<()> {
         conn.execute(
             "UPDATE datasources SET access_token_sealed = ?2, refresh_token_sealed = ?3, expires_at = ?4 WHERE id = ?1",
@@ -572,5 +699,126 @@ impl Store {
         let mut stmt = conn.prepare("SELECT doc_id, path_lower FROM documents WHERE datasource_id = ?1")?;
         let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"store-test-master-key-0123456789abcdef";
+
+    fn keys(master: &[u8]) -> Keys {
+        Keys::from_master(master).unwrap()
+    }
+
+    fn datasource(id: &str) -> DatasourceRecord {
+        DatasourceRecord {
+            id: id.into(),
+            name: "n".into(),
+            connector_id: "dropbox".into(),
+            client_id: "k".into(),
+            client_secret: Secret::new("s"),
+            tokens: TokensRecord { access_token: Secret::new("a"), expires_at: 1, refresh_token: Secret::new("r") },
+            profile: ProfileRecord::default(),
+            endpoints: EndpointsRecord::single("http://127.0.0.1:9"),
+            path: String::new(),
+            page_limit: 0,
+            owner_id: None,
+            status: Status::Ok,
+            status_detail: None,
+        }
+    }
+
+    fn page<'a>(cursor: Option<&'a str>, generation: i64) -> PageApply<'a> {
+        PageApply {
+            expected_cursor: cursor,
+            expected_generation: generation,
+            deletes: &[],
+            documents: &[],
+            cursor: "C1",
+            has_more: true,
+            tokens: None,
+        }
+    }
+
+    /// A first page fetched for the old folder (cursor NULL) must not land after the folder
+    /// changed, although the new listing's cursor is NULL too.
+    #[test]
+    fn a_stale_first_page_is_refused_after_the_folder_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite"), keys(KEY)).unwrap();
+        store.save_connected(&datasource("ds")).unwrap();
+        let before = store.sync_state("ds").unwrap();
+        assert_eq!(before.cursor, None);
+        store.set_options("ds", "/Other", 0).unwrap();
+        let after = store.sync_state("ds").unwrap();
+        assert_eq!((after.cursor.as_deref(), after.generation), (None, before.generation + 1));
+        let stale = store.apply_page("ds", &page(None, before.generation));
+        assert!(matches!(stale, Err(StoreError::CursorConflict)), "{stale:?}");
+        store.apply_page("ds", &page(None, after.generation)).unwrap();
+        assert_eq!(store.sync_state("ds").unwrap().cursor.as_deref(), Some("C1"));
+    }
+
+    #[test]
+    fn a_wrong_master_key_fails_at_open_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let store = Store::open(&path, keys(KEY)).unwrap();
+        store.save_connected(&datasource("ds")).unwrap();
+        drop(store);
+        let other = Store::open(&path, keys(b"another-master-key-of-enough-length!!"));
+        assert!(matches!(other, Err(StoreError::WrongKey)), "{:?}", other.err());
+        let msg = StoreError::WrongKey.to_string();
+        assert!(msg.contains(MASTER_KEY_ENV) && !msg.contains('\n'));
+        // The right key still opens everything.
+        let store = Store::open(&path, keys(KEY)).unwrap();
+        assert_eq!(store.datasource("ds").unwrap().tokens.refresh_token.expose(), "r");
+    }
+
+    #[test]
+    fn a_state_from_before_key_checks_must_open_with_the_key_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let store = Store::open(&path, keys(KEY)).unwrap();
+        store
+            .upsert_connector(&ConnectorRecord {
+                id: "dropbox".into(),
+                client_id: "k".into(),
+                client_secret: Secret::new("s"),
+                redirect_uri: "http://x/cb".into(),
+                endpoints: EndpointsRecord::dropbox(),
+            })
+            .unwrap();
+        store.conn().execute("DELETE FROM meta", []).unwrap();
+        drop(store);
+        assert!(matches!(
+            Store::open(&path, keys(b"another-master-key-of-enough-length!!")),
+            Err(StoreError::WrongKey)
+        ));
+        Store::open(&path, keys(KEY)).unwrap();
+    }
+
+    #[test]
+    fn one_live_lease_holder_at_a_time_and_dead_holders_are_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite"), keys(KEY)).unwrap();
+        store.save_connected(&datasource("ds")).unwrap();
+        let ttl = std::time::Duration::from_secs(60);
+        let me = new_lease_holder();
+        let twin = new_lease_holder();
+        store.acquire_lease("ds", &me, ttl).unwrap();
+        store.acquire_lease("ds", &me, ttl).unwrap(); // renewal
+        let refused = store.acquire_lease("ds", &twin, ttl);
+        assert!(matches!(&refused, Err(StoreError::Leased { holder, .. }) if *holder == me), "{refused:?}");
+        store.release_lease("ds", &twin).unwrap(); // not theirs to release
+        assert_eq!(store.lease_holder("ds").unwrap().as_deref(), Some(me.as_str()));
+        store.release_lease("ds", &me).unwrap();
+        store.acquire_lease("ds", &twin, ttl).unwrap();
+        // A holder that is a finished process of this machine is taken over at once.
+        let dead = format!("{}:{}:00000000", hostname(), u32::MAX - 1);
+        store.conn().execute("UPDATE sync_leases SET holder = ?1", [&dead]).unwrap();
+        store.acquire_lease("ds", &me, ttl).unwrap();
+        assert!(matches!(store.acquire_lease("nope", &me, ttl), Err(StoreError::NoDatasource(_))));
     }
 }

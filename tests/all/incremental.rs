@@ -337,3 +337,25 @@ async fn a_huge_retry_after_is_capped_and_the_status_says_until_when() {
     assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, coco_host::store::Status::Ok);
     assert_index_matches(&h, &ds.id, "", 0);
 }
+
+/// A Dropbox (or proxy) that keeps answering the same cursor with no entries and `has_more`
+/// would loop forever: the run stops as `failing` after the bounded number of such pages.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_without_progress_are_bounded() {
+    let h = harness(200, 43).await;
+    let ds = h.connect().await;
+    h.host.sync(&ds.id, |_| {}).await.unwrap();
+    let cursor = h.host.store.sync_state(&ds.id).unwrap().cursor.unwrap();
+    let stuck = serde_json::json!({ "entries": [], "cursor": cursor, "has_more": true }).to_string();
+    for _ in 0..=h.host.retry.max_stalled_pages {
+        h.emu.push_fault(Fault {
+            route: Some("files/list_folder/continue".into()),
+            kind: FaultKind::Raw { status: 200, retry_after: None, body: stuck.clone().into_bytes() },
+        });
+    }
+    let err = h.host.sync(&ds.id, |_| {}).await.unwrap_err();
+    assert!(matches!(&err, HostError::Failing { detail, .. } if detail.contains("no progress")), "{err}");
+    assert_eq!(h.host.store.sync_state(&ds.id).unwrap().cursor.as_deref(), Some(cursor.as_str()));
+    h.host.sync(&ds.id, |_| {}).await.unwrap();
+    assert_index_matches(&h, &ds.id, "", 0);
+}

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use coco_host::host::{Host, RetryPolicy};
 use coco_host::keys::Keys;
-use coco_host::runtime::{Limits, Runtime};
+use coco_host::runtime::{CompileCache, Limits, Runtime};
+
+/// Authenticates the tests' shared compile cache (any fixed key will do for tests).
+pub const TEST_CACHE_KEY: &[u8; 32] = b"coco-e2e-compile-cache-key-00001";
 use coco_host::secret::Secret;
 use coco_host::store::{ConnectorRecord, DatasourceRecord, EndpointsRecord, Store};
 use dropbox_emulator::{self as emulator, Emulator};
@@ -33,7 +36,8 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn runtime(limits: Limits) -> Arc<Runtime> {
-    Arc::new(Runtime::load(&wasm_path(), Some(&cache_dir()), limits).expect("load the component"))
+    let cache = CompileCache { dir: &cache_dir(), key: *TEST_CACHE_KEY };
+    Arc::new(Runtime::load(&wasm_path(), Some(cache), limits).expect("load the component"))
 }
 
 /// Short waits so fault tests stay fast.

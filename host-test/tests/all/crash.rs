@@ -40,8 +40,7 @@ async fn sigkill_at_random_points_loses_nothing() {
                 .unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().to_path_buf();
-        let runtime =
-            Arc::new(Runtime::load(&wasm(), Some(&state.join("cache")), Limits::default()).expect("load component"));
+        let runtime = Arc::new(Runtime::load(&wasm(), None, Limits::default()).expect("load component"));
         let store = Store::open(&state.join("coco.sqlite"), Keys::from_master(MASTER_KEY.as_bytes()).unwrap()).unwrap();
         let host = Host::new(runtime, store);
         let connector = ConnectorRecord {
@@ -100,4 +99,53 @@ async fn sigkill_at_random_points_loses_nothing() {
         assert!(got == want, "seed {seed}: index != account");
         emu.stop().await;
     }
+}
+
+/// Two processes on one state never sync one datasource at once: the second says who holds it
+/// and exits without a single Dropbox request; once the holder is gone it syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_does_not_sync_a_leased_datasource() {
+    let emu = Emulator::start(Config::single(5, 500, "lease-app", "lease-secret"), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let store = Store::open(&state.join("coco.sqlite"), Keys::from_master(MASTER_KEY.as_bytes()).unwrap()).unwrap();
+    let runtime = Arc::new(Runtime::load(&wasm(), None, Limits::default()).expect("load component"));
+    let host = Host::new(runtime, store);
+    let connector = ConnectorRecord {
+        id: "dropbox".into(),
+        client_id: "lease-app".into(),
+        client_secret: Secret::new("lease-secret"),
+        redirect_uri: "http://localhost:9000/connector/dropbox/dropbox/oauth_redirect".into(),
+        endpoints: EndpointsRecord::single(&emu.base_url()),
+    };
+    host.store.upsert_connector(&connector).unwrap();
+    let url = host.authorize_url(&connector).await.unwrap();
+    let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await.unwrap()).await.unwrap();
+
+    // This test process holds the lease, as a running `serve` or `sync` would.
+    host.store.acquire_lease(&ds.id, &host.lease_holder, Duration::from_secs(600)).unwrap();
+    let listings = emu.counters().get("files/list_folder");
+    let out = tokio::task::spawn_blocking({
+        let (state, id) = (state.clone(), ds.id.clone());
+        move || sync_process(&state, &id).stderr(Stdio::piped()).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is being synced by another process") && err.contains(&host.lease_holder), "{err}");
+    assert_eq!(emu.counters().get("files/list_folder"), listings, "no request from the refused process");
+
+    host.store.release_lease(&ds.id, &host.lease_holder).unwrap();
+    let status = tokio::task::spawn_blocking({
+        let (state, id) = (state.clone(), ds.id.clone());
+        move || sync_process(&state, &id).status().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+    assert_eq!(host.store.lease_holder(&ds.id).unwrap(), None, "released at the end");
+    emu.stop().await;
 }
