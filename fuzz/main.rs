@@ -150,7 +150,7 @@ async fn main() -> std::process::ExitCode {
         ($name:literal, $strategy:expr, $property:path) => {
             if wanted(&args, $name) {
                 eprintln!("native {}…", $name);
-                rows.push(run_native($name, $strategy, &args, $property));
+                rows.push(run_native($name, $strategy, &args, |v| $property(v)));
             }
         };
     }

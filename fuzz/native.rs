@@ -57,9 +57,9 @@ fn no_leak(what: &str, text: &str) -> Result<(), String> {
 }
 
 /// A list_folder/continue answer: a page, or a typed error; documents are JSON.
-pub fn page_body(body: &Vec<u8>) -> Result<(), String> {
+pub fn page_body(body: &[u8]) -> Result<(), String> {
     let mut t =
-        Canned { answer: Some(HttpResponse { status: 200, headers: vec![], body: body.clone() }), sent: vec![] };
+        Canned { answer: Some(HttpResponse { status: 200, headers: vec![], body: body.to_vec() }), sent: vec![] };
     match page::sync_page(&page_request(Some("C1".into())), &mut t) {
         Ok(r) => {
             for d in &r.documents {
@@ -75,7 +75,7 @@ pub fn page_body(body: &Vec<u8>) -> Result<(), String> {
 
 /// A token endpoint answer: tokens, or a typed error that never quotes a token.
 pub fn token_answer((status, body): &(u16, Vec<u8>)) -> Result<(), String> {
-    let resp = HttpResponse { status: *status, headers: vec![], body: body.clone() };
+    let resp = HttpResponse { status: *status, headers: vec![], body: body.to_vec() };
     for grant in [Grant::Code, Grant::Refresh] {
         if let Err(e) = oauth::parse_token_response(grant, &app(), &resp, 1_000, Some(&Secret::new(gen::REFRESH_TOKEN)))
         {
@@ -88,7 +88,7 @@ pub fn token_answer((status, body): &(u16, Vec<u8>)) -> Result<(), String> {
 /// An RPC error answer: classified without panicking; rate limits keep a finite wait.
 pub fn error_answer((status, retry_after, body): &(u16, Option<String>, Vec<u8>)) -> Result<(), String> {
     let headers = retry_after.iter().map(|v| ("retry-after".to_string(), v.clone())).collect();
-    let resp = HttpResponse { status: *status, headers, body: body.clone() };
+    let resp = HttpResponse { status: *status, headers, body: body.to_vec() };
     for route in [Route::ListFolder, Route::ListFolderContinue, Route::GetCurrentAccount, Route::Revoke] {
         if let Err(api::Failure::Error(e)) = api::check_rpc(route, &resp) {
             no_leak("the error", &format!("{e} {e:?}"))?;
@@ -98,8 +98,8 @@ pub fn error_answer((status, retry_after, body): &(u16, Option<String>, Vec<u8>)
 }
 
 /// `Retry-After` on a 429: always a rate limit with some wait, whatever the header says.
-pub fn retry_after(value: &String) -> Result<(), String> {
-    let resp = HttpResponse { status: 429, headers: vec![("retry-after".into(), value.clone())], body: vec![] };
+pub fn retry_after(value: &str) -> Result<(), String> {
+    let resp = HttpResponse { status: 429, headers: vec![("retry-after".into(), value.to_string())], body: vec![] };
     match api::check_rpc(Route::ListFolderContinue, &resp) {
         Err(api::Failure::Error(coco_dropbox::Error::RateLimited(_))) => Ok(()),
         other => Err(format!("429 with Retry-After {value:?} gave {other:?}")),
@@ -108,12 +108,12 @@ pub fn retry_after(value: &String) -> Result<(), String> {
 
 /// Whatever comes back to the redirect route: denied or invalid, never an exchange without a
 /// valid state, never a secret in the error.
-pub fn redirect_query(query: &String) -> Result<(), String> {
+pub fn redirect_query(query: &str) -> Result<(), String> {
     let req = RedirectRequest {
         connector_id: "dropbox".into(),
         app: app(),
         redirect_uri: "https://coco.example/cb".into(),
-        redirect_query: query.clone(),
+        redirect_query: query.to_string(),
         state_secret: SecretBytes::new(gen::STATE_SECRET),
         now: 1_000,
         endpoints: Endpoints::single("http://127.0.0.1:9"),
@@ -132,16 +132,14 @@ pub fn redirect_query(query: &String) -> Result<(), String> {
 }
 
 /// A cursor from the host: sent as exactly that JSON string, or refused as invalid input.
-pub fn cursor(cursor: &String) -> Result<(), String> {
+pub fn cursor(cursor: &str) -> Result<(), String> {
     let page = br#"{"entries":[],"cursor":"C2","has_more":false}"#.to_vec();
     let mut t = Canned { answer: Some(HttpResponse { status: 200, headers: vec![], body: page }), sent: vec![] };
-    match page::sync_page(&page_request(Some(cursor.clone())), &mut t) {
+    match page::sync_page(&page_request(Some(cursor.to_string())), &mut t) {
         Ok(_) => {
             let sent: serde_json::Value =
                 serde_json::from_slice(&t.sent[0].body).map_err(|e| format!("the continue body is not JSON: {e}"))?;
-            (sent["cursor"] == cursor.as_str())
-                .then_some(())
-                .ok_or_else(|| format!("cursor {cursor:?} was sent as {sent}"))
+            (sent["cursor"] == cursor).then_some(()).ok_or_else(|| format!("cursor {cursor:?} was sent as {sent}"))
         }
         Err(f) if matches!(f.error, coco_dropbox::Error::InvalidInput(_)) => Ok(()),
         Err(f) => Err(format!("cursor {cursor:?}: {}", f.error)),
@@ -150,7 +148,7 @@ pub fn cursor(cursor: &String) -> Result<(), String> {
 
 pub fn facade_config() -> FacadeConfig {
     FacadeConfig::from_lookup(|k| {
-        Some(match k {
+        let v = match k {
             facade::ENV_CLIENT_ID => "fuzz-app",
             facade::ENV_CLIENT_SECRET => gen::CLIENT_SECRET,
             facade::ENV_STATE_SECRET => gen::STATE_SECRET,
@@ -159,8 +157,8 @@ pub fn facade_config() -> FacadeConfig {
             facade::ENV_CALLBACK_TOKEN => gen::CALLBACK_TOKEN,
             facade::ENV_BASE_URL => "http://127.0.0.1:9",
             _ => return None,
-        })
-        .map(str::to_string)
+        };
+        Some(v.to_string())
     })
 }
 

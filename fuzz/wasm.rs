@@ -102,10 +102,10 @@ fn check(result: Result<Result<impl std::fmt::Debug, SyncFailure>, RuntimeError>
     }
 }
 
-pub async fn page_body(rig: &Rig, body: &Vec<u8>) -> Result<(), String> {
+pub async fn page_body(rig: &Rig, body: &[u8]) -> Result<(), String> {
     rig.emu.push_fault(Fault {
         route: Some("files/list_folder/continue".into()),
-        kind: FaultKind::Raw { status: 200, retry_after: None, body: body.clone() },
+        kind: FaultKind::Raw { status: 200, retry_after: None, body: body.to_vec() },
     });
     check(rig.runtime.sync_page(&rig.request(Some("AAEfuzz".into()), rig.live_tokens())).await)
 }
@@ -113,7 +113,7 @@ pub async fn page_body(rig: &Rig, body: &Vec<u8>) -> Result<(), String> {
 pub async fn token_answer(rig: &Rig, (status, body): &(u16, Vec<u8>)) -> Result<(), String> {
     rig.emu.push_fault(Fault {
         route: Some("oauth2/token".into()),
-        kind: FaultKind::Raw { status: *status, retry_after: None, body: body.clone() },
+        kind: FaultKind::Raw { status: *status, retry_after: None, body: body.to_vec() },
     });
     check(rig.runtime.sync_page(&rig.request(Some("AAEfuzz".into()), rig.expired_tokens())).await)
 }
@@ -124,16 +124,16 @@ pub async fn error_answer(
 ) -> Result<(), String> {
     rig.emu.push_fault(Fault {
         route: Some("files/list_folder/continue".into()),
-        kind: FaultKind::Raw { status: *status, retry_after: retry_after.clone(), body: body.clone() },
+        kind: FaultKind::Raw { status: *status, retry_after: retry_after.clone(), body: body.to_vec() },
     });
     check(rig.runtime.sync_page(&rig.request(Some("AAEfuzz".into()), rig.live_tokens())).await)
 }
 
-pub async fn retry_after(rig: &Rig, value: &String) -> Result<(), String> {
-    error_answer(rig, &(429, Some(value.clone()), Vec::new())).await
+pub async fn retry_after(rig: &Rig, value: &str) -> Result<(), String> {
+    error_answer(rig, &(429, Some(value.to_string()), Vec::new())).await
 }
 
-pub async fn redirect_query(rig: &Rig, query: &String) -> Result<(), String> {
+pub async fn redirect_query(rig: &Rig, query: &str) -> Result<(), String> {
     let base = rig.emu.base_url();
     let grants = rig.emu.counters().code_grants;
     let out = rig
@@ -142,7 +142,7 @@ pub async fn redirect_query(rig: &Rig, query: &String) -> Result<(), String> {
             connector_id: "dropbox".into(),
             app: AppCredentials { client_id: APP.0.into(), client_secret: APP.1.into() },
             redirect_uri: "http://localhost/cb".into(),
-            redirect_query: query.clone(),
+            redirect_query: query.to_string(),
             state_secret: rig.state_secret.clone(),
             now: now_unix(),
             endpoints: Endpoints { authorize: base.clone(), api: base },
@@ -159,8 +159,8 @@ pub async fn redirect_query(rig: &Rig, query: &String) -> Result<(), String> {
     }
 }
 
-pub async fn cursor(rig: &Rig, cursor: &String) -> Result<(), String> {
-    check(rig.runtime.sync_page(&rig.request(Some(cursor.clone()), rig.live_tokens())).await)
+pub async fn cursor(rig: &Rig, cursor: &str) -> Result<(), String> {
+    check(rig.runtime.sync_page(&rig.request(Some(cursor.to_string()), rig.live_tokens())).await)
 }
 
 /// The facade under a real `wasmtime serve`, configured with the planted secrets.
