@@ -31,6 +31,23 @@ fn sync_process(state: &Path, id: &str) -> Command {
     cmd
 }
 
+/// A host in this process on `state`, with the emulator's account connected through OAuth.
+async fn connected_host(emu: &Emulator, state: &Path, app: (&str, &str)) -> (Host, coco_host::store::DatasourceRecord) {
+    let runtime = Arc::new(Runtime::load(&wasm(), None, Limits::default()).expect("load component"));
+    let store = Store::open(&state.join("coco.sqlite"), Keys::from_master(MASTER_KEY.as_bytes()).unwrap()).unwrap();
+    let host = Host::new(runtime, store);
+    let connector = ConnectorRecord {
+        id: "dropbox".into(),
+        client_id: app.0.into(),
+        client_secret: Secret::new(app.1),
+        redirect_uri: "http://localhost:9000/connector/dropbox/dropbox/oauth_redirect".into(),
+        endpoints: EndpointsRecord::single(&emu.base_url()),
+    };
+    let url = host.authorize_url(&connector).await.unwrap();
+    let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await.unwrap()).await.unwrap();
+    (host, ds)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_nothing() {
     for seed in [1u64, 2, 3] {
@@ -40,18 +57,7 @@ async fn sigkill_at_random_points_loses_nothing() {
                 .unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().to_path_buf();
-        let runtime = Arc::new(Runtime::load(&wasm(), None, Limits::default()).expect("load component"));
-        let store = Store::open(&state.join("coco.sqlite"), Keys::from_master(MASTER_KEY.as_bytes()).unwrap()).unwrap();
-        let host = Host::new(runtime, store);
-        let connector = ConnectorRecord {
-            id: "dropbox".into(),
-            client_id: "crash-app".into(),
-            client_secret: Secret::new("crash-secret"),
-            redirect_uri: "http://localhost:9000/cb".into(),
-            endpoints: EndpointsRecord::single(&emu.base_url()),
-        };
-        let url = host.authorize_url(&connector).await.unwrap();
-        let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await.unwrap()).await.unwrap();
+        let (host, ds) = connected_host(&emu, &state, ("crash-app", "crash-secret")).await;
 
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut kills = 0;
@@ -110,19 +116,7 @@ async fn a_second_process_does_not_sync_a_leased_datasource() {
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let store = Store::open(&state.join("coco.sqlite"), Keys::from_master(MASTER_KEY.as_bytes()).unwrap()).unwrap();
-    let runtime = Arc::new(Runtime::load(&wasm(), None, Limits::default()).expect("load component"));
-    let host = Host::new(runtime, store);
-    let connector = ConnectorRecord {
-        id: "dropbox".into(),
-        client_id: "lease-app".into(),
-        client_secret: Secret::new("lease-secret"),
-        redirect_uri: "http://localhost:9000/connector/dropbox/dropbox/oauth_redirect".into(),
-        endpoints: EndpointsRecord::single(&emu.base_url()),
-    };
-    host.store.upsert_connector(&connector).unwrap();
-    let url = host.authorize_url(&connector).await.unwrap();
-    let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await.unwrap()).await.unwrap();
+    let (host, ds) = connected_host(&emu, &state, ("lease-app", "lease-secret")).await;
 
     // This test process holds the lease, as a running `serve` or `sync` would.
     host.store.acquire_lease(&ds.id, &host.lease_holder, Duration::from_secs(600)).unwrap();
