@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::http::{read_capped, HttpRequest, HttpResponse, ReadCapped, Transport, TransportError};
+use crate::http::{read_body_capped, HttpRequest, HttpResponse, ReadCapped, Transport, TransportError};
 use crate::{connect, oauth, page, types as core, Error as CoreError, Secret, SecretBytes};
 
 wit_bindgen::generate!({ path: "wit", world: "connector" });
@@ -28,22 +28,19 @@ impl Transport for WakiTransport {
             _ => TransportError::Failed(format!("{e:#}")),
         })?;
         let status = resp.status_code();
-        let headers: Vec<(String, String)> = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
+        let headers = header_pairs(resp.headers());
         let limit = r.response_cap(status);
-        let declared = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(TransportError::TooLarge { limit });
-        }
-        let body = read_capped(limit, |n| resp.chunk(n)).map_err(|e| match e {
+        let body = read_body_capped(&headers, limit, |n| resp.chunk(n)).map_err(|e| match e {
             ReadCapped::TooLarge => TransportError::TooLarge { limit },
             ReadCapped::Failed(e) => TransportError::Failed(format!("reading the response body: {e:#}")),
         })?;
         Ok(HttpResponse { status, headers, body })
     }
+}
+
+/// Header names (lower-case, as `http` keeps them) and values, for the core.
+fn header_pairs(headers: &waki::header::HeaderMap) -> Vec<(String, String)> {
+    headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
 }
 
 struct Component;
@@ -224,7 +221,7 @@ export!(Component);
 mod http_handler {
     use super::WakiTransport;
     use crate::facade;
-    use crate::http::{read_capped, ReadCapped};
+    use crate::http::{read_body_capped, ReadCapped};
 
     fn method_name(m: &waki::Method) -> String {
         match m {
@@ -266,47 +263,31 @@ mod http_handler {
         let method = method_name(&req.method());
         let path = req.path().to_string();
         let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(req.query()).finish();
-        let headers: Vec<(String, String)> = req
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
+        let mut headers = super::header_pairs(req.headers());
         // wasi:http carries the Host header as the request's authority.
-        let mut headers = headers;
         if !headers.iter().any(|(k, _)| k == "host") {
             if let Some(a) = req.authority() {
                 headers.push(("host".into(), a.to_string()));
             }
         }
         let limit = config.max_body_bytes;
-        // Refuse an announced oversized body before reading a byte of it; cap the rest as read.
-        let declared = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<u64>().ok());
-        let out = if declared.is_some_and(|n| n > limit as u64) {
-            facade::too_large(limit)
-        } else {
-            match read_capped(limit, |n| req.chunk(n)) {
-                Err(ReadCapped::TooLarge) => facade::too_large(limit),
-                Err(ReadCapped::Failed(e)) => {
-                    facade::Outgoing::error(400, "bad-request", &format!("reading the body: {e}"))
-                }
-                Ok(body) => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    let mut random = facade::Randomness { nonce: [0; crate::oauth::NONCE_LEN], cookie: [0; 32] };
-                    getrandom::fill(&mut random.nonce)
-                        .and_then(|()| getrandom::fill(&mut random.cookie))
-                        .map_err(|e| waki::ErrorCode::InternalError(Some(e.to_string())))?;
-                    let incoming = facade::Incoming {
-                        method: &method,
-                        path: &path,
-                        query: &query,
-                        headers: &headers,
-                        body: &body,
-                    };
-                    facade::handle(&config, &incoming, &mut WakiTransport, now, &random)
-                }
+        let out = match read_body_capped(&headers, limit, |n| req.chunk(n)) {
+            Err(ReadCapped::TooLarge) => facade::too_large(limit),
+            Err(ReadCapped::Failed(e)) => {
+                facade::Outgoing::error(400, "bad-request", &format!("reading the body: {e}"))
+            }
+            Ok(body) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let mut random = facade::Randomness { nonce: [0; crate::oauth::NONCE_LEN], cookie: [0; 32] };
+                getrandom::fill(&mut random.nonce)
+                    .and_then(|()| getrandom::fill(&mut random.cookie))
+                    .map_err(|e| waki::ErrorCode::InternalError(Some(e.to_string())))?;
+                let incoming =
+                    facade::Incoming { method: &method, path: &path, query: &query, headers: &headers, body: &body };
+                facade::handle(&config, &incoming, &mut WakiTransport, now, &random)
             }
         };
         let mut builder = waki::Response::builder().status_code(out.status);

@@ -100,6 +100,21 @@ pub fn read_capped<E>(
     Ok(body)
 }
 
+/// Read a body of at most `limit` bytes: refused before a byte is read when its declared
+/// `Content-Length` is over the cap, else read with [`read_capped`].
+pub fn read_body_capped<E>(
+    headers: &[(String, String)],
+    limit: usize,
+    next: impl FnMut(u64) -> Result<Option<Vec<u8>>, E>,
+) -> Result<Vec<u8>, ReadCapped<E>> {
+    let declared =
+        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ReadCapped::TooLarge);
+    }
+    read_capped(limit, next)
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadCapped<E> {
     TooLarge,
@@ -125,6 +140,10 @@ mod tests {
         // An endless stream ends at the cap, not at out-of-memory.
         let endless = |max: u64| -> Result<Option<Vec<u8>>, ()> { Ok(Some(vec![0; max as usize])) };
         assert_eq!(read_capped(1 << 20, endless), Err(ReadCapped::TooLarge));
+        // An announced oversized body is refused without reading.
+        let announced = [("Content-Length".to_string(), "101".to_string())];
+        let unread = |_: u64| -> Result<Option<Vec<u8>>, ()> { panic!("read despite the declared length") };
+        assert_eq!(read_body_capped(&announced, 100, unread), Err(ReadCapped::TooLarge));
         let req = HttpRequest::post("http://x".into()).max_response_bytes(10 << 20);
         assert_eq!(req.response_cap(200), 10 << 20);
         assert_eq!(req.response_cap(500), MAX_ERROR_BODY_BYTES);

@@ -84,8 +84,8 @@ pub struct Host {
     pub refresh_margin_secs: Option<u32>,
 }
 
-/// A sync lease outlives the longest step (a 120 s call, a 15-minute rate-limit wait) and is
-/// renewed before every page.
+/// A sync lease. It is renewed at half-life and before every rate-limit wait, so the longest
+/// stretch without a renewal (half of it, a 120 s call, a 60 s backoff) stays well inside it.
 const LEASE_TTL: Duration = Duration::from_secs(20 * 60);
 
 pub fn now_unix() -> u64 {
@@ -266,7 +266,7 @@ impl Host {
     /// lease throughout: a second process gets [`StoreError::Leased`] instead of syncing too.
     pub async fn sync(&self, id: &str, observe: impl FnMut(&SyncEvent)) -> Result<SyncReport, HostError> {
         self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL)?;
-        let result = self.sync_leased(id, observe).await;
+        let result = self.sync_leased(id, Instant::now(), observe).await;
         // A crash skips this; the next process sees the holder is gone and takes over.
         let released = self.store.release_lease(id, &self.lease_holder);
         let report = result?;
@@ -274,7 +274,12 @@ impl Host {
         Ok(report)
     }
 
-    async fn sync_leased(&self, id: &str, mut observe: impl FnMut(&SyncEvent)) -> Result<SyncReport, HostError> {
+    async fn sync_leased(
+        &self,
+        id: &str,
+        mut leased_at: Instant,
+        mut observe: impl FnMut(&SyncEvent),
+    ) -> Result<SyncReport, HostError> {
         let started = Instant::now();
         let batch = new_batch_number();
         let mut report = SyncReport::default();
@@ -288,8 +293,12 @@ impl Host {
                 });
             }
             let state = self.store.sync_state(id)?;
-            // Renew before every page; losing it to another holder ends this run.
-            self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL)?;
+            // Renew once half the lease has passed (one step never outlasts the other half), not
+            // on every page: each renewal is a write transaction. Losing it ends this run.
+            if leased_at.elapsed() > LEASE_TTL / 2 {
+                self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL)?;
+                leased_at = Instant::now();
+            }
             let req = self.page_request(&ds, state.cursor.clone(), &batch);
             let failure = match self.runtime.sync_page(&req).await {
                 Ok(Ok(page)) => {
@@ -355,6 +364,9 @@ impl Host {
                     let detail = format!("rate-limited until {}", crate::store::rfc3339(until));
                     self.store.set_status(id, Status::RateLimited, Some(&detail))?;
                     observe(&SyncEvent::RateLimited { wait: delay, capped });
+                    // A wait of up to 15 minutes must not run the lease out.
+                    self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL)?;
+                    leased_at = Instant::now();
                     tokio::time::sleep(delay).await;
                 }
                 Action::Backoff { delay, why } => {

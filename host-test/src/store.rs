@@ -295,39 +295,31 @@ impl Store {
     /// master key fails here, before anything is written with it.
     fn check_key(&self) -> Result<()> {
         const CHECK: &str = "coco-dropbox key check v1";
+        let read = |conn: &Connection| -> Result<Option<String>> {
+            Ok(conn.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0)).optional()?)
+        };
         let conn = self.conn();
-        let sealed: Option<String> =
-            conn.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0)).optional()?;
-        match sealed {
-            Some(s) => match self.keys.open("meta:key_check", &s) {
-                Ok(v) if v == CHECK => Ok(()),
-                _ => Err(StoreError::WrongKey),
-            },
-            None => {
-                // A state written before key checks existed: the key must open what is there.
-                let existing: Option<(String, String)> = conn
-                    .query_row("SELECT id, client_secret_sealed FROM connectors LIMIT 1", [], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()?;
-                if let Some((id, sealed)) = existing {
-                    if self.keys.open(&format!("client_secret:{id}"), &sealed).is_err() {
-                        return Err(StoreError::WrongKey);
-                    }
-                }
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?1)",
-                    [self.keys.seal("meta:key_check", CHECK)],
-                )?;
-                drop(conn);
-                // Another process may have won the race with its own key: check what stuck.
-                let conn = self.conn();
-                let s: String = conn.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))?;
-                match self.keys.open("meta:key_check", &s) {
-                    Ok(v) if v == CHECK => Ok(()),
-                    _ => Err(StoreError::WrongKey),
+        if read(&conn)?.is_none() {
+            // A state written before key checks existed: the key must open what is there.
+            let existing: Option<(String, String)> = conn
+                .query_row("SELECT id, client_secret_sealed FROM connectors LIMIT 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if let Some((id, sealed)) = existing {
+                if self.keys.open(&format!("client_secret:{id}"), &sealed).is_err() {
+                    return Err(StoreError::WrongKey);
                 }
             }
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?1)",
+                [self.keys.seal("meta:key_check", CHECK)],
+            )?;
+        }
+        // Whatever stuck (another process may have won the race with its own key) must open.
+        match read(&conn)?.map(|sealed| self.keys.open("meta:key_check", &sealed)) {
+            Some(Ok(v)) if v == CHECK => Ok(()),
+            _ => Err(StoreError::WrongKey),
         }
     }
 
