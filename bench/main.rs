@@ -406,8 +406,8 @@ async fn sync_child(component: &Path, emulator: &str, limit: u32, incremental: b
         redirect_uri: "http://localhost:9000/cb".into(),
         endpoints: EndpointsRecord::single(emulator),
     };
-    let url = host.authorize_url(&connector).await?;
-    let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await?).await?;
+    let url = host.authorize_url(&connector, None).await?;
+    let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await?, None).await?;
     let mut f = SyncFigures::default();
     let before = emulator_requests(emulator)?;
     let t = Instant::now();

@@ -21,6 +21,8 @@ pub enum Route {
     GetCurrentAccount,
     Token,
     Revoke,
+    /// `files/list_folder/longpoll`, on the notify endpoint, without a bearer token.
+    Longpoll,
 }
 
 impl Route {
@@ -31,6 +33,7 @@ impl Route {
             Route::GetCurrentAccount => "/2/users/get_current_account",
             Route::Token => "/oauth2/token",
             Route::Revoke => "/2/auth/token/revoke",
+            Route::Longpoll => "/2/files/list_folder/longpoll",
         }
     }
 
@@ -122,7 +125,7 @@ pub fn check_rpc(route: Route, resp: &HttpResponse) -> Result<&[u8], Failure> {
 fn route_conflict(route: Route, body: &[u8]) -> Error {
     let tags = error_tags(body);
     match route {
-        Route::ListFolderContinue if tags == "reset" => {
+        Route::ListFolderContinue | Route::Longpoll if tags == "reset" => {
             Error::CursorReset("Dropbox reset the cursor (409 reset)".into())
         }
         Route::ListFolderContinue if tags.starts_with("path/not_found") => {

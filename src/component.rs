@@ -10,6 +10,7 @@ wit_bindgen::generate!({ path: "wit", world: "connector" });
 use coco::dropbox::types as wit;
 use exports::coco::dropbox::oauth_redirect as wit_oauth;
 use exports::coco::dropbox::sync_page as wit_sync;
+use exports::coco::dropbox::watch as wit_watch;
 
 /// Bounds the TCP connect; the host bounds the rest of each request (first byte, between bytes).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,6 +140,14 @@ impl wit_sync::Guest for Component {
                 stats: stats_out(f.stats),
             }),
         }
+    }
+}
+
+impl wit_watch::Guest for Component {
+    fn wait_for_changes(req: wit_watch::WaitRequest) -> Result<wit_watch::Changes, wit::Error> {
+        let req = crate::watch::WaitRequest { cursor: req.cursor, timeout_secs: req.timeout_secs, notify: req.notify };
+        let c = crate::watch::wait_for_changes(&req, &mut WakiTransport).map_err(error_out)?;
+        Ok(wit_watch::Changes { changes: c.changes, backoff_secs: c.backoff_secs })
     }
 }
 

@@ -14,6 +14,7 @@ pub mod page;
 pub mod secret;
 pub mod session;
 pub mod types;
+pub mod watch;
 
 #[cfg(target_family = "wasm")]
 mod component;

@@ -404,6 +404,7 @@ mod tests {
         let dropbox = crate::types::Endpoints::dropbox();
         assert_eq!(info["dropbox_endpoints"]["authorize"], dropbox.authorize.as_str());
         assert_eq!(info["dropbox_endpoints"]["api"], dropbox.api.as_str());
+        assert_eq!(info["dropbox_endpoints"]["notify"], crate::watch::DROPBOX_NOTIFY);
     }
 
     fn ctx() -> MapContext<'static> {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::{Config, Emulator};
+use crate::{Config, Emulator, Webhook};
 
 /// The app the demo and the README's examples use.
 pub const DEMO_CLIENT_ID: &str = "coco-demo-app";
@@ -26,16 +26,37 @@ pub struct ServeArgs {
     /// Access-token lifetime in seconds (Dropbox: 14400).
     #[arg(long, default_value_t = 14_400)]
     pub token_lifetime: u64,
+    /// Accounts to emulate, each with `--entries` entries; `POST /__admin/login {"account": N}`
+    /// picks who approves the next consent.
+    #[arg(long, default_value_t = 1)]
+    pub accounts: usize,
+    /// Delay added to every API call, like a real round trip.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Send signed change notifications (Dropbox webhooks) to this URL.
+    #[arg(long)]
+    pub webhook: Option<String>,
 }
 
 /// Serve until Ctrl-C; prints the base URL alone on stdout.
 pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let mut config = Config::single(args.seed, args.entries, &args.client_id, &args.client_secret);
+    let sizes = vec![args.entries; args.accounts.max(1)];
+    let mut config = Config::accounts(args.seed, &sizes, &args.client_id, &args.client_secret);
     config.token_lifetime = Duration::from_secs(args.token_lifetime);
     let emu = Emulator::start(config, args.listen).await?;
+    emu.set_latency(Duration::from_millis(args.latency_ms));
+    if let Some(url) = &args.webhook {
+        emu.set_webhook(Some(Webhook {
+            url: url.clone(),
+            app_secret: args.client_secret.clone(),
+            attempts: 6,
+            first_retry: Duration::from_millis(500),
+        }));
+    }
     eprintln!(
-        "Dropbox emulator on {} ({} entries, seed {}); app {} / {}. Ctrl-C to stop.",
+        "Dropbox emulator on {} ({} account(s) of {} entries, seed {}); app {} / {}. Ctrl-C to stop.",
         emu.base_url(),
+        args.accounts.max(1),
         args.entries,
         args.seed,
         args.client_id,

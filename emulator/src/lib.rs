@@ -19,4 +19,4 @@ mod state;
 pub use browser::{approve, BrowserError};
 pub use model::MutationError;
 pub use server::{AccountEditor, Emulator, Entry};
-pub use state::{AccountSpec, Config, Counters, Fault, FaultKind, FaultPlan};
+pub use state::{AccountSpec, Config, Counters, Fault, FaultKind, FaultPlan, Webhook};

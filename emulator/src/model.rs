@@ -160,6 +160,8 @@ pub struct Namespace {
     next_id: u64,
     id_salt: String,
     clock: i64,
+    /// After generation: timestamps follow the wall clock, as a live Dropbox's do.
+    pub live_clock: bool,
 }
 
 /// A page of entries, ready to serialize.
@@ -183,6 +185,13 @@ impl Namespace {
 
     fn tick(&mut self) -> i64 {
         self.clock += 37;
+        if self.live_clock {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            self.clock = self.clock.max(now);
+        }
         self.clock
     }
 

@@ -16,9 +16,18 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::model::{MutationError, Namespace};
-use crate::state::{fault_reply, Config, Counters, Fault, FaultKind, FaultPlan, Reply, State};
+use crate::state::{fault_reply, Config, Counters, Fault, FaultKind, FaultPlan, Notification, Reply, State, Webhook};
 
-type Shared = Arc<Mutex<State>>;
+/// The state behind every route, and a signal raised after each change to any account (what
+/// longpolls wait on).
+struct Inner {
+    state: Mutex<State>,
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Set when stopping: held longpolls answer at once instead of holding the shutdown.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+type Shared = Arc<Inner>;
 
 /// A running emulator. Dropping it stops the server.
 pub struct Emulator {
@@ -31,7 +40,11 @@ pub struct Emulator {
 impl Emulator {
     /// Generate the accounts and serve on `addr` (port 0 picks a free port).
     pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Self> {
-        let state = Arc::new(Mutex::new(State::new(&config)));
+        let state = Arc::new(Inner {
+            state: Mutex::new(State::new(&config)),
+            changed: tokio::sync::watch::Sender::new(0),
+            closing: tokio::sync::watch::Sender::new(false),
+        });
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let app = router(state.clone());
@@ -58,6 +71,11 @@ impl Emulator {
         lock(&self.state)
     }
 
+    /// Announce `account`'s change to longpolls and the webhook, as after [`Emulator::edit`].
+    pub fn announce(&self, account: usize) {
+        announce(&self.state, &[account]);
+    }
+
     /// Requests served so far, by route.
     pub fn counters(&self) -> Counters {
         self.state().counters.clone()
@@ -69,11 +87,44 @@ impl Emulator {
     }
 
     /// Change an account's files. The edits are logged, so cursors replay them as Dropbox does.
-    /// The emulator is locked while the returned editor lives: keep it short.
+    /// The emulator is locked while the returned editor lives: keep it short. When it is
+    /// dropped, longpolls wake and the webhook (if set) is notified.
     pub fn edit(&self, account: usize) -> AccountEditor<'_> {
         let state = self.state();
         assert!(account < state.accounts.len(), "the emulator has no account {account}");
-        AccountEditor { state, account }
+        AccountEditor { state: Some(state), shared: &self.state, account }
+    }
+
+    /// Number of accounts.
+    pub fn accounts(&self) -> usize {
+        self.state().accounts.len()
+    }
+
+    /// An account's Dropbox `account_id` (what webhooks name).
+    pub fn account_id(&self, account: usize) -> Option<String> {
+        self.state().accounts.get(account).map(|a| a.account_id.clone())
+    }
+
+    /// Which account the emulated browser is signed in as (who approves the next consent).
+    pub fn log_in(&self, account: usize) {
+        let mut st = self.state();
+        assert!(account < st.accounts.len(), "the emulator has no account {account}");
+        st.login_account = account;
+    }
+
+    /// Added to every API and token request before it is answered, like a real round trip.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state().latency = latency;
+    }
+
+    /// Every longpoll answer from now on carries this `backoff` (seconds).
+    pub fn set_longpoll_backoff(&self, backoff: Option<u64>) {
+        self.state().longpoll_backoff = backoff;
+    }
+
+    /// Send change notifications to `url`, signed with `app_secret` (None stops them).
+    pub fn set_webhook(&self, hook: Option<Webhook>) {
+        self.state().webhook = hook;
     }
 
     /// Queue a one-off fault for the next matching request.
@@ -118,6 +169,7 @@ impl Emulator {
 
     /// Stop serving and wait for the server task to end.
     pub async fn stop(mut self) {
+        self.state.closing.send_replace(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -129,6 +181,7 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        self.state.closing.send_replace(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -171,13 +224,31 @@ fn entries_of(ns: &Namespace) -> Vec<Entry> {
 
 /// Edits one account while holding the emulator's lock (see [`Emulator::edit`]).
 pub struct AccountEditor<'a> {
-    state: MutexGuard<'a, State>,
+    state: Option<MutexGuard<'a, State>>,
+    shared: &'a Shared,
     account: usize,
 }
 
+impl Drop for AccountEditor<'_> {
+    fn drop(&mut self) {
+        // Unlock first: the woken longpolls and the webhook sender need the state.
+        drop(self.state.take());
+        announce(self.shared, &[self.account]);
+    }
+}
+
 impl AccountEditor<'_> {
+    fn st(&self) -> &State {
+        self.state.as_ref().expect("held until drop")
+    }
+
+    fn st_mut(&mut self) -> &mut State {
+        self.state.as_mut().expect("held until drop")
+    }
+
     fn ns(&mut self) -> &mut Namespace {
-        &mut self.state.accounts[self.account].home
+        let account = self.account;
+        &mut self.st_mut().accounts[account].home
     }
 
     /// Create a file or folder (parents must exist); returns its Dropbox id.
@@ -202,32 +273,108 @@ impl AccountEditor<'_> {
 
     /// The account's entries now (see [`Emulator::tree`]).
     pub fn tree(&self) -> Vec<Entry> {
-        entries_of(&self.state.accounts[self.account].home)
+        entries_of(&self.st().accounts[self.account].home)
     }
 
     /// Invalidate every cursor of the account: their next use gets `409 reset`.
     pub fn reset_cursors(&mut self) {
         let account = self.account;
-        self.state.reset_cursors(account);
+        self.st_mut().reset_cursors(account);
     }
 
     /// The team moves the member to another team space: old root ids get `422 invalid_root`.
     /// Returns the new root namespace id.
     pub fn change_team_root(&mut self) -> String {
         let account = self.account;
-        self.state.change_team_root(account);
+        self.st_mut().change_team_root(account);
         self.root_namespace_id()
     }
 
     /// The namespace Path-Root `root` calls must name.
     pub fn root_namespace_id(&self) -> String {
-        self.state.accounts[self.account].root_namespace_id().to_string()
+        self.st().accounts[self.account].root_namespace_id().to_string()
     }
 }
 
-fn lock(state: &Shared) -> MutexGuard<'_, State> {
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
     // A panicking handler must not wedge the emulator for everyone else.
-    state.lock().unwrap_or_else(|p| p.into_inner())
+    shared.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// After a change: wake longpolls, and notify the webhook in the background.
+fn announce(shared: &Shared, accounts: &[usize]) {
+    shared.changed.send_modify(|n| *n += 1);
+    let (hook, note) = {
+        let st = lock(shared);
+        (st.webhook.clone(), st.notification(accounts))
+    };
+    if let (Some(hook), Some(note)) = (hook, note) {
+        let shared = shared.clone();
+        // Tests drive edits from plain threads too: only deliver where a runtime runs.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(deliver(shared, hook, note));
+        }
+    }
+}
+
+/// POST the notification, retrying with exponential backoff as Dropbox does.
+async fn deliver(shared: Shared, hook: Webhook, note: Notification) {
+    let mut wait = hook.first_retry;
+    for attempt in 1..=hook.attempts.max(1) {
+        lock(&shared).counters.webhook_attempts += 1;
+        let (url, body, signature) = (hook.url.clone(), note.body.clone(), note.signature.clone());
+        let ok = tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(std::time::Duration::from_secs(10)))
+                .build()
+                .into();
+            agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("x-dropbox-signature", &signature)
+                .send(&body[..])
+                .map(|r| r.status().as_u16() == 200)
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            lock(&shared).counters.webhooks_delivered += 1;
+            return;
+        }
+        if attempt < hook.attempts {
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
+    lock(&shared).counters.webhooks_failed += 1;
+}
+
+/// Counts a `list_folder` call in flight for its account until dropped.
+struct InFlight {
+    shared: Shared,
+    account: usize,
+}
+
+impl InFlight {
+    fn enter(shared: &Shared, account: usize) -> Self {
+        let mut st = lock(shared);
+        let n = st.in_flight.entry(account).or_default();
+        *n += 1;
+        if *n > 1 {
+            st.counters.overlapping_list_calls += 1;
+        }
+        InFlight { shared: shared.clone(), account }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.shared).in_flight.get_mut(&self.account) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 fn router(state: Shared) -> Router {
@@ -238,6 +385,7 @@ fn router(state: Shared) -> Router {
         .route("/2/files/list_folder", post(|s, h, b| rpc("files/list_folder", s, h, b)))
         .route("/2/files/list_folder/continue", post(|s, h, b| rpc("files/list_folder/continue", s, h, b)))
         .route("/2/auth/token/revoke", post(|s, h, b| rpc("auth/token/revoke", s, h, b)))
+        .route("/2/files/list_folder/longpoll", post(longpoll))
         .route("/home", get(web_page))
         .route("/home/{*path}", get(web_page))
         .route("/__admin/stats", get(admin_stats))
@@ -248,6 +396,8 @@ fn router(state: Shared) -> Router {
         .route("/__admin/consent", post(admin_consent))
         .route("/__admin/expire_tokens", post(admin_expire))
         .route("/__admin/revoke_all", post(admin_revoke_all))
+        .route("/__admin/login", post(admin_login))
+        .route("/__admin/webhook", post(admin_webhook))
         .with_state(state)
 }
 
@@ -300,11 +450,14 @@ async fn authorize(AxState(s): AxState<Shared>, Query(q): Query<HashMap<String, 
 
 async fn token(AxState(s): AxState<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let latency = lock(&s).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let reply = {
         let mut st = lock(&s);
         // Only faults aimed at this route: the token endpoint is not an RPC route.
-        let scripted = st.faults.iter().position(|f| f.route.as_deref() == Some("oauth2/token"));
-        match scripted.and_then(|i| st.faults.remove(i)).and_then(|f| fault_reply(&f.kind, Some("oauth2/token"))) {
+        match st.take_routed_fault("oauth2/token").and_then(|f| fault_reply(&f, Some("oauth2/token"))) {
             Some(r) => r,
             None => st.token_endpoint(basic(&headers), &form),
         }
@@ -322,6 +475,18 @@ async fn rpc(route: &'static str, AxState(s): AxState<Shared>, headers: HeaderMa
     let bearer = bearer(&headers);
     let path_root = headers.get("dropbox-api-path-root").and_then(|v| v.to_str().ok()).map(str::to_string);
     let path_root = path_root.as_deref();
+    let (latency, account) = {
+        let st = lock(&s);
+        (st.latency, st.account_of(bearer.as_deref()))
+    };
+    // Held across the round trip, so overlapping calls for one account are seen.
+    let _in_flight = match (route, account) {
+        ("files/list_folder" | "files/list_folder/continue", Some(a)) => Some(InFlight::enter(&s, a)),
+        _ => None,
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let reply = {
         let mut st = lock(&s);
         let fault = st.take_fault(route);
@@ -349,6 +514,41 @@ async fn rpc(route: &'static str, AxState(s): AxState<Shared>, headers: HeaderMa
         }
     };
     send(reply).await
+}
+
+/// `files/list_folder/longpoll`: no auth; answers when the cursor has changes, or at the timeout.
+async fn longpoll(AxState(s): AxState<Shared>, body: Bytes) -> Response {
+    let mut changed = s.changed.subscribe();
+    let mut closing = s.closing.subscribe();
+    let poll = {
+        let mut st = lock(&s);
+        let route = "files/list_folder/longpoll";
+        if let Some(r) = st.take_routed_fault(route).and_then(|f| fault_reply(&f, Some(route))) {
+            return to_response(r);
+        }
+        match st.longpoll_start(&body) {
+            Ok(p) => p,
+            Err(r) => return to_response(r),
+        }
+    };
+    let deadline = tokio::time::Instant::now() + poll.timeout;
+    loop {
+        let now = {
+            let st = lock(&s);
+            st.longpoll_changes(&poll).map(|c| (c, st.longpoll_reply(c)))
+        };
+        match now {
+            Err(r) => return to_response(r),
+            Ok((true, reply)) => return to_response(reply),
+            Ok((false, reply)) => {
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return to_response(reply) },
+                    _ = tokio::time::sleep_until(deadline) => return to_response(reply),
+                    _ = closing.wait_for(|c| *c) => return to_response(reply),
+                }
+            }
+        }
+    }
 }
 
 async fn web_page(uri: axum::http::Uri) -> Response {
@@ -428,14 +628,63 @@ async fn admin_mutate(
             Mutation::Move { from, to } => ns.move_entry(&from, &to),
         };
         if let Err(e) = r {
+            drop(st);
+            announce(&s, &[account]);
             return to_response(Reply::text(409, format!("operation {i}: {e}")));
         }
     }
-    Json(serde_json::json!({ "seq": acct.home.seq() })).into_response()
+    let seq = acct.home.seq();
+    drop(st);
+    announce(&s, &[account]);
+    Json(serde_json::json!({ "seq": seq })).into_response()
+}
+
+#[derive(Deserialize)]
+struct Login {
+    account: usize,
+}
+
+/// Sign the emulated browser in as another account.
+async fn admin_login(AxState(s): AxState<Shared>, Json(l): Json<Login>) -> Response {
+    let mut st = lock(&s);
+    if l.account >= st.accounts.len() {
+        return to_response(Reply::text(404, "no such account"));
+    }
+    st.login_account = l.account;
+    Json(serde_json::json!({ "account": l.account, "account_id": st.accounts[l.account].account_id })).into_response()
+}
+
+#[derive(Deserialize)]
+struct WebhookConfig {
+    /// None turns notifications off.
+    url: Option<String>,
+    /// The app whose secret signs them (default: the only app).
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+/// Register (or remove) the webhook URL.
+async fn admin_webhook(AxState(s): AxState<Shared>, Json(w): Json<WebhookConfig>) -> Response {
+    let mut st = lock(&s);
+    let hook = match w.url {
+        None => None,
+        Some(url) => match st.app_secret(w.client_id.as_deref()) {
+            Some(secret) => Some(Webhook {
+                url,
+                app_secret: secret,
+                attempts: 6,
+                first_retry: std::time::Duration::from_millis(500),
+            }),
+            None => return to_response(Reply::text(404, "no such app")),
+        },
+    };
+    st.webhook = hook;
+    Json(serde_json::json!({ "webhook": st.webhook.as_ref().map(|h| h.url.clone()) })).into_response()
 }
 
 async fn admin_reset(AxState(s): AxState<Shared>) -> Response {
     lock(&s).reset_cursors(0);
+    announce(&s, &[0]);
     Json(serde_json::json!({ "reset": true })).into_response()
 }
 

@@ -205,6 +205,23 @@ impl Config {
     }
 }
 
+impl Config {
+    /// One app and one account per entry of `sizes` (account 0 is [`Config::single`]'s user,
+    /// account i > 0 is `user{i}@example.com`), each generated from its own seed.
+    pub fn accounts(seed: u64, sizes: &[usize], client_id: &str, client_secret: &str) -> Self {
+        let mut config = Config::single(seed, sizes.first().copied().unwrap_or(0), client_id, client_secret);
+        for (i, &entries) in sizes.iter().enumerate().skip(1) {
+            config.accounts.push(AccountSpec {
+                email: format!("user{i}@example.com"),
+                display_name: format!("User {i}"),
+                generate: Generate { seed: seed.wrapping_add(i as u64 * 7919), entries, under: String::new() },
+                team_folder: None,
+            });
+        }
+        config
+    }
+}
+
 struct CodeGrant {
     client_id: String,
     redirect_uri: Option<String>,
@@ -254,6 +271,13 @@ pub struct Counters {
     pub refresh_grants: u64,
     pub code_grants: u64,
     pub faults_injected: u64,
+    /// `list_folder`/`continue` calls that started while another one for the same account was
+    /// still in flight: a host that syncs each account single-flight never causes one.
+    pub overlapping_list_calls: u64,
+    /// Webhook notifications answered 200, attempts made (retries included), and given up.
+    pub webhooks_delivered: u64,
+    pub webhook_attempts: u64,
+    pub webhooks_failed: u64,
 }
 
 impl Counters {
@@ -284,6 +308,38 @@ pub struct State {
     cursor_key: [u8; 32],
     /// Tokens no longer valid, remembered for leak scans.
     burnt: Vec<String>,
+    /// Added to every API and token request before it is answered (a real round trip).
+    pub latency: Duration,
+    /// Sent as `backoff` in every longpoll answer when set.
+    pub longpoll_backoff: Option<u64>,
+    /// Where notifications go, and the app whose secret signs them.
+    pub webhook: Option<Webhook>,
+    /// `list_folder` calls in flight, per account.
+    pub in_flight: HashMap<usize, u32>,
+}
+
+/// A registered webhook: Dropbox POSTs changed account ids here, signed with the app secret.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    pub url: String,
+    pub app_secret: String,
+    /// Delivery attempts per notification (Dropbox retries for about ten minutes).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled after each.
+    pub first_retry: Duration,
+}
+
+/// A notification ready to send: body and `X-Dropbox-Signature`.
+#[derive(Clone, Debug)]
+pub struct Notification {
+    pub body: Vec<u8>,
+    pub signature: String,
+}
+
+/// What a longpoll waits on, once its request has been checked.
+pub struct Longpoll {
+    cursor: CursorState,
+    pub timeout: Duration,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -319,6 +375,7 @@ impl State {
                         (Some(format!("{}", 9_000_000 + h[1] as u64)), Some(member))
                     }
                 };
+                home.live_clock = true;
                 Account {
                     account_id,
                     email: spec.email.clone(),
@@ -347,7 +404,97 @@ impl State {
             rng,
             cursor_key,
             burnt: Vec::new(),
+            latency: Duration::ZERO,
+            longpoll_backoff: None,
+            webhook: None,
+            in_flight: HashMap::new(),
         }
+    }
+
+    /// The secret of app `client_id`, or of the only app.
+    pub fn app_secret(&self, client_id: Option<&str>) -> Option<String> {
+        match client_id {
+            Some(id) => self.apps.get(id).cloned(),
+            None if self.apps.len() == 1 => self.apps.values().next().cloned(),
+            None => None,
+        }
+    }
+
+    /// Which account a bearer token belongs to, if any (for in-flight bookkeeping).
+    pub fn account_of(&self, bearer: Option<&str>) -> Option<usize> {
+        self.authenticate(bearer).ok()
+    }
+
+    /// The signed notification Dropbox sends when these accounts change.
+    pub fn notification(&self, accounts: &[usize]) -> Option<Notification> {
+        let hook = self.webhook.as_ref()?;
+        let ids: Vec<&str> =
+            accounts.iter().filter_map(|a| self.accounts.get(*a)).map(|a| a.account_id.as_str()).collect();
+        let users: Vec<u64> = accounts.iter().map(|a| 100_000 + *a as u64).collect();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "list_folder": { "accounts": ids },
+            "delta": { "users": users },
+        }))
+        .ok()?;
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(hook.app_secret.as_bytes()).expect("any key length");
+        mac.update(&body);
+        let signature = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        Some(Notification { body, signature })
+    }
+
+    /// `POST /2/files/list_folder/longpoll` (noauth): check the request; the server then waits
+    /// until [`State::longpoll_changes`] says yes or the timeout passes.
+    pub fn longpoll_start(&mut self, body: &[u8]) -> Result<Longpoll, Reply> {
+        const ROUTE: &str = "files/list_folder/longpoll";
+        self.count(ROUTE);
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Arg {
+            cursor: String,
+            #[serde(default = "default_timeout")]
+            timeout: u64,
+        }
+        fn default_timeout() -> u64 {
+            30
+        }
+        let arg: Arg = serde_json::from_slice(body)
+            .map_err(|e| Reply::bad_request(ROUTE, &format!("request body: could not decode input as JSON: {e}")))?;
+        if !(30..=480).contains(&arg.timeout) {
+            return Err(Reply::bad_request(
+                ROUTE,
+                &format!("request body: timeout: {} is not within range [30, 480]", arg.timeout),
+            ));
+        }
+        let cursor = self
+            .open_cursor(&arg.cursor)
+            .ok_or_else(|| Reply::bad_request(ROUTE, "Invalid \"cursor\" parameter: the cursor is malformed"))?;
+        let poll = Longpoll { cursor, timeout: Duration::from_secs(arg.timeout) };
+        self.longpoll_changes(&poll)?;
+        Ok(poll)
+    }
+
+    /// Whether the longpoll's cursor has changes now; `409 reset` if it no longer works.
+    pub fn longpoll_changes(&self, poll: &Longpoll) -> Result<bool, Reply> {
+        let c = &poll.cursor;
+        let Some(acct) = self.accounts.get(c.a) else { return Ok(false) };
+        let ns = &acct.home;
+        if c.ep != ns.cursor_epoch {
+            return Err(Reply::route_error(409, serde_json::json!({ ".tag": "reset" })));
+        }
+        if !c.delta {
+            return Ok(true);
+        }
+        Ok(!ns.changes_in_view(&c.v, &c.r, c.rec, c.seq, 1).0.is_empty())
+    }
+
+    /// The longpoll's answer.
+    pub fn longpoll_reply(&self, changes: bool) -> Reply {
+        let mut v = serde_json::json!({ "changes": changes });
+        if let Some(b) = self.longpoll_backoff {
+            v["backoff"] = b.into();
+        }
+        // Dropbox has served this route as text/plain; clients must not depend on the type.
+        Reply { content_type: "text/plain; charset=utf-8", ..Reply::json(200, &v) }
     }
 
     fn token(&mut self, prefix: &str) -> String {
@@ -372,6 +519,14 @@ impl State {
         let kind = plan.kinds[plan.rng.random_range(0..plan.kinds.len())].clone();
         self.counters.faults_injected += 1;
         Some(kind)
+    }
+
+    /// The next fault scripted for exactly this route (routes outside /2/'s RPC set, which
+    /// untargeted faults and the fault plan leave alone).
+    pub fn take_routed_fault(&mut self, route: &str) -> Option<FaultKind> {
+        let i = self.faults.iter().position(|f| f.route.as_deref() == Some(route))?;
+        self.counters.faults_injected += 1;
+        self.faults.remove(i).map(|f| f.kind)
     }
 
     /// Which part of the namespace a request sees, from its `Dropbox-API-Path-Root` header.
@@ -836,7 +991,7 @@ pub fn fault_reply(kind: &FaultKind, route: Option<&str>) -> Option<Reply> {
             r.headers.push(("retry-after", format!("{retry_after}")));
             Some(r)
         }
-        FaultKind::Reset => (route == Some("files/list_folder/continue"))
+        FaultKind::Reset => matches!(route, Some("files/list_folder/continue" | "files/list_folder/longpoll"))
             .then(|| Reply::route_error(409, serde_json::json!({ ".tag": "reset" }))),
         FaultKind::Garbage => Some(Reply {
             content_type: "application/json",

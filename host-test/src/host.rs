@@ -163,8 +163,9 @@ impl Host {
         self.store.keys()
     }
 
-    /// Step 1 of connecting: where to send the browser.
-    pub async fn authorize_url(&self, c: &ConnectorRecord) -> Result<String, HostError> {
+    /// Step 1 of connecting: where to send the browser. `binding` is a secret only that browser
+    /// holds (its cookie); None for the CLI, which completes the flow itself (`finish`).
+    pub async fn authorize_url(&self, c: &ConnectorRecord, binding: Option<&[u8]>) -> Result<String, HostError> {
         let req = ConnectRequest {
             connector_id: c.id.clone(),
             client_id: c.client_id.clone(),
@@ -174,14 +175,19 @@ impl Host {
             state_ttl_secs: None,
             scopes: None,
             endpoints: endpoints(&c.endpoints),
-            // The CLI completes the flow itself (`finish`); no browser cookie to bind to.
-            session_binding: None,
+            session_binding: binding.map(<[u8]>::to_vec),
         };
         self.runtime.authorize_url(&req).await?.map_err(HostError::Connector)
     }
 
-    /// Step 2: the URL (or query) the browser came back with → a stored datasource.
-    pub async fn finish_connect(&self, c: &ConnectorRecord, redirected: &str) -> Result<DatasourceRecord, HostError> {
+    /// Step 2: the URL (or query) the browser came back with → a stored datasource. `binding`
+    /// must be what step 1 was given, as the returning browser presented it.
+    pub async fn finish_connect(
+        &self,
+        c: &ConnectorRecord,
+        redirected: &str,
+        binding: Option<&[u8]>,
+    ) -> Result<DatasourceRecord, HostError> {
         let req = RedirectRequest {
             connector_id: c.id.clone(),
             app: AppCredentials { client_id: c.client_id.clone(), client_secret: c.client_secret.expose().to_string() },
@@ -190,7 +196,7 @@ impl Host {
             state_secret: self.keys().state_secret().to_vec(),
             now: now_unix(),
             endpoints: endpoints(&c.endpoints),
-            session_binding: None,
+            session_binding: binding.map(<[u8]>::to_vec),
         };
         let ds = self.runtime.handle_redirect(&req).await?.map_err(HostError::Connector)?;
         let p = &ds.config.profile;
@@ -264,139 +270,245 @@ impl Host {
 
     /// Sync until the account is fully indexed (`has_more = false`), holding the datasource's
     /// lease throughout: a second process gets [`StoreError::Leased`] instead of syncing too.
-    pub async fn sync(&self, id: &str, observe: impl FnMut(&SyncEvent)) -> Result<SyncReport, HostError> {
+    pub async fn sync(&self, id: &str, mut observe: impl FnMut(&SyncEvent)) -> Result<SyncReport, HostError> {
         self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL)?;
-        let result = self.sync_leased(id, Instant::now(), observe).await;
-        // A crash skips this; the next process sees the holder is gone and takes over.
-        let released = self.store.release_lease(id, &self.lease_holder);
-        let report = result?;
-        released?;
-        Ok(report)
-    }
-
-    async fn sync_leased(
-        &self,
-        id: &str,
-        mut leased_at: Instant,
-        mut observe: impl FnMut(&SyncEvent),
-    ) -> Result<SyncReport, HostError> {
-        let started = Instant::now();
-        let batch = new_batch_number();
-        let mut report = SyncReport::default();
-        let mut counters = Counters::default();
-        loop {
-            let ds = self.store.datasource(id)?;
-            if ds.status == Status::ReauthRequired {
-                return Err(HostError::ReauthRequired {
-                    id: id.into(),
-                    detail: ds.status_detail.unwrap_or_else(|| "marked earlier".into()),
-                });
-            }
-            let state = self.store.sync_state(id)?;
+        let mut leased_at = Instant::now();
+        let mut run = Run::new();
+        let result = loop {
             // Renew once half the lease has passed (one step never outlasts the other half), not
             // on every page: each renewal is a write transaction. Losing it ends this run.
             if leased_at.elapsed() > LEASE_TTL / 2 {
-                self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL)?;
+                if let Err(e) = self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL) {
+                    break Err(e.into());
+                }
                 leased_at = Instant::now();
             }
-            let req = self.page_request(&ds, state.cursor.clone(), &batch);
-            let failure = match self.runtime.sync_page(&req).await {
-                Ok(Ok(page)) => {
-                    let tokens = page.tokens.as_ref().map(tokens_record);
-                    let applied: Applied = self.store.apply_page(
-                        id,
-                        &PageApply {
-                            expected_cursor: state.cursor.as_deref(),
-                            expected_generation: state.generation,
-                            deletes: &page.deletes,
-                            documents: &page.documents,
-                            cursor: &page.cursor,
-                            has_more: page.has_more,
-                            tokens: tokens.as_ref(),
-                        },
-                    )?;
-                    if ds.status != Status::Ok {
-                        self.store.set_status(id, Status::Ok, None)?;
-                    }
-                    report.pages += 1;
-                    report.entries += u64::from(page.stats.entries);
-                    report.skipped += u64::from(page.stats.skipped);
-                    report.requests += u64::from(page.stats.requests);
-                    report.refreshes += u64::from(page.stats.refreshes);
-                    report.upserted += applied.upserted;
-                    report.deleted += applied.deleted;
-                    report.swept += applied.swept;
-                    observe(&SyncEvent::Page { pages: report.pages, entries: report.entries, has_more: page.has_more });
-                    if !page.has_more {
-                        break;
-                    }
-                    let stalled = page.stats.entries == 0 && state.cursor.as_deref() == Some(page.cursor.as_str());
-                    if !stalled {
-                        counters.progressed();
-                        continue;
-                    }
-                    None
-                }
-                Ok(Err(f)) => {
-                    report.requests += u64::from(f.stats.requests);
-                    report.refreshes += u64::from(f.stats.refreshes);
-                    if let Some(t) = &f.tokens {
-                        self.store.save_tokens(id, &tokens_record(t))?;
-                    }
-                    Some(Ok(f.error))
-                }
-                // A trap or a timeout: the store is gone and nothing was applied.
-                Err(e) => Some(Err(e.to_string())),
+            let pages_before = run.report.pages;
+            let step = match self.step(id, &mut run).await {
+                Ok(s) => s,
+                Err(e) => break Err(e),
             };
-            let event = match &failure {
-                None => Event::Stalled,
-                Some(Ok(e)) => Event::Failed(e),
-                Some(Err(why)) => Event::Crashed(why),
-            };
-            let action = next_action(&event, &counters, &self.retry, rand::rng().random::<f64>());
-            counters.record(&action);
-            match action {
-                Action::Continue => {}
-                Action::Wait { delay, capped } => {
-                    report.rate_limited += 1;
-                    report.rate_limit_wait += delay;
-                    let until = now_unix() + delay.as_secs().max(1);
-                    let detail = format!("rate-limited until {}", crate::store::rfc3339(until));
-                    self.store.set_status(id, Status::RateLimited, Some(&detail))?;
+            if run.report.pages > pages_before {
+                let has_more = !matches!(step, Step::Done);
+                observe(&SyncEvent::Page { pages: run.report.pages, entries: run.report.entries, has_more });
+            }
+            match step {
+                Step::More => {}
+                Step::Done => break Ok(()),
+                Step::Wait { delay, capped } => {
                     observe(&SyncEvent::RateLimited { wait: delay, capped });
                     // A wait of up to 15 minutes must not run the lease out.
-                    self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL)?;
+                    if let Err(e) = self.store.acquire_lease(id, &self.lease_holder, LEASE_TTL) {
+                        break Err(e.into());
+                    }
                     leased_at = Instant::now();
                     tokio::time::sleep(delay).await;
                 }
-                Action::Backoff { delay, why } => {
-                    report.retries += 1;
-                    observe(&SyncEvent::Retry { attempt: counters.transient, delay, why });
+                Step::Backoff { delay, why } => {
+                    observe(&SyncEvent::Retry { attempt: run.counters.transient, delay, why });
                     tokio::time::sleep(delay).await;
                 }
-                Action::RestartListing { why } => {
-                    report.resets += 1;
-                    observe(&SyncEvent::Restart { why });
-                    self.store.restart_listing(id)?;
+                Step::Restarted { why } => observe(&SyncEvent::Restart { why }),
+            }
+        };
+        // A crash skips this; the next process sees the holder is gone and takes over.
+        let released = self.store.release_lease(id, &self.lease_holder);
+        result?;
+        released?;
+        run.report.documents_now = self.store.document_count(id)?;
+        run.report.elapsed = run.started.elapsed();
+        Ok(run.report)
+    }
+
+    /// One step of a run: fetch and apply ONE page, or decide what a failure means. The caller
+    /// holds the datasource's lease and does the waiting, so a scheduler can interleave steps of
+    /// many datasources page by page.
+    pub async fn step(&self, id: &str, run: &mut Run) -> Result<Step, HostError> {
+        let ds = self.store.datasource(id)?;
+        if ds.status == Status::ReauthRequired {
+            return Err(HostError::ReauthRequired {
+                id: id.into(),
+                detail: ds.status_detail.unwrap_or_else(|| "marked earlier".into()),
+            });
+        }
+        let state = self.store.sync_state(id)?;
+        let req = self.page_request(&ds, state.cursor.clone(), &run.batch);
+        let failure = match self.runtime.sync_page(&req).await {
+            Ok(Ok(page)) => {
+                let tokens = page.tokens.as_ref().map(tokens_record);
+                let applied: Applied = self.store.apply_page(
+                    id,
+                    &PageApply {
+                        expected_cursor: state.cursor.as_deref(),
+                        expected_generation: state.generation,
+                        deletes: &page.deletes,
+                        documents: &page.documents,
+                        cursor: &page.cursor,
+                        has_more: page.has_more,
+                        tokens: tokens.as_ref(),
+                    },
+                )?;
+                let r = &mut run.report;
+                r.pages += 1;
+                r.entries += u64::from(page.stats.entries);
+                r.skipped += u64::from(page.stats.skipped);
+                r.requests += u64::from(page.stats.requests);
+                r.refreshes += u64::from(page.stats.refreshes);
+                r.upserted += applied.upserted;
+                r.deleted += applied.deleted;
+                r.swept += applied.swept;
+                if !state.listing {
+                    // Deltas: how long after the change in Dropbox each file reached the index.
+                    let now = now_unix();
+                    run.change_lags.extend(page.documents.iter().filter_map(|d| change_lag(&d.json, now)));
                 }
-                Action::SetRootAndRestart { root } => {
-                    report.resets += 1;
-                    observe(&SyncEvent::Restart { why: format!("root namespace is now {}", root.root_namespace_id) });
-                    self.store.set_root_and_restart(id, &root)?;
+                if !page.has_more {
+                    if ds.status != Status::Ok || ds.status_detail.is_some() {
+                        self.store.set_status(id, Status::Ok, None)?;
+                    }
+                    return Ok(Step::Done);
                 }
-                Action::ParkForReauth { detail } => {
-                    self.store.set_status(id, Status::ReauthRequired, Some(&detail))?;
-                    return Err(HostError::ReauthRequired { id: id.into(), detail });
+                if ds.status != Status::Ok {
+                    self.store.set_status(id, Status::Ok, None)?;
                 }
-                Action::Fail { detail } => {
-                    self.store.set_status(id, Status::Failing, Some(&detail))?;
-                    return Err(HostError::Failing { id: id.into(), detail });
+                let stalled = page.stats.entries == 0 && state.cursor.as_deref() == Some(page.cursor.as_str());
+                if !stalled {
+                    run.counters.progressed();
+                    return Ok(Step::More);
                 }
+                None
+            }
+            Ok(Err(f)) => {
+                run.report.requests += u64::from(f.stats.requests);
+                run.report.refreshes += u64::from(f.stats.refreshes);
+                if let Some(t) = &f.tokens {
+                    self.store.save_tokens(id, &tokens_record(t))?;
+                }
+                Some(Ok(f.error))
+            }
+            // A trap or a timeout: the store is gone and nothing was applied.
+            Err(e) => Some(Err(e.to_string())),
+        };
+        run.last_failure = failure.as_ref().map(|f| match f {
+            Ok(e) => (error_class(e), describe(e)),
+            Err(why) => ("trap", why.clone()),
+        });
+        let event = match &failure {
+            None => Event::Stalled,
+            Some(Ok(e)) => Event::Failed(e),
+            Some(Err(why)) => Event::Crashed(why),
+        };
+        let action = next_action(&event, &run.counters, &self.retry, rand::rng().random::<f64>());
+        run.counters.record(&action);
+        match action {
+            Action::Continue => Ok(Step::More),
+            Action::Wait { delay, capped } => {
+                run.report.rate_limited += 1;
+                run.report.rate_limit_wait += delay;
+                let until = now_unix() + delay.as_secs().max(1);
+                let detail = format!("rate-limited until {}", crate::store::rfc3339(until));
+                self.store.set_status(id, Status::RateLimited, Some(&detail))?;
+                Ok(Step::Wait { delay, capped })
+            }
+            Action::Backoff { delay, why } => {
+                run.report.retries += 1;
+                Ok(Step::Backoff { delay, why })
+            }
+            Action::RestartListing { why } => {
+                run.report.resets += 1;
+                self.store.restart_listing(id)?;
+                Ok(Step::Restarted { why })
+            }
+            Action::SetRootAndRestart { root } => {
+                run.report.resets += 1;
+                self.store.set_root_and_restart(id, &root)?;
+                Ok(Step::Restarted { why: format!("root namespace is now {}", root.root_namespace_id) })
+            }
+            Action::ParkForReauth { detail } => {
+                self.store.set_status(id, Status::ReauthRequired, Some(&detail))?;
+                Err(HostError::ReauthRequired { id: id.into(), detail })
+            }
+            Action::Fail { detail } => {
+                self.store.set_status(id, Status::Failing, Some(&detail))?;
+                Err(HostError::Failing { id: id.into(), detail })
             }
         }
-        self.store.set_status(id, Status::Ok, None)?;
-        report.documents_now = self.store.document_count(id)?;
-        report.elapsed = started.elapsed();
-        Ok(report)
     }
+}
+
+/// One sync run's memory between steps: its batch number, retry counters and totals.
+#[derive(Debug)]
+pub struct Run {
+    pub batch: String,
+    pub counters: Counters,
+    pub report: SyncReport,
+    pub started: Instant,
+    /// Seconds from a file's change in Dropbox (`updated`) to its delta reaching the index,
+    /// for files of incremental pages since the caller last drained it.
+    pub change_lags: Vec<f64>,
+    /// The last failed step's error class and description.
+    pub last_failure: Option<(&'static str, String)>,
+}
+
+impl Run {
+    pub fn new() -> Self {
+        Run {
+            batch: new_batch_number(),
+            counters: Counters::default(),
+            report: SyncReport::default(),
+            started: Instant::now(),
+            change_lags: Vec::new(),
+            last_failure: None,
+        }
+    }
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Run::new()
+    }
+}
+
+/// What a step did, and what the caller should do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// A page was applied (or a retry is due at once): step again.
+    More,
+    /// The account is fully indexed (`has_more = false`).
+    Done,
+    /// Dropbox rate-limited us: step again after `delay` (the status says until when).
+    Wait { delay: Duration, capped: bool },
+    /// A transient failure: step again after `delay`.
+    Backoff { delay: Duration, why: String },
+    /// The listing starts over (cursor reset, new root): step again.
+    Restarted { why: String },
+}
+
+/// A stable, short name for an error's class (metrics labels, API fields).
+pub fn error_class(e: &WitError) -> &'static str {
+    match e {
+        WitError::InvalidInput(_) => "invalid_input",
+        WitError::Denied(_) => "denied",
+        WitError::InvalidClient(_) => "invalid_client",
+        WitError::ReauthRequired(_) => "reauth_required",
+        WitError::RateLimited(_) => "rate_limited",
+        WitError::CursorReset(_) => "cursor_reset",
+        WitError::RootChanged(_) => "root_changed",
+        WitError::PathNotFound(_) => "path_not_found",
+        WitError::Transient(_) => "transient",
+        WitError::Api(_) => "api",
+    }
+}
+
+/// Seconds between a document's `updated` (Dropbox's server_modified) and `now`.
+fn change_lag(json: &str, now: u64) -> Option<f64> {
+    #[derive(serde::Deserialize)]
+    struct Updated<'a> {
+        #[serde(borrow)]
+        updated: Option<&'a str>,
+    }
+    let updated = serde_json::from_str::<Updated<'_>>(json).ok()?.updated?;
+    let t = time::OffsetDateTime::parse(updated, &time::format_description::well_known::Rfc3339).ok()?;
+    let secs = now as i64 - t.unix_timestamp();
+    (secs >= 0).then_some(secs as f64)
 }

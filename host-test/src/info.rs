@@ -16,6 +16,7 @@ pub struct ConnectorInfo {
 pub struct DropboxEndpoints {
     pub authorize: String,
     pub api: String,
+    pub notify: String,
 }
 
 /// The data file, parsed once (it is compiled in, so a bad edit fails the host's tests).

@@ -10,4 +10,5 @@ pub mod policy;
 pub mod registration;
 pub mod runtime;
 pub mod secret;
+pub mod serve;
 pub mod store;

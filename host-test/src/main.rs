@@ -52,6 +52,77 @@ enum Command {
     Register(RegisterArgs),
     /// Datasources, their status and index sizes.
     Status(StatusArgs),
+    /// Run as a service: keep every datasource in sync, serve the connect flow, the admin API,
+    /// Dropbox webhooks and /metrics (needs COCO_API_TOKEN).
+    Serve(Box<ServeArgs>),
+    /// Write a datasource's current index as JSONL, without syncing.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    listen: std::net::SocketAddr,
+    /// Where browsers reach this service; the redirect URI registered at Dropbox is
+    /// {public-url}/connector/{id}/dropbox/oauth_redirect. Default: http://{listen}.
+    #[arg(long, env = "COCO_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Guards the admin API and /metrics (X-API-TOKEN or Bearer); at least 16 characters.
+    #[arg(long, env = "COCO_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Default re-sync interval in seconds (upstream's sync.interval is 30 s).
+    #[arg(long, default_value_t = 30)]
+    interval: u64,
+    /// Pages in flight across all datasources.
+    #[arg(long, default_value_t = 8)]
+    max_in_flight: usize,
+    /// Pages per minute per datasource (0 = unlimited).
+    #[arg(long, default_value_t = 600)]
+    pages_per_minute: u32,
+    /// list_folder limit for datasources that set none (Dropbox's maximum, 2000, by default).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=2000))]
+    page_limit: u32,
+    /// Do not keep longpolls on idle datasources (interval polling and webhooks only).
+    #[arg(long)]
+    no_longpoll: bool,
+    #[arg(long, default_value_t = 1000)]
+    max_longpolls: usize,
+    /// Seconds Dropbox may hold each longpoll (30..=480).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(30..=480))]
+    longpoll_timeout: u32,
+    /// Where the browser goes after connecting (?datasource_id&name appended); default: a page.
+    #[arg(long, env = "COCO_CONNECTED_URL")]
+    connected_url: Option<String>,
+    /// Let anyone start a connect flow (as upstream behind Coco's login); by default it takes
+    /// the API token or a link from POST /api/connect-links.
+    #[arg(long)]
+    open_connect: bool,
+    /// Serve /metrics without the API token.
+    #[arg(long)]
+    open_metrics: bool,
+    /// Seconds in-flight pages get to finish at shutdown.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
+    /// Sync lease length in seconds (renewed every third of it).
+    #[arg(long, default_value_t = 60)]
+    lease_ttl: u64,
+    /// Register (or update) this app at start; the connect routes use it.
+    #[arg(long, default_value = "dropbox")]
+    connector_id: String,
+    #[arg(long, env = "COCO_DROPBOX_CLIENT_ID")]
+    client_id: Option<String>,
+    #[arg(long, env = "COCO_DROPBOX_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    #[command(flatten)]
+    endpoints: EndpointArgs,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    datasource_id: String,
+    /// JSONL file to write; `-` for stdout.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[cfg(feature = "emulator")]
@@ -84,6 +155,9 @@ struct EndpointArgs {
     /// Dropbox's API host (default: real Dropbox).
     #[arg(long)]
     api_url: Option<String>,
+    /// Dropbox's notify (longpoll) host (default: real Dropbox).
+    #[arg(long)]
+    notify_url: Option<String>,
 }
 
 impl EndpointArgs {
@@ -97,6 +171,9 @@ impl EndpointArgs {
         }
         if let Some(a) = &self.api_url {
             e.api = a.trim_end_matches('/').to_string();
+        }
+        if let Some(n) = &self.notify_url {
+            e.notify = Some(n.trim_end_matches('/').to_string());
         }
         e
     }
@@ -221,7 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 redirect_uri: args.redirect_uri.clone(),
                 endpoints: args.endpoints.record(),
             };
-            let url = host.authorize_url(&connector).await?;
+            let url = host.authorize_url(&connector, None).await?;
             host.store.upsert_connector(&connector)?;
             eprintln!("Open this URL, approve, then run: coco-host finish '<the URL you were redirected to>'");
             println!("{url}");
@@ -232,7 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let connector = host.store.connector(&args.connector_id)?.with_context(|| {
                 format!("connector {:?} is not registered: run `coco-host connect` first", args.connector_id)
             })?;
-            let ds = host.finish_connect(&connector, &args.redirected_url).await?;
+            let ds = host.finish_connect(&connector, &args.redirected_url, None).await?;
             eprintln!("Connected {:?} ({}).", ds.name, ds.profile.email);
             println!("{}", ds.id);
             Ok(())
@@ -284,7 +361,65 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(args) => status(&cli, args),
+        Command::Serve(args) => serve(&cli, args).await,
+        Command::Export(args) => {
+            let store = Store::open(&cli.state.join("coco.sqlite"), Keys::from_env()?)?;
+            store.datasource(&args.datasource_id)?;
+            let n = export_jsonl(&store, &args.datasource_id, &args.out)?;
+            eprintln!("Wrote {n} documents to {}.", args.out.display());
+            Ok(())
+        }
     }
+}
+
+async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+    use coco_host::serve::{self, ServeConfig};
+    let token = args
+        .api_token
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .context("serve needs COCO_API_TOKEN (or --api-token): the admin API and /metrics are closed without it")?;
+    if token.len() < 16 {
+        bail!("COCO_API_TOKEN must be at least 16 characters");
+    }
+    let mut host = open_host(cli, Keys::from_env()?)?;
+    host.default_page_limit = args.page_limit;
+    match (&args.client_id, &args.client_secret) {
+        (Some(id), Some(secret)) => {
+            let existing = host.store.connector(&args.connector_id)?;
+            host.store.upsert_connector(&ConnectorRecord {
+                id: args.connector_id.clone(),
+                client_id: id.clone(),
+                client_secret: Secret::new(secret.clone()),
+                // serve derives the redirect URI from --public-url for each flow.
+                redirect_uri: existing.map(|c| c.redirect_uri).unwrap_or_default(),
+                endpoints: args.endpoints.record(),
+            })?;
+        }
+        (None, None) => {}
+        _ => bail!("give both COCO_DROPBOX_CLIENT_ID and COCO_DROPBOX_CLIENT_SECRET, or neither"),
+    }
+    let mut config = ServeConfig::new(args.listen, Secret::new(token));
+    if let Some(url) = &args.public_url {
+        let parsed = url::Url::parse(url).with_context(|| format!("--public-url {url:?} is not a URL"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("--public-url must be http(s)");
+        }
+        config.public_url = url.trim_end_matches('/').to_string();
+    }
+    config.schedule.default_interval = Duration::from_secs(args.interval.max(1));
+    config.schedule.max_in_flight = args.max_in_flight.max(1);
+    config.schedule.pages_per_minute = args.pages_per_minute;
+    config.longpoll = !args.no_longpoll;
+    config.max_longpolls = args.max_longpolls;
+    config.longpoll_timeout = args.longpoll_timeout;
+    config.connected_url = args.connected_url.clone().filter(|u| !u.is_empty());
+    config.open_connect = args.open_connect;
+    config.open_metrics = args.open_metrics;
+    config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+    config.lease_ttl = Duration::from_secs(args.lease_ttl.max(3));
+    let service = serve::Service::new(host, config);
+    serve::run(service, serve::terminated()).await
 }
 
 fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<()> {
@@ -425,9 +560,9 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         endpoints: EndpointsRecord::single(&emu.base_url()),
     };
     host.store.upsert_connector(&connector)?;
-    let url = host.authorize_url(&connector).await?;
+    let url = host.authorize_url(&connector, None).await?;
     let redirected = dropbox_emulator::approve(&url).await?;
-    let ds = host.finish_connect(&connector, &redirected).await?;
+    let ds = host.finish_connect(&connector, &redirected, None).await?;
     eprintln!(
         "Connected {:?} <{}> as datasource {} (OAuth code flow with signed state + PKCE S256).",
         ds.name, ds.profile.email, ds.id

@@ -1,6 +1,13 @@
 //! Registering the connector with a Coco Server: the seed document's connector JSON, with an
 //! icon asset for every icon key the mapping emits for files.
 
+/// Upstream's datasource id: `md5_hex("dropbox,{connector_id},{account_id},{email}")`.
+pub fn datasource_id(connector_id: &str, account_id: &str, email: &str) -> String {
+    use md5::Digest as _;
+    let digest = md5::Md5::digest(format!("dropbox,{connector_id},{account_id},{email}"));
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 const ICON_BASE: &str = "/assets/icons/connector/dropbox";
 
 /// The connector object (upstream's seed `connector.tpl`, id `dropbox`). Folders use the
@@ -53,6 +60,13 @@ pub fn register(coco_url: &str, api_token: Option<&str>, id: &str) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datasource_ids_are_upstreams() {
+        // coco-upstream.md's worked example.
+        let id = datasource_id("dropbox", "dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc", "franz@dropbox.com");
+        assert_eq!(id, "0335b4e59c687f2666f7d7e5d5d17686");
+    }
 
     #[test]
     fn every_file_icon_key_has_an_asset_and_the_seed_fields_are_there() {

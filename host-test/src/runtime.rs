@@ -31,6 +31,10 @@ pub use exports::coco::dropbox::oauth_redirect::{
     ConnectRequest, Datasource, DatasourceConfig, RedirectRequest, RevokeRequest,
 };
 pub use exports::coco::dropbox::sync_page::{Document, PageRequest, PageResult, PageStats, SyncFailure, SyncOptions};
+pub use exports::coco::dropbox::watch::{Changes, WaitRequest};
+
+/// Dropbox may hold a longpoll this much longer than its `timeout` (random jitter).
+const LONGPOLL_JITTER: Duration = Duration::from_secs(90);
 
 /// How often the epoch advances; the deadline is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -322,13 +326,17 @@ impl Runtime {
     }
 
     fn store(&self, endpoints: &[&str]) -> (Store<Ctx>, MemoryOutputPipe) {
+        self.store_with(endpoints, &self.limits)
+    }
+
+    fn store_with(&self, endpoints: &[&str], limits: &Limits) -> (Store<Ctx>, MemoryOutputPipe) {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
         let ctx = Ctx {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            hooks: AllowList::new(endpoints, &self.limits),
+            hooks: AllowList::new(endpoints, limits),
             limits: PeakTracking {
                 inner: StoreLimitsBuilder::new()
                     .memory_size(self.limits.memory_bytes)
@@ -342,7 +350,7 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
-        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        let ticks = (limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         (store, stderr)
@@ -400,6 +408,32 @@ impl Runtime {
             c.coco_dropbox_sync_page().call_sync(&mut store, req).await.map_err(|e| trap(e, &stderr))
         })
         .await
+    }
+
+    /// Block on Dropbox's longpoll for `req.cursor`. The call may last the timeout plus Dropbox's
+    /// jitter, so its limits are the usual ones stretched by that much; outbound HTTP only to
+    /// the notify endpoint.
+    pub async fn wait_for_changes(&self, req: &WaitRequest) -> Result<Result<Changes, WitError>, RuntimeError> {
+        let held = Duration::from_secs(u64::from(req.timeout_secs.unwrap_or(30))) + LONGPOLL_JITTER;
+        let limits = Limits {
+            call_timeout: self.limits.call_timeout + held,
+            first_byte_timeout: self.limits.first_byte_timeout + held,
+            ..self.limits.clone()
+        };
+        let timeout = limits.call_timeout;
+        let work = async {
+            let (mut store, stderr) = self.store_with(&[req.notify.as_str()], &limits);
+            let c = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+            c.coco_dropbox_watch().call_wait_for_changes(&mut store, req).await.map_err(|e| trap(e, &stderr))
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(RuntimeError::Timeout(timeout)),
+        }
     }
 
     /// Instantiate without calling anything (benchmarks the per-call overhead).

@@ -35,25 +35,40 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Where a datasource's Dropbox lives (real or emulated). Older rows also named the content
-/// and notify services; they are ignored until a function uses them.
+/// Where a datasource's Dropbox lives (real or emulated). Older rows may lack `notify`
+/// ([`EndpointsRecord::notify_url`] derives it) and may name a content service (ignored).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointsRecord {
     pub authorize: String,
     pub api: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
 }
 
 impl EndpointsRecord {
     /// Real Dropbox, from `wit/connector-info.json`.
     pub fn dropbox() -> Self {
         let e = &crate::info::connector_info().dropbox_endpoints;
-        EndpointsRecord { authorize: e.authorize.clone(), api: e.api.clone() }
+        EndpointsRecord { authorize: e.authorize.clone(), api: e.api.clone(), notify: Some(e.notify.clone()) }
     }
 
     /// Every service at one base URL (the emulator).
     pub fn single(base: &str) -> Self {
         let base = base.trim_end_matches('/');
-        EndpointsRecord { authorize: base.to_string(), api: base.to_string() }
+        EndpointsRecord { authorize: base.to_string(), api: base.to_string(), notify: Some(base.to_string()) }
+    }
+
+    /// The longpoll service: as recorded, else real Dropbox's beside its API, else the API's host.
+    pub fn notify_url(&self) -> String {
+        if let Some(n) = &self.notify {
+            return n.clone();
+        }
+        let real = &crate::info::connector_info().dropbox_endpoints;
+        if self.api == real.api {
+            real.notify.clone()
+        } else {
+            self.api.clone()
+        }
     }
 }
 
@@ -231,12 +246,45 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS schedule (
+    datasource_id TEXT PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
+    interval_secs INTEGER,
+    paused INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS sync_leases (
     datasource_id TEXT PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
     holder TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
 "#;
+
+/// How a long-running host schedules a datasource (absent row: the defaults).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    /// Re-sync interval; None: the host's default.
+    pub interval_secs: Option<u32>,
+    pub paused: bool,
+}
+
+/// What a scheduler or a status page needs of every datasource, without unsealing secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overview {
+    pub id: String,
+    pub name: String,
+    pub connector_id: String,
+    pub account_id: String,
+    pub email: String,
+    pub status: Status,
+    pub status_detail: Option<String>,
+    pub path: String,
+    pub page_limit: u32,
+    pub schedule: ScheduleRecord,
+    pub connected_at: i64,
+    pub cursor: bool,
+    pub listing: bool,
+    pub pages: i64,
+    pub last_synced_at: Option<i64>,
+}
 
 /// This machine's name, as lease holders record it.
 pub fn hostname() -> String {
@@ -683,6 +731,93 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Every datasource's schedule and progress, in one query.
+    pub fn overview(&self) -> Result<Vec<Overview>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT d.id, d.name, d.connector_id, d.profile_json, d.status, d.status_detail, d.path, d.page_limit,
+                    s.interval_secs, COALESCE(s.paused, 0), d.connected_at,
+                    st.cursor IS NOT NULL, COALESCE(st.listing, 1), COALESCE(st.pages, 0), st.last_synced_at
+             FROM datasources d
+             LEFT JOIN schedule s ON s.datasource_id = d.id
+             LEFT JOIN sync_state st ON st.datasource_id = d.id
+             ORDER BY d.connected_at, d.id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let profile: ProfileRecord = serde_json::from_str(&r.get::<_, String>(3)?).map_err(corrupt("profile"))?;
+            out.push(Overview {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                connector_id: r.get(2)?,
+                account_id: profile.account_id,
+                email: profile.email,
+                status: Status::parse(&r.get::<_, String>(4)?),
+                status_detail: r.get(5)?,
+                path: r.get(6)?,
+                page_limit: r.get(7)?,
+                schedule: ScheduleRecord {
+                    interval_secs: r.get::<_, Option<i64>>(8)?.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
+                    paused: r.get::<_, i64>(9)? != 0,
+                },
+                connected_at: r.get(10)?,
+                cursor: r.get(11)?,
+                listing: r.get::<_, i64>(12)? != 0,
+                pages: r.get(13)?,
+                last_synced_at: r.get(14)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Documents per datasource, in one pass over the index.
+    pub fn document_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT datasource_id, COUNT(*) FROM documents GROUP BY datasource_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Set the interval (None: the host default) and/or pause flag of a datasource.
+    pub fn set_schedule(&self, id: &str, interval_secs: Option<Option<u32>>, paused: Option<bool>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "INSERT INTO schedule (datasource_id) SELECT id FROM datasources WHERE id = ?1
+             ON CONFLICT(datasource_id) DO NOTHING",
+            [id],
+        )?;
+        let exists: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM datasources WHERE id = ?1)", [id], |r| r.get(0))?;
+        if n == 0 && !exists {
+            return Err(StoreError::NoDatasource(id.to_string()));
+        }
+        if let Some(interval) = interval_secs {
+            tx.execute("UPDATE schedule SET interval_secs = ?2 WHERE datasource_id = ?1", params![id, interval])?;
+        }
+        if let Some(p) = paused {
+            tx.execute("UPDATE schedule SET paused = ?2 WHERE datasource_id = ?1", params![id, p])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every registered connector (app), secrets unsealed: webhooks are signed with them.
+    pub fn connectors(&self) -> Result<Vec<ConnectorRecord>> {
+        let ids: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT id FROM connectors ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.connector(&id)?);
+        }
+        Ok(out)
     }
 
     /// (doc id, path_lower) of every indexed document.

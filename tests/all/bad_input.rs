@@ -90,9 +90,9 @@ async fn malformed_config_is_invalid_input_before_any_request() {
 async fn wrong_client_secret_is_invalid_client_and_not_echoed() {
     let mut h = harness(10, 1).await;
     h.connector.client_secret = coco_host::secret::Secret::new("WRONG-secret-value-123");
-    let url = h.host.authorize_url(&h.connector).await.unwrap();
+    let url = h.host.authorize_url(&h.connector, None).await.unwrap();
     let redirected = dropbox_emulator::approve(&url).await.unwrap();
-    let err = h.host.finish_connect(&h.connector, &redirected).await.unwrap_err();
+    let err = h.host.finish_connect(&h.connector, &redirected, None).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(&err, HostError::Connector(e) if matches!(e, WitError::InvalidClient(_))), "{msg}");
     assert!(msg.contains("client_secret") && msg.contains(CLIENT_ID), "{msg}");

@@ -35,7 +35,7 @@ fn query_param(url: &str, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn state_is_required_signed_fresh_and_for_this_connector() {
     let h = harness(10, 1).await;
-    let url = h.host.authorize_url(&h.connector).await.unwrap();
+    let url = h.host.authorize_url(&h.connector, None).await.unwrap();
     assert_eq!(query_param(&url, "code_challenge_method"), "S256");
     assert_eq!(query_param(&url, "token_access_type"), "offline");
     let redirected = dropbox_emulator::approve(&url).await.unwrap();
@@ -66,8 +66,8 @@ async fn state_is_required_signed_fresh_and_for_this_connector() {
     assert_eq!(h.emu.counters().get("oauth2/token"), 0, "no exchange was attempted");
 
     // The genuine redirect works once; replaying it is denied (the code is single use).
-    let ds = h.host.finish_connect(&h.connector, &redirected).await.expect("first use");
-    let replay = h.host.finish_connect(&h.connector, &redirected).await.unwrap_err();
+    let ds = h.host.finish_connect(&h.connector, &redirected, None).await.expect("first use");
+    let replay = h.host.finish_connect(&h.connector, &redirected, None).await.unwrap_err();
     assert!(matches!(connector_error(&replay), WitError::Denied(m) if m.contains("already used")), "{replay}");
     assert_eq!(h.host.store.datasources().unwrap().len(), 1);
     assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, Status::Ok);
@@ -77,9 +77,9 @@ async fn state_is_required_signed_fresh_and_for_this_connector() {
 async fn a_refusal_is_denied_with_dropbox_description() {
     let h = harness(10, 1).await;
     h.emu.set_consent(false);
-    let url = h.host.authorize_url(&h.connector).await.unwrap();
+    let url = h.host.authorize_url(&h.connector, None).await.unwrap();
     let redirected = dropbox_emulator::approve(&url).await.unwrap();
-    let err = h.host.finish_connect(&h.connector, &redirected).await.unwrap_err();
+    let err = h.host.finish_connect(&h.connector, &redirected, None).await.unwrap_err();
     match connector_error(&err) {
         WitError::Denied(m) => {
             assert!(m.contains("access_denied"), "{m}");

@@ -83,9 +83,9 @@ pub async fn harness(entries: usize, seed: u64) -> Harness {
 impl Harness {
     /// The full OAuth round trip: authorize URL → emulator consent → redirect → finish.
     pub async fn connect(&self) -> DatasourceRecord {
-        let url = self.host.authorize_url(&self.connector).await.expect("authorize url");
+        let url = self.host.authorize_url(&self.connector, None).await.expect("authorize url");
         let redirected = emulator::approve(&url).await.expect("consent");
-        self.host.finish_connect(&self.connector, &redirected).await.expect("finish connect")
+        self.host.finish_connect(&self.connector, &redirected, None).await.expect("finish connect")
     }
 }
 

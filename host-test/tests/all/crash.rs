@@ -43,8 +43,8 @@ async fn connected_host(emu: &Emulator, state: &Path, app: (&str, &str)) -> (Hos
         redirect_uri: "http://localhost:9000/connector/dropbox/dropbox/oauth_redirect".into(),
         endpoints: EndpointsRecord::single(&emu.base_url()),
     };
-    let url = host.authorize_url(&connector).await.unwrap();
-    let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await.unwrap()).await.unwrap();
+    let url = host.authorize_url(&connector, None).await.unwrap();
+    let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await.unwrap(), None).await.unwrap();
     (host, ds)
 }
 

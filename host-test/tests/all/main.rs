@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod register;
+mod serve;
 mod state_files;
 
 use std::path::PathBuf;
