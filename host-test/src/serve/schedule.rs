@@ -116,7 +116,8 @@ impl Budget {
             return Ok(());
         }
         let secs = (1.0 - self.tokens) * 60.0 / f64::from(self.per_minute);
-        Err(now + Duration::from_secs_f64(secs))
+        // Never "now": a rounding remainder must not make the caller spin.
+        Err(now + Duration::from_secs_f64(secs).max(Duration::from_millis(1)))
     }
 }
 
