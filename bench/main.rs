@@ -8,6 +8,8 @@
 //! 4. Incremental sync of 10 changes vs a full re-list (what upstream does every 30 s).
 //! 5. Host peak RSS vs account size (each measured in a fresh child process).
 //! 6. The release .wasm sizes.
+//! 7. `serve`: idle re-syncs per second across 1,000 datasources, RSS idle and with 10
+//!    listings in flight, change-to-index latency for interval polling, longpoll and webhooks.
 //!
 //! The emulator runs in its own process so host memory is the host's alone.
 
@@ -28,6 +30,8 @@ use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
 use dropbox_emulator::model::{generate, Generate, Namespace};
 use serde::{Deserialize, Serialize};
 
+mod service;
+
 const APP: (&str, &str) = ("bench-app", "bench-secret");
 
 #[derive(Parser)]
@@ -41,8 +45,8 @@ struct Args {
     /// Account sizes for the memory benchmark.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     memory_sizes: Vec<usize>,
-    /// Sections to run (1-6).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,6")]
+    /// Sections to run (1-7).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,6,7")]
     sections: Vec<u8>,
     /// Iterations for the overhead benchmark.
     #[arg(long, default_value_t = 2000)]
@@ -64,6 +68,15 @@ enum ChildCmd {
         limit: u32,
         #[arg(long)]
         incremental: bool,
+    },
+    /// (internal) One `serve` measurement (idle | listings | latency-MODE); one JSON line.
+    ServeChild {
+        #[arg(long)]
+        emulator: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        count: usize,
     },
 }
 
@@ -89,6 +102,19 @@ fn main() -> anyhow::Result<()> {
     match &args.child {
         Some(ChildCmd::SyncChild { emulator, limit, incremental }) => {
             let figures = rt.block_on(sync_child(&args.component, emulator, *limit, *incremental))?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+        Some(ChildCmd::ServeChild { emulator, kind, count }) => {
+            let figures = rt.block_on(async {
+                match kind.as_str() {
+                    "idle" => service::idle_child(&args.component, emulator, *count).await,
+                    "listings" => service::listings_child(&args.component, emulator, *count).await,
+                    mode => {
+                        service::latency_child(&args.component, emulator, mode.trim_start_matches("latency-")).await
+                    }
+                }
+            })?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
@@ -349,9 +375,14 @@ fn emulator_binary() -> PathBuf {
 }
 
 fn start_emulator(entries: usize) -> anyhow::Result<EmulatorProcess> {
+    start_emulator_with(entries, &[])
+}
+
+fn start_emulator_with(entries: usize, extra: &[&str]) -> anyhow::Result<EmulatorProcess> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = Command::new(emulator_binary())
         .args(["--listen", &format!("127.0.0.1:{port}"), "--entries", &entries.to_string()])
+        .args(extra)
         .args(["--client-id", APP.0, "--client-secret", APP.1])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -451,6 +482,63 @@ async fn sync_child(component: &Path, emulator: &str, limit: u32, incremental: b
     f.peak_linear_bytes = runtime.peak_linear_memory();
     f.rss_peak_kb = peak_rss_kb();
     Ok(f)
+}
+
+fn serve_child(component: &Path, emulator: &str, kind: &str, count: usize) -> anyhow::Result<service::ServiceFigures> {
+    let out = Command::new(std::env::current_exe()?)
+        .arg("--component")
+        .arg(component)
+        .args(["serve-child", "--emulator", emulator, "--kind", kind, "--count", &count.to_string()])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("serve child {kind} failed");
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn service_section(component: &Path, line: &mut impl FnMut(String)) -> anyhow::Result<()> {
+    line("## 7. `serve`: many tenants, memory, change-to-index latency".into());
+    line(String::new());
+    let emu = start_emulator_with(10, &["--accounts", "1000"])?;
+    let idle = serve_child(component, &emu.base, "idle", 1000)?;
+    drop(emu);
+    line(format!(
+        "- **Idle re-syncs**: {:.0}/s across {} datasources with no changes ({:.2} Dropbox requests each; one component call, one `continue`, one transaction that records the sync). Target ≥ 1,000/s.",
+        idle.idle_resyncs_per_sec, idle.datasources, idle.idle_requests_per_resync
+    ));
+    line(format!(
+        "- **RSS, {} datasources idle**, each with a longpoll waiting in its own component call ({} active): {:.0} MiB.",
+        idle.datasources, idle.idle_longpolls, idle.idle_rss_mib
+    ));
+    let emu = start_emulator_with(100_000, &["--accounts", "10"])?;
+    let listings = serve_child(component, &emu.base, "listings", 10)?;
+    drop(emu);
+    line(format!(
+        "- **RSS, {} full listings in flight** (10 × 100k entries, one page each in flight): peak {:.0} MiB; {} documents in {:.1} s ({:.0} entries/s).",
+        listings.listings,
+        listings.listing_rss_peak_mib,
+        listings.listing_entries,
+        listings.listing_secs,
+        listings.listing_entries as f64 / listings.listing_secs.max(1e-9)
+    ));
+    line(String::new());
+    line("Change-to-index latency, 40 changes over 20 accounts, from the emulator accepting the change to the document committed in the index (emulator in its own process, no added network latency):".into());
+    line(String::new());
+    line("| trigger | p50 ms | p99 ms | samples |".into());
+    line("|---|---:|---:|---:|".into());
+    let emu = start_emulator_with(100, &["--accounts", "20"])?;
+    for (mode, label) in [
+        ("interval", "interval polling (every 5 s; upstream's default is 30 s)"),
+        ("longpoll", "longpoll"),
+        ("webhook", "webhook"),
+    ] {
+        let f = serve_child(component, &emu.base, &format!("latency-{mode}"), 0)?;
+        line(format!("| {label} | {:.0} | {:.0} | {} |", f.latency_p50_ms, f.latency_p99_ms, f.latency_samples));
+    }
+    drop(emu);
+    line(String::new());
+    Ok(())
 }
 
 fn file_size(p: &std::path::Path) -> String {
@@ -625,6 +713,10 @@ async fn run_all(args: &Args) -> anyhow::Result<()> {
             ));
         }
         line(String::new());
+    }
+    if args.sections.contains(&7) {
+        eprintln!("[7/7] serve: idle re-syncs, memory, change-to-index latency…");
+        service_section(&args.component, &mut line)?;
     }
     if args.sections.contains(&6) {
         eprintln!("[6/6] sizes…");

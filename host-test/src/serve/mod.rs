@@ -159,6 +159,11 @@ impl Service {
         *self.shutdown.borrow()
     }
 
+    /// `/metrics`' text (for embedders and benchmarks that run the service in-process).
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
     /// Stop admitting work; in-flight pages finish (see [`run`]).
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
