@@ -707,3 +707,121 @@ async fn admin_revoke_all(AxState(s): AxState<Shared>) -> Response {
     lock(&s).revoke_all();
     Json(serde_json::json!({ "revoked": true })).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn send_json(url: &str, body: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let resp = agent.post(url).header("content-type", "application/json").send(body).unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.into_body().read_to_string().unwrap_or_default())
+    }
+
+    async fn post_async(url: String, body: String) -> (u16, String) {
+        tokio::task::spawn_blocking(move || send_json(&url, &body)).await.unwrap()
+    }
+
+    /// A listing cursor after a full listing of account 0.
+    async fn finished_cursor(emu: &Emulator) -> String {
+        let token = {
+            let mut st = emu.state();
+            st.issue_test_token(0)
+        };
+        let (url, auth) = (format!("{}/2/files/list_folder", emu.base_url()), format!("Bearer {token}"));
+        let text = tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let resp = agent
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .send(r#"{"path": "", "recursive": true}"#)
+                .unwrap();
+            resp.into_body().read_to_string().unwrap()
+        })
+        .await
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["has_more"], false);
+        v["cursor"].as_str().unwrap().to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn longpoll_answers_on_change_checks_its_timeout_and_reports_resets() {
+        let emu =
+            Emulator::start(Config::single(3, 50, "app", "secret"), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let cursor = finished_cursor(&emu).await;
+        let url = format!("{}/2/files/list_folder/longpoll", emu.base_url());
+        let (status, _) = post_async(url.clone(), format!(r#"{{"cursor": "{cursor}", "timeout": 10}}"#)).await;
+        assert_eq!(status, 400, "timeout below 30");
+        let (status, _) = post_async(url.clone(), r#"{"cursor": "forged", "timeout": 30}"#.into()).await;
+        assert_eq!(status, 400);
+        // Held until a change, then answered at once.
+        let waiting = tokio::spawn(post_async(url.clone(), format!(r#"{{"cursor": "{cursor}", "timeout": 30}}"#)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "no change yet: the longpoll waits");
+        emu.edit(0).add("/new.txt", false, 1).unwrap();
+        let (status, body) = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert_eq!((status, body.as_str()), (200, r#"{"changes":true}"#));
+        emu.edit(0).reset_cursors();
+        let (status, body) = post_async(url, format!(r#"{{"cursor": "{cursor}", "timeout": 30}}"#)).await;
+        assert_eq!(status, 409);
+        assert!(body.contains("reset"), "{body}");
+        emu.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn webhooks_are_signed_and_retried_until_answered() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = Arc::new(Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (seen2, calls2) = (seen.clone(), calls.clone());
+        // A receiver that fails twice, then accepts.
+        let app = Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let (seen, calls) = (seen2.clone(), calls2.clone());
+                async move {
+                    let sig =
+                        headers.get("x-dropbox-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    seen.lock().unwrap().push((sig, body.to_vec()));
+                    if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let emu =
+            Emulator::start(Config::single(4, 20, "app", "app-secret"), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        emu.set_webhook(Some(Webhook {
+            url: hook_url,
+            app_secret: "app-secret".into(),
+            attempts: 5,
+            first_retry: Duration::from_millis(50),
+        }));
+        emu.edit(0).add("/hooked.txt", false, 1).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while emu.counters().webhooks_delivered == 0 {
+            assert!(std::time::Instant::now() < deadline, "never delivered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let c = emu.counters();
+        assert_eq!((c.webhook_attempts, c.webhooks_delivered, c.webhooks_failed), (3, 1, 0));
+        let seen = seen.lock().unwrap();
+        let (sig, body) = &seen[2];
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(b"app-secret").unwrap();
+        hmac::Mac::update(&mut mac, body);
+        let want: String = hmac::Mac::finalize(mac).into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(sig, &want);
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["list_folder"]["accounts"][0], emu.account_id(0).unwrap());
+        emu.stop().await;
+    }
+}

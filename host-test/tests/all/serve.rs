@@ -619,5 +619,20 @@ async fn kill_9_and_sigterm_mid_run_lose_nothing() {
         (0..3).all(|a| indexed(&store, &ids[a]) == expected(&emu, a, &ids[a]))
     })
     .await;
+    // `export` writes the current index while serve runs, without syncing.
+    let out = tmp.path().join("export.jsonl");
+    let status = Command::new(env!("CARGO_BIN_EXE_coco-host"))
+        .args(["export", &ids[1], "--out"])
+        .arg(&out)
+        .env("COCO_STATE_DIR", &state)
+        .env("COCO_MASTER_KEY", MASTER_KEY)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ids_out: BTreeSet<String> = lines.iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids_out, expected(&emu, 1, &ids[1]).into_keys().collect::<BTreeSet<_>>());
     emu.stop().await;
 }
