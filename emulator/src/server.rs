@@ -814,13 +814,12 @@ mod tests {
         }
         let c = emu.counters();
         assert_eq!((c.webhook_attempts, c.webhooks_delivered, c.webhooks_failed), (3, 1, 0));
-        let seen = seen.lock().unwrap();
-        let (sig, body) = &seen[2];
+        let (sig, body) = seen.lock().unwrap()[2].clone();
         let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(b"app-secret").unwrap();
-        hmac::Mac::update(&mut mac, body);
+        hmac::Mac::update(&mut mac, &body);
         let want: String = hmac::Mac::finalize(mac).into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(sig, &want);
-        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(sig, want);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["list_folder"]["accounts"][0], emu.account_id(0).unwrap());
         emu.stop().await;
     }
