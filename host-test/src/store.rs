@@ -630,6 +630,17 @@ impl Store {
         Ok(())
     }
 
+    /// Extend a lease this holder still has; false if it is gone or another holder's (never
+    /// takes one, so a renewal racing a release cannot resurrect it).
+    pub fn renew_lease(&self, id: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        let expires = now_unix() + ttl.as_secs() as i64;
+        let n = self.conn().execute(
+            "UPDATE sync_leases SET expires_at = ?3 WHERE datasource_id = ?1 AND holder = ?2",
+            params![id, holder, expires],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Give the lease back (only if still ours).
     pub fn release_lease(&self, id: &str, holder: &str) -> Result<()> {
         self.conn().execute("DELETE FROM sync_leases WHERE datasource_id = ?1 AND holder = ?2", params![id, holder])?;
@@ -940,7 +951,11 @@ mod tests {
         assert!(matches!(&refused, Err(StoreError::Leased { holder, .. }) if *holder == me), "{refused:?}");
         store.release_lease("ds", &twin).unwrap(); // not theirs to release
         assert_eq!(store.lease_holder("ds").unwrap().as_deref(), Some(me.as_str()));
+        assert!(store.renew_lease("ds", &me, ttl).unwrap());
+        assert!(!store.renew_lease("ds", &twin, ttl).unwrap(), "a renewal never takes another's lease");
         store.release_lease("ds", &me).unwrap();
+        assert!(!store.renew_lease("ds", &me, ttl).unwrap(), "nor resurrects a released one");
+        assert_eq!(store.lease_holder("ds").unwrap(), None);
         store.acquire_lease("ds", &twin, ttl).unwrap();
         // A holder that is a finished process of this machine is taken over at once.
         let dead = format!("{}:{}:00000000", hostname(), u32::MAX - 1);

@@ -98,18 +98,17 @@ async fn keep_leases(svc: Arc<Service>) {
         tokio::time::sleep(every).await;
         let ids: Vec<String> = locked(&svc.leased).iter().cloned().collect();
         for id in ids {
-            match svc.host.store.acquire_lease(&id, &svc.host.lease_holder, svc.config.lease_ttl) {
-                Ok(()) => {}
-                Err(StoreError::NoDatasource(_)) => {
-                    locked(&svc.leased).remove(&id);
-                    locked(&svc.runs).remove(&id);
+            match svc.host.store.renew_lease(&id, &svc.host.lease_holder, svc.config.lease_ttl) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Released meanwhile (the run ended), removed, or lost after it ran out:
+                    // either way no run of ours may go on without it.
+                    if locked(&svc.leased).remove(&id) {
+                        tracing::warn!(datasource = %id, "sync lease lost; the run stops here");
+                        locked(&svc.runs).remove(&id);
+                    }
                 }
-                Err(e) => {
-                    // Lost (another process took it after it ran out): end our run there.
-                    tracing::warn!(datasource = %id, "lease renewal failed: {e}");
-                    locked(&svc.leased).remove(&id);
-                    locked(&svc.runs).remove(&id);
-                }
+                Err(e) => tracing::warn!(datasource = %id, "lease renewal failed: {e}"),
             }
         }
     }
@@ -132,7 +131,8 @@ async fn step_task(svc: Arc<Service>, id: String) {
 
 /// One page of `id`'s run, starting the run (and taking the lease) if none is under way.
 async fn step_once(svc: &Arc<Service>, id: &str) -> Outcome {
-    let taken = locked(&svc.runs).remove(id);
+    // A run goes on only under its lease (the keeper drops both when the lease is lost).
+    let taken = locked(&svc.runs).remove(id).filter(|_| locked(&svc.leased).contains(id));
     let mut run = match taken {
         Some(run) => run,
         None => match svc.host.store.acquire_lease(id, &svc.host.lease_holder, svc.config.lease_ttl) {

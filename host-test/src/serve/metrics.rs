@@ -54,22 +54,17 @@ impl Metrics {
         // Seconds: a delta against real Dropbox takes about one round trip; a full listing of
         // a large account takes minutes.
         let latency_buckets = vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0];
-        let sync_duration = must(Histogram::with_opts(
-            HistogramOpts::new(
-                "coco_sync_duration_seconds",
-                "Duration of completed sync runs (first page to has_more=false).",
-            )
-            .buckets(latency_buckets.clone()),
-        ));
-        must(registry.register(Box::new(sync_duration.clone())));
-        let change_to_index = must(Histogram::with_opts(
-            HistogramOpts::new(
-                "coco_change_to_index_seconds",
-                "From a file's server_modified in Dropbox to its delta committed in the index (incremental pages).",
-            )
-            .buckets(latency_buckets.clone()),
-        ));
-        must(registry.register(Box::new(change_to_index.clone())));
+        let histogram = |name: &str, help: &str| {
+            let h = must(Histogram::with_opts(HistogramOpts::new(name, help).buckets(latency_buckets.clone())));
+            must(registry.register(Box::new(h.clone())));
+            h
+        };
+        let sync_duration =
+            histogram("coco_sync_duration_seconds", "Duration of completed sync runs (first page to has_more=false).");
+        let change_to_index = histogram(
+            "coco_change_to_index_seconds",
+            "From a file's server_modified in Dropbox to its delta committed in the index (incremental pages).",
+        );
         let notice_to_index = must(HistogramVec::new(
             HistogramOpts::new(
                 "coco_notice_to_index_seconds",

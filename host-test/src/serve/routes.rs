@@ -383,7 +383,11 @@ fn unix_to_rfc3339(t: Option<i64>) -> serde_json::Value {
 /// The admin API's view of every datasource (or one), with stable field names.
 fn datasources_json(svc: &Service, only: Option<&str>) -> Result<Vec<serde_json::Value>, HostError> {
     let overview = svc.host.store.overview()?;
-    let counts = svc.host.store.document_counts()?;
+    // One datasource: count its documents alone, not the whole index.
+    let counts = match only {
+        Some(id) => std::iter::once((id.to_string(), svc.host.store.document_count(id)?)).collect(),
+        None => svc.host.store.document_counts()?,
+    };
     let now_unix = now_unix();
     let now = Instant::now();
     let schedule = locked(&svc.schedule);
