@@ -636,3 +636,76 @@ async fn kill_9_and_sigterm_mid_run_lose_nothing() {
     assert_eq!(ids_out, expected(&emu, 1, &ids[1]).into_keys().collect::<BTreeSet<_>>());
     emu.stop().await;
 }
+
+/// The facade's callback delivers a connected datasource to `POST /api/datasources`: the app
+/// secret comes from the registered connector, the datasource syncs, nothing secret is echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datasource_delivered_by_the_facade_is_adopted_and_synced() {
+    let emu =
+        Emulator::start(Config::accounts(16, &[600], APP.0, APP.1), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let s = serve(&emu, &state, &["--no-longpoll", "--interval", "3600"]).await;
+    // What the facade did elsewhere: the code flow and the account read, giving tokens.
+    let redirect = "http://127.0.0.1:9/cb";
+    let authorize =
+        format!("{}/oauth2/authorize?client_id={}&response_type=code&redirect_uri={redirect}", emu.base_url(), APP.0);
+    let back = dropbox_emulator::approve(&authorize).await.unwrap();
+    let code = url::Url::parse(&back).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let form = format!(
+        "grant_type=authorization_code&code={code}&redirect_uri={redirect}&client_id={}&client_secret={}",
+        APP.0, APP.1
+    );
+    let tokens = http(
+        "POST",
+        &format!("{}/oauth2/token", emu.base_url()),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(form.as_bytes()),
+    )
+    .await
+    .json();
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let account = http(
+        "POST",
+        &format!("{}/2/users/get_current_account", emu.base_url()),
+        &[("authorization", &format!("Bearer {access}")), ("content-type", "application/json")],
+        Some(b"null"),
+    )
+    .await
+    .json();
+    let root = &account["root_info"];
+    let ds = datasource_id(&emu, 0);
+    let delivered = |id: &str, connector: &str| {
+        serde_json::json!({
+            "id": id, "type": "connector", "name": "Franz Ferdinand's Dropbox", "icon": "default", "enabled": true,
+            "sync": { "enabled": true, "interval": "30s" },
+            "connector": { "id": connector, "config": {
+                "client_id": APP.0, "refresh_token": tokens["refresh_token"],
+                "profile": { "account_id": account["account_id"], "email": account["email"], "name": "Franz Ferdinand", "picture": null } } },
+            "tokens": { "access_token": access, "expires_at": coco_host::host::now_unix() + 3600, "refresh_token": tokens["refresh_token"] },
+            "root_info": { "is_team": root[".tag"] == "team", "root_namespace_id": root["root_namespace_id"], "home_namespace_id": root["home_namespace_id"] },
+        })
+        .to_string()
+    };
+    let url = format!("{}/api/datasources", s.base);
+    let good = delivered(&ds, "dropbox");
+    assert_eq!(http("POST", &url, &[], Some(good.as_bytes())).await.status, 401);
+    let forged = http(
+        "POST",
+        &url,
+        &[token_header()],
+        Some(delivered("0123456789abcdef0123456789abcdef", "dropbox").as_bytes()),
+    )
+    .await;
+    assert_eq!(forged.status, 400, "an id that is not upstream's md5 is refused");
+    let unknown = http("POST", &url, &[token_header()], Some(delivered(&ds, "another-connector").as_bytes())).await;
+    assert_eq!(unknown.status, 409);
+    let adopted = http("POST", &url, &[token_header()], Some(good.as_bytes())).await;
+    assert_eq!(adopted.status, 201, "{}", adopted.body);
+    assert_eq!(adopted.json()["id"], ds.as_str());
+    assert!(!adopted.body.contains(&access) && !adopted.body.contains(tokens["refresh_token"].as_str().unwrap()));
+    let store = open_store(&state);
+    until("the adopted datasource's sync", Duration::from_secs(30), || indexed(&store, &ds) == expected(&emu, 0, &ds))
+        .await;
+    emu.stop().await;
+}
