@@ -5,6 +5,7 @@
 pub mod host;
 pub mod info;
 pub mod keys;
+pub mod outbox;
 pub mod paths;
 pub mod policy;
 pub mod registration;

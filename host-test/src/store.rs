@@ -193,6 +193,8 @@ pub struct Applied {
 pub struct Store {
     conn: Mutex<Connection>,
     keys: Keys,
+    /// A sink is registered: pages also record their changes in the outbox.
+    outbox_on: std::sync::atomic::AtomicBool,
 }
 
 const SCHEMA: &str = r#"
@@ -250,6 +252,25 @@ CREATE TABLE IF NOT EXISTS schedule (
     datasource_id TEXT PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
     interval_secs INTEGER,
     paused INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    datasource_id TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete'))
+);
+CREATE INDEX IF NOT EXISTS outbox_by_datasource ON outbox(datasource_id, seq);
+CREATE TABLE IF NOT EXISTS sinks (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sink_progress (
+    sink TEXT NOT NULL REFERENCES sinks(name) ON DELETE CASCADE,
+    datasource_id TEXT NOT NULL,
+    delivered_seq INTEGER NOT NULL DEFAULT 0,
+    delivered_total INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (sink, datasource_id)
 );
 CREATE TABLE IF NOT EXISTS sync_leases (
     datasource_id TEXT PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
@@ -334,7 +355,8 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        let store = Store { conn: Mutex::new(conn), keys };
+        let sinks: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM sinks)", [], |r| r.get(0))?;
+        let store = Store { conn: Mutex::new(conn), keys, outbox_on: std::sync::atomic::AtomicBool::new(sinks) };
         store.check_key()?;
         Ok(store)
     }
@@ -371,8 +393,16 @@ impl Store {
         }
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn outbox_on(&self) -> bool {
+        self.outbox_on.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_outbox_on(&self, on: bool) {
+        self.outbox_on.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn keys(&self) -> &Keys {
@@ -563,7 +593,11 @@ impl Store {
                 "DELETE FROM documents WHERE datasource_id = ?1
                    AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
             )?;
+            let outbox = self.outbox_on();
             for p in page.deletes {
+                if outbox {
+                    crate::outbox::record_subtree(&tx, id, p, crate::outbox::Op::Delete)?;
+                }
                 applied.deleted += delete_exact.execute(params![id, p])? as u64;
                 applied.deleted += delete_below.execute(params![id, p])? as u64;
             }
@@ -576,11 +610,17 @@ impl Store {
             )?;
             for d in page.documents {
                 upsert.execute(params![id, d.id, d.path_lower, d.rev, generation, d.json])?;
+                if outbox {
+                    crate::outbox::record(&tx, id, &d.id, crate::outbox::Op::Upsert)?;
+                }
                 applied.upserted += 1;
             }
         }
         let finished_listing = listing && !page.has_more;
         if finished_listing {
+            if self.outbox_on() {
+                crate::outbox::record_sweep(&tx, id, generation)?;
+            }
             applied.swept = tx.execute(
                 "DELETE FROM documents WHERE datasource_id = ?1 AND generation < ?2",
                 params![id, generation],
@@ -717,8 +757,17 @@ impl Store {
     }
 
     /// Forget a datasource and everything indexed for it.
+    /// With a sink registered, its documents are queued as deletes first, in the same
+    /// transaction: the search engine forgets them too.
     pub fn remove_datasource(&self, id: &str) -> Result<bool> {
-        Ok(self.conn().execute("DELETE FROM datasources WHERE id = ?1", [id])? > 0)
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if self.outbox_on() {
+            crate::outbox::record_all(&tx, id, crate::outbox::Op::Delete)?;
+        }
+        let removed = tx.execute("DELETE FROM datasources WHERE id = ?1", [id])? > 0;
+        tx.commit()?;
+        Ok(removed)
     }
 
     pub fn document_count(&self, id: &str) -> Result<u64> {
@@ -841,16 +890,16 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const KEY: &[u8] = b"store-test-master-key-0123456789abcdef";
+    pub(crate) const KEY: &[u8] = b"store-test-master-key-0123456789abcdef";
 
-    fn keys(master: &[u8]) -> Keys {
+    pub(crate) fn keys(master: &[u8]) -> Keys {
         Keys::from_master(master).unwrap()
     }
 
-    fn datasource(id: &str) -> DatasourceRecord {
+    pub(crate) fn datasource(id: &str) -> DatasourceRecord {
         DatasourceRecord {
             id: id.into(),
             name: "n".into(),
