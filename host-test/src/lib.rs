@@ -2,6 +2,7 @@
 //! driver and its retry policy, and a CLI. Its only link to the component is the WIT
 //! (`wit/connector.wit`, bound in `runtime`) and the data file beside it (`info`).
 
+pub mod deliver;
 pub mod host;
 pub mod info;
 pub mod keys;
@@ -12,4 +13,5 @@ pub mod registration;
 pub mod runtime;
 pub mod secret;
 pub mod serve;
+pub mod sinks;
 pub mod store;

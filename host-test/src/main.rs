@@ -213,6 +213,80 @@ struct SyncArgs {
     path: Option<String>,
     #[arg(long)]
     page_limit: Option<u32>,
+    #[command(flatten)]
+    sink: SinkArgs,
+}
+
+/// Where `sync` delivers the documents (from the outbox) before it exits.
+#[derive(Args)]
+struct SinkArgs {
+    /// jsonl, coco or elasticsearch.
+    #[arg(long, value_parser = ["jsonl", "coco", "elasticsearch"])]
+    sink: Option<String>,
+    /// jsonl: the file to append change records to.
+    #[arg(long)]
+    sink_file: Option<PathBuf>,
+    /// coco: Coco Server's base URL.
+    #[arg(long)]
+    coco_url: Option<String>,
+    /// coco: Coco Server's API token (not COCO_API_TOKEN, which guards this host's own API).
+    #[arg(long, env = "COCO_SERVER_TOKEN", hide_env_values = true)]
+    coco_server_token: Option<String>,
+    /// elasticsearch: base URL (Elasticsearch, OpenSearch or Easysearch).
+    #[arg(long)]
+    es_url: Option<String>,
+    /// elasticsearch: the index.
+    #[arg(long)]
+    index: Option<String>,
+    /// elasticsearch: basic-auth user (password from COCO_ES_PASSWORD).
+    #[arg(long)]
+    es_user: Option<String>,
+    #[arg(long, env = "COCO_ES_PASSWORD", hide_env_values = true)]
+    es_password: Option<String>,
+    #[arg(long, env = "COCO_ES_API_KEY", hide_env_values = true)]
+    es_api_key: Option<String>,
+    /// elasticsearch: actions per _bulk request.
+    #[arg(long, default_value_t = 500)]
+    batch_docs: usize,
+    /// elasticsearch: bytes per _bulk request.
+    #[arg(long, default_value_t = 5 << 20)]
+    batch_bytes: usize,
+}
+
+impl SinkArgs {
+    fn config(&self) -> anyhow::Result<Option<coco_host::deliver::SinkConfig>> {
+        use coco_host::deliver::{EsAuth, SinkConfig};
+        let need = |v: &Option<String>, what: &str| {
+            v.clone().filter(|s| !s.is_empty()).with_context(|| format!("--sink needs {what}"))
+        };
+        Ok(match self.sink.as_deref() {
+            None => None,
+            Some("jsonl") => {
+                Some(SinkConfig::Jsonl { path: self.sink_file.clone().context("--sink jsonl needs --sink-file")? })
+            }
+            Some("coco") => Some(SinkConfig::Coco {
+                url: need(&self.coco_url, "--coco-url")?,
+                token: Secret::new(need(&self.coco_server_token, "COCO_SERVER_TOKEN")?),
+            }),
+            Some(_) => {
+                let auth = match (&self.es_user, &self.es_password, &self.es_api_key) {
+                    (_, _, Some(key)) => EsAuth::ApiKey(Secret::new(key.clone())),
+                    (Some(user), Some(pw), None) => {
+                        EsAuth::Basic { user: user.clone(), password: Secret::new(pw.clone()) }
+                    }
+                    (Some(_), None, None) => bail!("--es-user needs COCO_ES_PASSWORD"),
+                    _ => EsAuth::None,
+                };
+                Some(SinkConfig::Elasticsearch {
+                    url: need(&self.es_url, "--es-url")?,
+                    index: need(&self.index, "--index")?,
+                    auth,
+                    max_docs: self.batch_docs.max(1),
+                    max_bytes: self.batch_bytes.max(1024),
+                })
+            }
+        })
+    }
 }
 
 #[derive(Args)]
@@ -328,11 +402,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ds.status_detail.unwrap_or_default()
                 );
             }
+            let sink = args.sink.config()?;
+            if let Some(sink) = &sink {
+                // Before the sync: its pages then record their changes for the sink.
+                host.store.register_sink(&sink.name())?;
+            }
             let report = sync_with_progress(&host, &ds.id, None).await?;
             eprintln!("{}", summary(&report));
             if let Some(out) = &args.out {
                 let n = export_jsonl(&host.store, &ds.id, out)?;
                 eprintln!("Wrote {n} documents to {}.", out.display());
+            }
+            if let Some(sink) = sink {
+                let store = host.store;
+                let (id, name, connector) = (ds.id.clone(), ds.name.clone(), ds.connector_id.clone());
+                let drained = tokio::task::spawn_blocking(move || {
+                    let mut d = coco_host::deliver::Deliverer::new(sink);
+                    let target = coco_host::deliver::Target { id: &id, name: &name, connector_id: &connector };
+                    d.drain(&store, &target)
+                })
+                .await??;
+                eprintln!(
+                    "Delivered {} upserts and {} deletes ({} retries); {} document(s) refused by the sink.",
+                    drained.upserts,
+                    drained.deletes,
+                    drained.retries,
+                    drained.rejected.len()
+                );
+                for (doc, why) in drained.rejected.iter().take(10) {
+                    eprintln!("  refused {doc}: {why}");
+                }
             }
             Ok(())
         }
@@ -440,9 +539,33 @@ fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<()> {
             "path": if ds.path.is_empty() { "/".to_string() } else { ds.path.clone() },
         }));
     }
+    // Each datasource's backlog per sink, inside its row (the array shape stays as it was).
+    let backlogs = store.sink_backlogs()?;
+    for row in &mut rows {
+        let id = row["id"].as_str().unwrap_or("").to_string();
+        row["sinks"] = backlogs
+            .iter()
+            .filter(|b| b.datasource_id == id)
+            .map(|b| {
+                serde_json::json!({
+                    "sink": b.sink, "pending": b.pending, "delivered": b.delivered, "last_error": b.last_error,
+                })
+            })
+            .collect();
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
+    }
+    for b in &backlogs {
+        println!(
+            "sink {}  datasource {}: {} pending, {} delivered{}",
+            b.sink,
+            b.datasource_id,
+            b.pending,
+            b.delivered,
+            b.last_error.as_deref().map(|e| format!("  (last error: {e})")).unwrap_or_default()
+        );
     }
     if rows.is_empty() {
         println!("no datasources (run `coco-host connect`)");

@@ -18,7 +18,7 @@ use coco_host::secret::Secret;
 use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
 use rand::{Rng, SeedableRng};
 
-const MASTER_KEY: &str = "crash-test-master-key-0123456789abcdef";
+pub(crate) const MASTER_KEY: &str = "crash-test-master-key-0123456789abcdef";
 
 fn sync_process(state: &Path, id: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coco-host"));
@@ -32,7 +32,11 @@ fn sync_process(state: &Path, id: &str) -> Command {
 }
 
 /// A host in this process on `state`, with the emulator's account connected through OAuth.
-async fn connected_host(emu: &Emulator, state: &Path, app: (&str, &str)) -> (Host, coco_host::store::DatasourceRecord) {
+pub(crate) async fn connected_host(
+    emu: &Emulator,
+    state: &Path,
+    app: (&str, &str),
+) -> (Host, coco_host::store::DatasourceRecord) {
     let runtime = Arc::new(Runtime::load(&wasm(), None, Limits::default()).expect("load component"));
     let store = Store::open(&state.join("coco.sqlite"), Keys::from_master(MASTER_KEY.as_bytes()).unwrap()).unwrap();
     let host = Host::new(runtime, store);

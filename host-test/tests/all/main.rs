@@ -3,8 +3,10 @@
 
 mod cli;
 mod crash;
+mod receivers;
 mod register;
 mod serve;
+mod sinks;
 mod state_files;
 
 use std::path::PathBuf;
