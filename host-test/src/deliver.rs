@@ -179,9 +179,9 @@ impl Deliverer {
                         body,
                         content_type: "application/x-ndjson",
                     };
-                    let (status, headers, answer) = self.call(&req, &es_headers(&auth))?;
-                    check_status(status, &headers, &answer)?;
-                    let outcomes = sinks::bulk_outcomes(&answer).map_err(|e| Failure::Retry(e, None))?;
+                    let answer = self.call(&req, &es_headers(&auth))?;
+                    answer.check()?;
+                    let outcomes = sinks::bulk_outcomes(&answer.body).map_err(|e| Failure::Retry(e, None))?;
                     if let Some((id, why)) = outcomes.iter().find_map(|(id, o)| match o {
                         ItemOutcome::Retry(why) => Some((id, why)),
                         _ => None,
@@ -209,10 +209,10 @@ impl Deliverer {
         let headers = [("x-api-token", token.expose().to_string())];
         if !self.coco_datasources.contains(target.id) {
             let ds = sinks::coco_datasource(target.id, target.name, target.connector_id);
-            let (status, h, answer) = self.call(&sinks::coco_create_datasource(url, &ds), &headers)?;
+            let answer = self.call(&sinks::coco_create_datasource(url, &ds), &headers)?;
             // 409: it exists already, which is all we need.
-            if status != 409 {
-                check_status(status, &h, &answer)?;
+            if answer.status != 409 {
+                answer.check()?;
             }
             self.coco_datasources.insert(target.id.to_string());
         }
@@ -222,8 +222,7 @@ impl Deliverer {
             if deletes.is_empty() {
                 return Ok(());
             }
-            let (status, h, answer) = me.call(&sinks::coco_delete(url, deletes), &headers)?;
-            check_status(status, &h, &answer)?;
+            me.call(&sinks::coco_delete(url, deletes), &headers)?.check()?;
             deletes.clear();
             Ok(())
         };
@@ -233,10 +232,11 @@ impl Deliverer {
                 Change::Upsert { doc_id, json } => {
                     // In order: deletes before this upsert go first.
                     flush_deletes(self, &mut deletes)?;
-                    let (status, h, answer) = self.call(&sinks::coco_upsert(url, target.id, doc_id, json), &headers)?;
-                    match check_status(status, &h, &answer) {
+                    let answer = self.call(&sinks::coco_upsert(url, target.id, doc_id, json), &headers)?;
+                    match answer.check() {
                         Ok(()) => {}
-                        Err(Failure::Fatal(why)) if status != 401 && status != 403 => {
+                        // A refused document is reported; refused credentials stop the sink.
+                        Err(Failure::Fatal(why)) if !matches!(answer.status, 401 | 403) => {
                             rejected.push((doc_id.clone(), why))
                         }
                         Err(e) => return Err(e),
@@ -248,11 +248,7 @@ impl Deliverer {
         Ok(rejected)
     }
 
-    fn call(
-        &self,
-        req: &SinkRequest,
-        headers: &[(&str, String)],
-    ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), Failure> {
+    fn call(&self, req: &SinkRequest, headers: &[(&str, String)]) -> Result<Answer, Failure> {
         let mut builder =
             http::Request::builder().method(req.method).uri(&req.url).header("content-type", req.content_type);
         for (k, v) in headers {
@@ -273,7 +269,20 @@ impl Deliverer {
             .limit(64 << 20)
             .read_to_vec()
             .map_err(|e| Failure::Retry(format!("reading the answer of {}: {e}", req.url), None))?;
-        Ok((status, headers, body))
+        Ok(Answer { status, headers, body })
+    }
+}
+
+/// A sink's HTTP answer.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn check(&self) -> Result<(), Failure> {
+        check_status(self.status, &self.headers, &self.body)
     }
 }
 
