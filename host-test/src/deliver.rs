@@ -112,11 +112,22 @@ impl Deliverer {
 
     /// Deliver everything queued for `target` (blocking).
     pub fn drain(&mut self, store: &Store, target: &Target<'_>) -> Result<Drained, DeliverError> {
+        self.drain_some(store, target, usize::MAX).map(|(d, _)| d)
+    }
+
+    /// Deliver at most `max_batches` batches for `target` (a long-running host takes turns
+    /// across datasources); true in the second field if more is queued.
+    pub fn drain_some(
+        &mut self,
+        store: &Store,
+        target: &Target<'_>,
+        max_batches: usize,
+    ) -> Result<(Drained, bool), DeliverError> {
         let sink = self.config.name();
         let mut drained = Drained::default();
-        loop {
+        for _ in 0..max_batches {
             let pending = store.outbox_pending(&sink, target.id, BATCH_ROWS)?;
-            let Some(last) = pending.last().map(|p| p.seq) else { return Ok(drained) };
+            let Some(last) = pending.last().map(|p| p.seq) else { return Ok((drained, false)) };
             let changes = coalesce(&pending);
             let mut attempt = 0;
             let outcome = loop {
@@ -163,6 +174,8 @@ impl Deliverer {
                 }
             }
         }
+        let more = !store.outbox_pending(&sink, target.id, 1)?.is_empty();
+        Ok((drained, more))
     }
 
     /// One attempt at a batch; Ok with the documents refused for good.
@@ -207,7 +220,9 @@ impl Deliverer {
         changes: &[Change],
     ) -> Result<Vec<(String, String)>, Failure> {
         let headers = [("x-api-token", token.expose().to_string())];
-        if !self.coco_datasources.contains(target.id) {
+        // Deletes alone need no datasource (its documents may outlive it: it was removed here).
+        let upserts = changes.iter().any(|c| matches!(c, Change::Upsert { .. }));
+        if upserts && !self.coco_datasources.contains(target.id) {
             let ds = sinks::coco_datasource(target.id, target.name, target.connector_id);
             let answer = self.call(&sinks::coco_create_datasource(url, &ds), &headers)?;
             // 409: it exists already, which is all we need.

@@ -115,6 +115,8 @@ struct ServeArgs {
     client_secret: Option<String>,
     #[command(flatten)]
     endpoints: EndpointArgs,
+    #[command(flatten)]
+    sink: SinkArgs,
 }
 
 #[derive(Args)]
@@ -517,6 +519,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     config.open_metrics = args.open_metrics;
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     config.lease_ttl = Duration::from_secs(args.lease_ttl.max(3));
+    config.sinks = args.sink.config()?.into_iter().collect();
     let service = serve::Service::new(host, config);
     serve::run(service, serve::terminated()).await
 }

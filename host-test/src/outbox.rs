@@ -210,6 +210,18 @@ impl Store {
         Ok(())
     }
 
+    /// Datasources with changes `sink` has not delivered (removed ones included).
+    pub fn outbox_datasources(&self, sink: &str) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT o.datasource_id FROM outbox o
+             LEFT JOIN sink_progress p ON p.sink = ?1 AND p.datasource_id = o.datasource_id
+             WHERE o.seq > COALESCE(p.delivered_seq, 0)",
+        )?;
+        let rows = stmt.query_map([sink], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every registered sink's backlog per datasource that has one or had an error.
     pub fn sink_backlogs(&self) -> Result<Vec<Backlog>> {
         let conn = self.conn();

@@ -127,6 +127,7 @@ async fn step_task(svc: Arc<Service>, id: String) {
         start_watch(&svc, &id);
     }
     svc.wake.notify_one();
+    svc.deliver_wake.notify_waiters();
 }
 
 /// One page of `id`'s run, starting the run (and taking the lease) if none is under way.

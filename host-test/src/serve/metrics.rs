@@ -26,6 +26,10 @@ pub struct Metrics {
     pub pages_in_flight: IntGauge,
     pub datasources: IntGaugeVec,
     pub lag: prometheus::GaugeVec,
+    pub sink_delivered: IntCounterVec,
+    pub sink_rejected: IntCounterVec,
+    pub sink_errors: IntCounterVec,
+    pub sink_backlog: IntGaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -109,6 +113,14 @@ impl Metrics {
             pages_in_flight: gauge("coco_pages_in_flight", "Component calls for pages in flight now."),
             datasources,
             lag,
+            sink_delivered: counter_vec("coco_sink_delivered_total", "Changes a sink accepted.", &["sink"]),
+            sink_rejected: counter_vec("coco_sink_rejected_total", "Documents a sink refused for good.", &["sink"]),
+            sink_errors: counter_vec("coco_sink_errors_total", "Failed delivery rounds.", &["sink"]),
+            sink_backlog: {
+                let g = must(IntGaugeVec::new(Opts::new("coco_sink_backlog", "Changes queued for a sink."), &["sink"]));
+                must(registry.register(Box::new(g.clone())));
+                g
+            },
             registry,
         }
     }

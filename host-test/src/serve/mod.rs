@@ -12,6 +12,7 @@
 //! - `metrics`: the Prometheus registry.
 
 mod auth;
+mod delivery;
 mod driver;
 mod metrics;
 mod routes;
@@ -56,6 +57,8 @@ pub struct ServeConfig {
     pub lease_ttl: Duration,
     /// How often the datasource list is re-read (other processes and the CLI change it too).
     pub reload_every: Duration,
+    /// Where documents are delivered from the outbox (registered at start).
+    pub sinks: Vec<crate::deliver::SinkConfig>,
 }
 
 impl ServeConfig {
@@ -80,6 +83,7 @@ impl ServeConfig {
             shutdown_grace: Duration::from_secs(30),
             lease_ttl: Duration::from_secs(60),
             reload_every: Duration::from_secs(2),
+            sinks: Vec::new(),
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct Service {
     metrics: Metrics,
     /// Wakes the scheduler loop (a step ended, a datasource was woken or added).
     wake: tokio::sync::Notify,
+    /// Wakes the sink tasks (a page was applied).
+    deliver_wake: tokio::sync::Notify,
     shutdown: tokio::sync::watch::Sender<bool>,
     ready: AtomicBool,
 }
@@ -150,6 +156,7 @@ impl Service {
             notes: Mutex::default(),
             metrics: Metrics::new(),
             wake: tokio::sync::Notify::new(),
+            deliver_wake: tokio::sync::Notify::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
             ready: AtomicBool::new(false),
         })
@@ -188,6 +195,11 @@ async fn serve_on(
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let app = routes::router(service.clone());
+    for sink in &service.config.sinks {
+        service.host.store.register_sink(&sink.name())?;
+    }
+    let deliveries: Vec<_> =
+        service.config.sinks.iter().map(|s| tokio::spawn(delivery::run(service.clone(), s.clone()))).collect();
     let driver = tokio::spawn(driver::run(service.clone()));
     service.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(%addr, "serving");
@@ -209,6 +221,9 @@ async fn serve_on(
         None => http.await,
     };
     let driven = driver.await;
+    for d in deliveries {
+        let _ = d.await;
+    }
     served.map_err(|e| anyhow::anyhow!("the HTTP server failed: {e}"))?;
     match driven {
         Ok(r) => r?,

@@ -133,6 +133,15 @@ async fn metrics(State(svc): Svc, headers: HeaderMap) -> Response {
         m.datasources.with_label_values(&[state]).inc();
     }
     drop(schedule);
+    m.sink_backlog.reset();
+    match svc.host.store.sink_backlogs() {
+        Ok(backlogs) => {
+            for b in backlogs {
+                m.sink_backlog.with_label_values(&[b.sink.as_str()]).add(b.pending as i64);
+            }
+        }
+        Err(e) => tracing::warn!("sink backlog for /metrics: {e}"),
+    }
     let mut r = m.render().into_response();
     r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     r
@@ -390,6 +399,7 @@ fn datasources_json(svc: &Service, only: Option<&str>) -> Result<Vec<serde_json:
     };
     let now_unix = now_unix();
     let now = Instant::now();
+    let backlogs = svc.host.store.sink_backlogs()?;
     let schedule = locked(&svc.schedule);
     let notes = locked(&svc.notes);
     let mut out = Vec::new();
@@ -429,6 +439,9 @@ fn datasources_json(svc: &Service, only: Option<&str>) -> Result<Vec<serde_json:
             "paused": o.schedule.paused,
             "path": if o.path.is_empty() { "/" } else { o.path.as_str() },
             "page_limit": o.page_limit,
+            "sinks": backlogs.iter().filter(|b| b.datasource_id == o.id).map(|b| json!({
+                "sink": b.sink, "pending": b.pending, "delivered": b.delivered, "last_error": b.last_error,
+            })).collect::<Vec<_>>(),
         }));
     }
     Ok(out)

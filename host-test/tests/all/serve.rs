@@ -69,7 +69,7 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Optio
     .unwrap()
 }
 
-fn token_header() -> (&'static str, &'static str) {
+pub(crate) fn token_header() -> (&'static str, &'static str) {
     ("x-api-token", TOKEN)
 }
 
@@ -140,7 +140,7 @@ pub async fn connect(emu: &Emulator, base: &str, account: usize) -> Resp {
     http("GET", &back, &[("cookie", &cookie)], None).await
 }
 
-fn open_store(state: &Path) -> Store {
+pub(crate) fn open_store(state: &Path) -> Store {
     Store::open(&state.join("coco.sqlite"), Keys::from_master(MASTER_KEY.as_bytes()).unwrap()).unwrap()
 }
 
@@ -163,7 +163,7 @@ fn indexed(store: &Store, ds: &str) -> BTreeMap<String, String> {
 }
 
 /// Wait until `done()` holds, or fail with `what`.
-async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -171,7 +171,7 @@ async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn datasource_id(emu: &Emulator, account: usize) -> String {
+pub(crate) fn datasource_id(emu: &Emulator, account: usize) -> String {
     let acct = emu.account_id(account).unwrap();
     let email = if account == 0 { "franz@example.com".to_string() } else { format!("user{account}@example.com") };
     coco_host::registration::datasource_id("dropbox", &acct, &email)

@@ -227,3 +227,51 @@ async fn kill_9_during_delivery_loses_nothing() {
     assert_eq!(index(&host, &ds.id).keys().cloned().collect::<BTreeSet<_>>(), want);
     emu.stop().await;
 }
+
+/// `serve --sink coco`: documents reach Coco as pages are applied, changes follow, and the
+/// admin API and `/metrics` show the sink's backlog and deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_delivers_to_coco_as_it_syncs() {
+    use crate::serve::{connect, datasource_id, http, open_store, serve, token_header, until};
+    let emu =
+        Emulator::start(Config::accounts(23, &[1200], "serve-app", "serve-app-secret"), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+    let receiver = Receiver::start(Kind::Coco).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let url = receiver.url();
+    let s = serve(
+        &emu,
+        &state,
+        &["--interval", "3600", "--sink", "coco", "--coco-url", &url, "--coco-server-token", COCO_TOKEN],
+    )
+    .await;
+    connect(&emu, &s.base, 0).await;
+    let ds = datasource_id(&emu, 0);
+    let store = open_store(&state);
+    let synced = |store: &coco_host::store::Store| {
+        let mut want = BTreeMap::new();
+        store
+            .for_each_document(&ds, |id, json| {
+                want.insert(id.to_string(), serde_json::from_str::<serde_json::Value>(json).unwrap());
+                Ok(())
+            })
+            .unwrap();
+        want.len() > 1000 && receiver.docs() == want
+    };
+    until("the first delivery", Duration::from_secs(30), || synced(&store)).await;
+    receiver.state.lock().unwrap().faults.push_back(Fault::Status(502));
+    emu.edit(0).add("/delivered later.txt", false, 1).unwrap();
+    let tree_ids = || expected_ids(&emu, &ds);
+    until("the change delivered", Duration::from_secs(30), || {
+        synced(&store) && receiver.docs().keys().cloned().collect::<BTreeSet<_>>() == tree_ids()
+    })
+    .await;
+    let one = http("GET", &format!("{}/api/datasources/{ds}", s.base), &[token_header()], None).await.json();
+    assert_eq!(one["sinks"][0]["pending"], 0, "{one}");
+    let metrics = http("GET", &format!("{}/metrics", s.base), &[token_header()], None).await.body;
+    assert!(metrics.contains("coco_sink_delivered_total{sink=\"coco:"), "{metrics}");
+    assert!(metrics.contains("coco_sink_backlog{sink=\"coco:"));
+    emu.stop().await;
+}
