@@ -8,6 +8,7 @@
 //! 4. Incremental sync of 10 changes vs a full re-list (what upstream does every 30 s).
 //! 5. Host peak RSS vs account size (each measured in a fresh child process).
 //! 6. The release .wasm sizes.
+//! 8. The outbox's cost on a full sync, and documents per second into each sink.
 //! 7. `serve`: idle re-syncs per second across 1,000 datasources, RSS idle and with 10
 //!    listings in flight, change-to-index latency for interval polling, longpoll and webhooks.
 //!
@@ -31,6 +32,7 @@ use dropbox_emulator::model::{generate, Generate, Namespace};
 use serde::{Deserialize, Serialize};
 
 mod service;
+mod sinks;
 
 const APP: (&str, &str) = ("bench-app", "bench-secret");
 
@@ -45,8 +47,8 @@ struct Args {
     /// Account sizes for the memory benchmark.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     memory_sizes: Vec<usize>,
-    /// Sections to run (1-7).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,6,7")]
+    /// Sections to run (1-8).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,6,7,8")]
     sections: Vec<u8>,
     /// Iterations for the overhead benchmark.
     #[arg(long, default_value_t = 2000)]
@@ -68,6 +70,13 @@ enum ChildCmd {
         limit: u32,
         #[arg(long)]
         incremental: bool,
+    },
+    /// (internal) The outbox and sink measurements; one JSON line.
+    SinksChild {
+        #[arg(long)]
+        emulator: String,
+        #[arg(long)]
+        entries: u64,
     },
     /// (internal) One `serve` measurement (idle | listings | latency-MODE); one JSON line.
     ServeChild {
@@ -102,6 +111,11 @@ fn main() -> anyhow::Result<()> {
     match &args.child {
         Some(ChildCmd::SyncChild { emulator, limit, incremental }) => {
             let figures = rt.block_on(sync_child(&args.component, emulator, *limit, *incremental))?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+        Some(ChildCmd::SinksChild { emulator, entries }) => {
+            let figures = rt.block_on(sinks::sinks_child(&args.component, emulator, *entries))?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
@@ -718,6 +732,39 @@ async fn run_all(args: &Args) -> anyhow::Result<()> {
     if args.sections.contains(&7) {
         eprintln!("[7/7] serve: idle re-syncs, memory, change-to-index latency…");
         service_section(&args.component, &mut line)?;
+    }
+    if args.sections.contains(&8) {
+        eprintln!("[8] outbox and sinks…");
+        let emu = start_emulator(args.entries)?;
+        let n = args.entries.to_string();
+        let f: sinks::SinkFigures =
+            child_json(&args.component, &["sinks-child", "--emulator", &emu.base, "--entries", &n])?;
+        drop(emu);
+        line(format!("## 8. Outbox and sinks ({} entries)", f.entries));
+        line(String::new());
+        line(format!(
+            "- **Outbox cost**: full sync {:.2} s with no sink, {:.2} s with a sink registered (every change also recorded in the page's transaction): {:.2}×.",
+            f.sync_without_sink_secs,
+            f.sync_with_sink_secs,
+            f.sync_with_sink_secs / f.sync_without_sink_secs.max(1e-9)
+        ));
+        line(String::new());
+        line(format!(
+            "Delivering the {} documents from the outbox (stand-in receivers in the same process, loopback HTTP):",
+            f.documents
+        ));
+        line(String::new());
+        line("| sink | batch | documents/s |".into());
+        line("|---|---:|---:|".into());
+        line(format!("| JSONL file (fsync per batch) | 500 | {:.0} |", f.jsonl_per_sec));
+        for (batch, rate) in &f.bulk_per_sec {
+            line(format!("| Elasticsearch `_bulk` | {batch} | {rate:.0} |"));
+        }
+        line(format!(
+            "| Coco Server (`POST /datasource/:id/_doc/:doc_id`, one per document) | 1 | {:.0} |",
+            f.coco_per_sec
+        ));
+        line(String::new());
     }
     if args.sections.contains(&6) {
         eprintln!("[6/6] sizes…");
