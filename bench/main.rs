@@ -60,7 +60,9 @@ struct Args {
     child: Option<ChildCmd>,
 }
 
+/// The children this binary runs of itself; each name is its subcommand (`sync-child`, …).
 #[derive(Subcommand)]
+#[allow(clippy::enum_variant_names)]
 enum ChildCmd {
     /// (internal) Connect and sync against an emulator; print one JSON line of figures.
     SyncChild {

@@ -59,7 +59,7 @@ fn post_json(url: &str, body: serde_json::Value) -> anyhow::Result<()> {
 
 /// A host on a fresh state in `dir` with `accounts` emulator accounts connected (in-process
 /// OAuth round trips, signing the emulated browser in as each account in turn).
-async fn connected_host(
+pub(crate) async fn connected_host(
     dir: &Path,
     component: &Path,
     emulator: &str,

@@ -8,20 +8,14 @@
 //!   acknowledge, so the figures are the host's delivery cost plus loopback HTTP.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::routing::{delete, post};
 use coco_host::deliver::{Deliverer, EsAuth, SinkConfig, Target};
 use coco_host::host::Host;
-use coco_host::keys::Keys;
-use coco_host::runtime::{Limits, Runtime};
 use coco_host::secret::Secret;
-use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
 use serde::{Deserialize, Serialize};
-
-use crate::APP;
 
 #[derive(Serialize, Deserialize, Debug, Default, Clone)]
 pub struct SinkFigures {
@@ -41,24 +35,13 @@ async fn synced_host(
     emulator: &str,
     sink: Option<&str>,
 ) -> anyhow::Result<(Host, String, f64)> {
-    let runtime = Arc::new(Runtime::load(component, Some(crate::bench_cache(&dir.join("cache"))), Limits::default())?);
-    let store = Store::open(&dir.join("coco.sqlite"), Keys::from_master(b"coco-bench-sinks-master-key-0123456789")?)?;
-    let host = Host::new(runtime, store);
-    let connector = ConnectorRecord {
-        id: "dropbox".into(),
-        client_id: APP.0.into(),
-        client_secret: Secret::new(APP.1),
-        redirect_uri: "http://127.0.0.1:9/cb".into(),
-        endpoints: EndpointsRecord::single(emulator),
-    };
-    let url = host.authorize_url(&connector, None).await?;
-    let ds = host.finish_connect(&connector, &dropbox_emulator::approve(&url).await?, None).await?;
+    let (host, ids) = crate::service::connected_host(dir, component, emulator, 1).await?;
     if let Some(name) = sink {
         host.store.register_sink(name)?;
     }
     let t = Instant::now();
-    host.sync(&ds.id, |_| {}).await?;
-    Ok((host, ds.id, t.elapsed().as_secs_f64()))
+    host.sync(&ids[0], |_| {}).await?;
+    Ok((host, ids[0].clone(), t.elapsed().as_secs_f64()))
 }
 
 /// Stand-ins that acknowledge everything: `_bulk` (every item 200) and Coco's routes.
