@@ -34,15 +34,28 @@ pub enum EsAuth {
 }
 
 impl SinkConfig {
-    /// The sink's name in the store (its progress is kept under it).
+    /// The sink's name in the store (its progress is kept under it), shown in status and
+    /// metrics: credentials written into a URL are left out.
     pub fn name(&self) -> String {
         match self {
             SinkConfig::Jsonl { path } => format!("jsonl:{}", path.display()),
-            SinkConfig::Coco { url, .. } => format!("coco:{}", url.trim_end_matches('/')),
+            SinkConfig::Coco { url, .. } => format!("coco:{}", without_credentials(url)),
             SinkConfig::Elasticsearch { url, index, .. } => {
-                format!("elasticsearch:{}/{index}", url.trim_end_matches('/'))
+                format!("elasticsearch:{}/{index}", without_credentials(url))
             }
         }
+    }
+}
+
+fn without_credentials(url: &str) -> String {
+    let trimmed = url.trim_end_matches('/');
+    match url::Url::parse(trimmed) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        _ => trimmed.to_string(),
     }
 }
 
@@ -354,4 +367,24 @@ fn write_jsonl(path: &std::path::Path, changes: &[Change]) -> Result<(), Failure
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
     // Durable before the outbox forgets the batch.
     file.sync_data().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_names_never_carry_credentials() {
+        let es = SinkConfig::Elasticsearch {
+            url: "https://elastic:hunter2@es.example:9200/".into(),
+            index: "coco".into(),
+            auth: EsAuth::None,
+            max_docs: 1,
+            max_bytes: 1,
+        };
+        assert_eq!(es.name(), "elasticsearch:https://es.example:9200/coco");
+        let coco = SinkConfig::Coco { url: "http://localhost:9000/".into(), token: Secret::new("t0k3n") };
+        assert_eq!(coco.name(), "coco:http://localhost:9000");
+        assert!(!format!("{coco:?}").contains("t0k3n"), "Debug hides the token");
+    }
 }
