@@ -358,8 +358,7 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn enter(shared: &Shared, account: usize) -> Self {
-        let mut st = lock(shared);
+    fn enter(st: &mut State, shared: &Shared, account: usize) -> Self {
         let n = st.in_flight.entry(account).or_default();
         *n += 1;
         if *n > 1 {
@@ -475,14 +474,12 @@ async fn rpc(route: &'static str, AxState(s): AxState<Shared>, headers: HeaderMa
     let bearer = bearer(&headers);
     let path_root = headers.get("dropbox-api-path-root").and_then(|v| v.to_str().ok()).map(str::to_string);
     let path_root = path_root.as_deref();
-    let (latency, account) = {
-        let st = lock(&s);
-        (st.latency, st.account_of(bearer.as_deref()))
-    };
-    // Held across the round trip, so overlapping calls for one account are seen.
-    let _in_flight = match (route, account) {
-        ("files/list_folder" | "files/list_folder/continue", Some(a)) => Some(InFlight::enter(&s, a)),
-        _ => None,
+    // The in-flight mark is held across the round trip, so overlapping calls are seen.
+    let (latency, _in_flight) = {
+        let mut st = lock(&s);
+        let listing = matches!(route, "files/list_folder" | "files/list_folder/continue");
+        let account = if listing { st.account_of(bearer.as_deref()) } else { None };
+        (st.latency, account.map(|a| InFlight::enter(&mut st, &s, a)))
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

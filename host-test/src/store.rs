@@ -845,16 +845,12 @@ impl Store {
     pub fn set_schedule(&self, id: &str, interval_secs: Option<Option<u32>>, paused: Option<bool>) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "INSERT INTO schedule (datasource_id) SELECT id FROM datasources WHERE id = ?1
-             ON CONFLICT(datasource_id) DO NOTHING",
-            [id],
-        )?;
         let exists: bool =
             tx.query_row("SELECT EXISTS (SELECT 1 FROM datasources WHERE id = ?1)", [id], |r| r.get(0))?;
-        if n == 0 && !exists {
+        if !exists {
             return Err(StoreError::NoDatasource(id.to_string()));
         }
+        tx.execute("INSERT OR IGNORE INTO schedule (datasource_id) VALUES (?1)", [id])?;
         if let Some(interval) = interval_secs {
             tx.execute("UPDATE schedule SET interval_secs = ?2 WHERE datasource_id = ?1", params![id, interval])?;
         }

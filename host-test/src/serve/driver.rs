@@ -82,9 +82,9 @@ pub fn reload(svc: &Service) -> anyhow::Result<()> {
         })
         .collect();
     locked(&svc.schedule).reconcile(&known, Instant::now());
-    let mut by_account: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut by_account: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
     for o in &overview {
-        by_account.entry(o.account_id.clone()).or_default().push(o.id.clone());
+        by_account.entry(o.account_id.clone()).or_default().push((o.id.clone(), o.connector_id.clone()));
     }
     locked(&svc.notes).by_account = by_account;
     svc.wake.notify_one();

@@ -113,8 +113,8 @@ struct Notes {
     last_error: HashMap<String, (String, String, u64)>,
     /// First unhandled notice per datasource.
     notices: HashMap<String, (Instant, Trigger)>,
-    /// Dropbox account id → datasource ids (for webhooks).
-    by_account: HashMap<String, Vec<String>>,
+    /// Dropbox account id → (datasource id, connector id) (for webhooks).
+    by_account: HashMap<String, Vec<(String, String)>>,
     /// No longpoll for this datasource before this (Dropbox's `backoff`).
     longpoll_not_before: HashMap<String, Instant>,
 }
