@@ -23,6 +23,10 @@ pub enum Route {
     Revoke,
     /// `files/list_folder/longpoll`, on the notify endpoint, without a bearer token.
     Longpoll,
+    /// `files/download` and `files/export`, on the content endpoint: the argument in the
+    /// `Dropbox-API-Arg` header, the file's bytes in the body.
+    Download,
+    Export,
 }
 
 impl Route {
@@ -34,10 +38,12 @@ impl Route {
             Route::Token => "/oauth2/token",
             Route::Revoke => "/2/auth/token/revoke",
             Route::Longpoll => "/2/files/list_folder/longpoll",
+            Route::Download => "/2/files/download",
+            Route::Export => "/2/files/export",
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         &self.path()[1..]
     }
 }

@@ -10,6 +10,7 @@ wit_bindgen::generate!({ path: "wit", world: "connector" });
 use coco::dropbox::types as wit;
 use exports::coco::dropbox::oauth_redirect as wit_oauth;
 use exports::coco::dropbox::sync_page as wit_sync;
+use exports::coco::dropbox::content as wit_content;
 use exports::coco::dropbox::watch as wit_watch;
 
 /// Bounds the TCP connect; the host bounds the rest of each request (first byte, between bytes).
@@ -126,7 +127,20 @@ impl wit_sync::Guest for Component {
                 documents: r
                     .documents
                     .into_iter()
-                    .map(|d| wit_sync::Document { id: d.id, path_lower: d.path_lower, rev: d.rev, json: d.json })
+                    .map(|d| wit_sync::Document {
+                        id: d.id,
+                        path_lower: d.path_lower,
+                        rev: d.rev,
+                        json: d.json,
+                        file: d.file.map(|f| wit_sync::FileFacts {
+                            file_id: f.file_id,
+                            size: f.size,
+                            content_hash: f.content_hash,
+                            downloadable: f.downloadable,
+                            export_as: f.export_as,
+                            export_options: f.export_options,
+                        }),
+                    })
                     .collect(),
                 deletes: r.deletes,
                 cursor: r.cursor,
@@ -148,6 +162,65 @@ impl wit_watch::Guest for Component {
         let req = crate::watch::WaitRequest { cursor: req.cursor, timeout_secs: req.timeout_secs, notify: req.notify };
         let c = crate::watch::wait_for_changes(&req, &mut WakiTransport).map_err(error_out)?;
         Ok(wit_watch::Changes { changes: c.changes, backoff_secs: c.backoff_secs })
+    }
+}
+
+impl wit_content::Guest for Component {
+    fn fetch_content(req: wit_content::ContentRequest) -> Result<wit_content::Content, wit_content::ContentFailure> {
+        use crate::content::fetch::{self, ContentError, ContentLimits, FileRef};
+        use crate::content::Skip;
+        let req = fetch::ContentRequest {
+            app: app_in(req.app),
+            tokens: tokens_in(req.tokens),
+            now: req.now,
+            endpoints: endpoints_in(req.endpoints),
+            content: req.content,
+            refresh_margin_secs: req.refresh_margin_secs,
+            root_info: req.root_info.map(root_in),
+            file: FileRef {
+                file_id: req.file_id,
+                rev: req.rev,
+                name: req.name,
+                size: req.size,
+                downloadable: req.downloadable,
+                export_as: req.export_as,
+                export_options: req.export_options,
+            },
+            limits: ContentLimits {
+                max_download_bytes: req.limits.max_download_bytes,
+                max_text_bytes: req.limits.max_text_bytes,
+                formats: req.limits.formats,
+            },
+        };
+        match fetch::fetch_content(&req, &mut WakiTransport) {
+            Ok(c) => Ok(wit_content::Content {
+                text: c.extracted.text,
+                format: c.extracted.format.name().to_string(),
+                truncated: c.extracted.truncated,
+                bytes: c.bytes,
+                exported: c.exported,
+                tokens: c.tokens.map(tokens_out),
+                requests: c.stats.requests,
+                refreshes: c.stats.refreshes,
+            }),
+            Err(f) => Err(wit_content::ContentFailure {
+                error: match f.error {
+                    ContentError::Failed(e) => wit_content::ContentError::Failed(error_out(e)),
+                    ContentError::Skipped(s) => wit_content::ContentError::Skipped(match s {
+                        Skip::TooLarge { bytes, limit } => wit_content::Skip::TooLarge((bytes, limit)),
+                        Skip::Unsupported(m) => wit_content::Skip::Unsupported(m),
+                        Skip::Restricted(m) => wit_content::Skip::Restricted(m),
+                        Skip::NotExportable(m) => wit_content::Skip::NotExportable(m),
+                        Skip::Gone(m) => wit_content::Skip::Gone(m),
+                        Skip::Malformed(m) => wit_content::Skip::Malformed(m),
+                        Skip::Hostile(m) => wit_content::Skip::Hostile(m),
+                    }),
+                },
+                tokens: f.tokens.map(tokens_out),
+                requests: f.stats.requests,
+                refreshes: f.stats.refreshes,
+            }),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod connect;
+pub mod content;
 pub mod error;
 pub mod facade;
 pub mod http;

@@ -9,7 +9,7 @@ use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::{Deserialize, Serialize};
 
-use crate::types::Document;
+use crate::types::{Document, FileFacts};
 
 /// `list_folder` / `list_folder/continue` response. Strings borrow from the body when they
 /// contain no escapes.
@@ -45,6 +45,20 @@ pub struct Entry<'a> {
     pub size: Option<u64>,
     #[serde(borrow, default)]
     pub content_hash: Option<Cow<'a, str>>,
+    /// Absent means true (Dropbox's default).
+    #[serde(default)]
+    pub is_downloadable: Option<bool>,
+    #[serde(borrow, default)]
+    pub export_info: Option<ExportInfo<'a>>,
+}
+
+/// `export_info` of a file that must be exported (Paper, Google Docs).
+#[derive(Deserialize, Default)]
+pub struct ExportInfo<'a> {
+    #[serde(borrow, default)]
+    pub export_as: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub export_options: Vec<Cow<'a, str>>,
 }
 
 /// What every document of a page shares.
@@ -350,7 +364,19 @@ pub fn map_entry(ctx: &MapContext<'_>, e: &Entry<'_>) -> Option<Document> {
     let mut buf = Vec::with_capacity(640 + 4 * path_display.len() + e.name.len());
     serde_json::to_writer(&mut buf, &doc).expect("document of strings serializes");
     let json = String::from_utf8(buf).expect("serde_json writes UTF-8");
-    Some(Document { id, path_lower: path_lower.to_string(), rev: e.rev.as_deref().map(str::to_string), json })
+    let file = (!is_folder).then(|| FileFacts {
+        file_id: entry_id.to_string(),
+        size: e.size.unwrap_or(0),
+        content_hash: e.content_hash.as_deref().filter(|h| !h.is_empty()).map(str::to_string),
+        downloadable: e.is_downloadable.unwrap_or(true),
+        export_as: e.export_info.as_ref().and_then(|x| x.export_as.as_deref()).map(str::to_string),
+        export_options: e
+            .export_info
+            .as_ref()
+            .map(|x| x.export_options.iter().map(|o| o.to_string()).collect())
+            .unwrap_or_default(),
+    });
+    Some(Document { id, path_lower: path_lower.to_string(), rev: e.rev.as_deref().map(str::to_string), json, file })
 }
 
 /// `path` is `prefix` or inside it (`path_lower`s compare byte-wise).

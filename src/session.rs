@@ -81,31 +81,58 @@ impl<'a, T: Transport> Session<'a, T> {
 
     /// One RPC call; the body of a 200 response.
     pub fn rpc(&mut self, route: Route, body: &str, path_root: Option<&str>) -> Result<Vec<u8>, Error> {
-        let mut replayed = false;
-        loop {
-            let req = api::rpc_request(
-                &self.endpoints.api,
-                route,
-                self.tokens.access_token.expose(),
-                body.to_string(),
-                path_root,
-            );
-            let req = match route {
-                Route::ListFolder | Route::ListFolderContinue => req.max_response_bytes(self.max_page_bytes),
+        let max_page_bytes = self.max_page_bytes;
+        let api = self.endpoints.api.clone();
+        let sent = self.authorized(route, |token| {
+            let req = api::rpc_request(&api, route, token, body.to_string(), path_root);
+            match route {
+                Route::ListFolder | Route::ListFolderContinue => req.max_response_bytes(max_page_bytes),
                 _ => req,
-            };
-            let resp = self.send(route, &req)?;
-            match api::check_rpc(route, &resp) {
-                Ok(_) => return Ok(resp.body),
-                Err(Failure::Error(e)) => return Err(e),
-                Err(Failure::ExpiredToken) if !replayed => {
-                    replayed = true;
-                    self.refresh()?;
-                }
-                Err(Failure::ExpiredToken) => {
-                    return Err(Error::Transient("Dropbox called a just-refreshed access token expired".into()))
-                }
+            }
+        })?;
+        let resp = match sent {
+            Sent::Response(r) => r,
+            Sent::TooLarge { limit } => {
+                return Err(api::transport_error(route, crate::http::TransportError::TooLarge { limit }))
+            }
+        };
+        match api::check_rpc(route, &resp) {
+            Ok(_) => Ok(resp.body),
+            Err(Failure::Error(e)) => Err(e),
+            // `authorized` already replayed once.
+            Err(Failure::ExpiredToken) => {
+                Err(Error::Transient("Dropbox called a just-refreshed access token expired".into()))
             }
         }
     }
+
+    /// Send a request built around the current access token; on `401 expired_access_token`
+    /// refresh once and send it again. Any other answer is returned as is for the caller to
+    /// classify, and an answer over the request's cap as [`Sent::TooLarge`].
+    pub fn authorized(&mut self, route: Route, build: impl Fn(&str) -> HttpRequest) -> Result<Sent, Error> {
+        let mut replayed = false;
+        loop {
+            let req = build(self.tokens.access_token.expose());
+            self.stats.requests += 1;
+            let resp = match self.transport.send(&req) {
+                Ok(r) => r,
+                Err(crate::http::TransportError::TooLarge { limit }) => return Ok(Sent::TooLarge { limit }),
+                Err(e) => return Err(api::transport_error(route, e)),
+            };
+            if resp.status == 401 && !replayed && matches!(api::check_rpc(route, &resp), Err(Failure::ExpiredToken)) {
+                replayed = true;
+                self.refresh()?;
+                continue;
+            }
+            return Ok(Sent::Response(resp));
+        }
+    }
+}
+
+/// What [`Session::authorized`] got back.
+#[derive(Debug)]
+pub enum Sent {
+    Response(HttpResponse),
+    /// The answer was longer than the request's cap (and was not read whole).
+    TooLarge { limit: usize },
 }

@@ -150,6 +150,19 @@ pub struct Document {
     pub path_lower: String,
     pub rev: Option<String>,
     pub json: String,
+    /// Files only.
+    pub file: Option<FileFacts>,
+}
+
+/// The WIT `file-facts`: what fetching the file's content later needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileFacts {
+    pub file_id: String,
+    pub size: u64,
+    pub content_hash: Option<String>,
+    pub downloadable: bool,
+    pub export_as: Option<String>,
+    pub export_options: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

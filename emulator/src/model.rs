@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -49,6 +50,42 @@ pub struct Node {
     pub content_hash: String,
     pub client_modified: String,
     pub server_modified: String,
+    /// Bytes given by an upload; None: generated files, whose bytes are synthesised on
+    /// download (`content::synthetic`).
+    pub content: Option<Arc<[u8]>>,
+    /// Paper and Google files: exported, never downloaded.
+    pub export: Option<Export>,
+    /// Dropbox blocks downloads (`restricted_content`).
+    pub restricted: bool,
+}
+
+/// `export_info` of a non-downloadable file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Export {
+    pub export_as: String,
+    pub export_options: Vec<String>,
+}
+
+/// What a file of this name exports as, if it must be exported (Paper, Google files).
+pub fn export_for(name: &str) -> Option<Export> {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase())?;
+    let (export_as, options): (&str, &[&str]) = match ext.as_str() {
+        "paper" => ("html", &["html", "markdown"]),
+        "gdoc" => ("docx", &["docx"]),
+        "gsheet" => ("xlsx", &["xlsx"]),
+        "gslides" => ("pptx", &["pptx"]),
+        _ => return None,
+    };
+    Some(Export { export_as: export_as.into(), export_options: options.iter().map(|o| o.to_string()).collect() })
+}
+
+/// Dropbox's content hash: SHA-256 over the concatenated SHA-256s of 4 MiB blocks.
+pub fn dropbox_content_hash(bytes: &[u8]) -> String {
+    let mut outer = Sha256::new();
+    for block in bytes.chunks(4 << 20) {
+        outer.update(Sha256::digest(block));
+    }
+    outer.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A change the log replays to cursors minted before it.
@@ -74,6 +111,8 @@ pub enum MetadataJson<'a> {
         rev: &'a str,
         size: u64,
         is_downloadable: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        export_info: Option<&'a Export>,
         content_hash: &'a str,
     },
     Folder {
@@ -109,7 +148,8 @@ impl Node {
                 server_modified: &self.server_modified,
                 rev: &self.rev,
                 size: self.size,
-                is_downloadable: true,
+                is_downloadable: self.export.is_none(),
+                export_info: self.export.as_ref(),
                 content_hash: &self.content_hash,
             }
         }
@@ -162,6 +202,16 @@ pub struct Namespace {
     clock: i64,
     /// After generation: timestamps follow the wall clock, as a live Dropbox's do.
     pub live_clock: bool,
+    /// `id:`/`rev:` → `path_lower`, built on first use and rebuilt after any change.
+    lookup: std::cell::RefCell<Option<Lookup>>,
+}
+
+/// The download lookup, valid for one state of the tree.
+struct Lookup {
+    seq: u64,
+    len: usize,
+    by_id: std::collections::HashMap<String, String>,
+    by_rev: std::collections::HashMap<String, String>,
 }
 
 /// A page of entries, ready to serialize.
@@ -222,6 +272,7 @@ impl Namespace {
         let id = self.mint_id();
         let now = self.tick();
         let name = path_display.rsplit('/').next().unwrap_or_default().to_string();
+        let export = export_for(&name);
         let content = Sha256::digest(format!("{id}:{size}"));
         Node {
             rev: format!("{:015x}", self.next_id * 7919 + now as u64),
@@ -233,6 +284,9 @@ impl Namespace {
             path_display: path_display.to_string(),
             is_folder: false,
             size,
+            content: None,
+            export,
+            restricted: false,
         }
     }
 
@@ -251,6 +305,9 @@ impl Namespace {
                 content_hash: String::new(),
                 client_modified: String::new(),
                 server_modified: String::new(),
+                content: None,
+                export: None,
+                restricted: false,
             }
         } else {
             self.file_node(path_display, size)
@@ -274,8 +331,65 @@ impl Namespace {
         node.content_hash =
             Sha256::digest(format!("{}:{size}:{now}", node.id)).iter().map(|b| format!("{b:02x}")).collect();
         node.server_modified = timestamp(now);
+        // New bytes, unknown to us: synthesised from now on (an upload sets them after).
+        node.content = None;
         self.log.push(Change::Upsert(pl));
         Ok(())
+    }
+
+    /// Write a file with these exact bytes (created, or a new revision of an existing file);
+    /// size and content hash are the bytes' own. Logged. Returns the file's id.
+    pub fn upload(&mut self, path: &str, bytes: Vec<u8>) -> Result<String, MutationError> {
+        let pl = lower(path);
+        let hash = dropbox_content_hash(&bytes);
+        let size = bytes.len() as u64;
+        if self.nodes.get(&pl).is_some_and(|n| n.is_folder) {
+            return Err(MutationError::Conflict(path.into()));
+        }
+        if !self.nodes.contains_key(&pl) {
+            self.add(path, false, size)?;
+        } else {
+            self.modify(path, size)?;
+        }
+        let node = self.nodes.get_mut(&pl).expect("just written");
+        node.content_hash = hash;
+        node.content = Some(bytes.into());
+        Ok(node.id.clone())
+    }
+
+    /// Mark a file as blocked by Dropbox (copyright, legal hold); not a change to the file.
+    pub fn set_restricted(&mut self, path: &str, restricted: bool) -> Result<(), MutationError> {
+        let node = self.nodes.get_mut(&lower(path)).ok_or_else(|| MutationError::NotFound(path.into()))?;
+        node.restricted = restricted;
+        Ok(())
+    }
+
+    /// A file by `files/download`'s `path` argument: `id:…`, `rev:…` (the current revision
+    /// only: this emulator keeps no history) or a path. Returns its `path_lower` and node.
+    pub fn find(&self, selector: &str) -> Option<(&str, &Node)> {
+        let path = if selector.starts_with("rev:") || selector.starts_with("id:") {
+            let mut cache = self.lookup.borrow_mut();
+            // Every mutation is logged (or changes the node count): the log length dates it.
+            if !cache.as_ref().is_some_and(|c| c.seq == self.seq() && c.len == self.nodes.len()) {
+                let mut by_id = std::collections::HashMap::with_capacity(self.nodes.len());
+                let mut by_rev = std::collections::HashMap::new();
+                for (k, n) in &self.nodes {
+                    by_id.insert(n.id.clone(), k.clone());
+                    if !n.is_folder {
+                        by_rev.insert(n.rev.clone(), k.clone());
+                    }
+                }
+                *cache = Some(Lookup { seq: self.seq(), len: self.nodes.len(), by_id, by_rev });
+            }
+            let c = cache.as_ref().expect("just built");
+            match selector.strip_prefix("rev:") {
+                Some(rev) => c.by_rev.get(rev).cloned()?,
+                None => c.by_id.get(selector).cloned()?,
+            }
+        } else {
+            lower(selector)
+        };
+        self.nodes.get_key_value(&path).map(|(k, n)| (k.as_str(), n))
     }
 
     /// Keys of `path_lower` and everything below it.
@@ -466,6 +580,8 @@ pub fn generate(ns: &mut Namespace, spec: &Generate) {
             }
         };
         let size = if rng.random_bool(0.05) { 0 } else { rng.random_range(1..20_000_000) };
+        // Documents people search are small; about 1 % stay over the 10 MiB content cap.
+        let size = if size >= 19_800_000 || !crate::content::has_synthetic_text(&path) { size } else { size % 60_000 };
         if ns.add(&path, is_folder, size).is_ok() {
             created += 1;
             if is_folder {

@@ -266,6 +266,16 @@ impl AccountEditor<'_> {
         self.ns().delete(path)
     }
 
+    /// Write a file with exactly these bytes (new, or a new revision); returns its id.
+    pub fn upload(&mut self, path: &str, bytes: Vec<u8>) -> Result<String, MutationError> {
+        self.ns().upload(path, bytes)
+    }
+
+    /// Dropbox blocks (or unblocks) downloads of this file (`restricted_content`).
+    pub fn set_restricted(&mut self, path: &str, restricted: bool) -> Result<(), MutationError> {
+        self.ns().set_restricted(path, restricted)
+    }
+
     /// Move or rename (case-only renames included); ids are kept.
     pub fn move_entry(&mut self, from: &str, to: &str) -> Result<(), MutationError> {
         self.ns().move_entry(from, to)
@@ -385,6 +395,8 @@ fn router(state: Shared) -> Router {
         .route("/2/files/list_folder/continue", post(|s, h, b| rpc("files/list_folder/continue", s, h, b)))
         .route("/2/auth/token/revoke", post(|s, h, b| rpc("auth/token/revoke", s, h, b)))
         .route("/2/files/list_folder/longpoll", post(longpoll))
+        .route("/2/files/download", post(|s, h, q, b| content("files/download", s, h, q, b)))
+        .route("/2/files/export", post(|s, h, q, b| content("files/export", s, h, q, b)))
         .route("/home", get(web_page))
         .route("/home/{*path}", get(web_page))
         .route("/__admin/stats", get(admin_stats))
@@ -506,6 +518,62 @@ async fn rpc(route: &'static str, AxState(s): AxState<Shared>, headers: HeaderMa
                     reply.truncate = true;
                 }
                 _ => {}
+            }
+            reply
+        }
+    };
+    send(reply).await
+}
+
+/// `files/download` and `files/export`: the argument in `Dropbox-API-Arg` (or the `arg` query
+/// parameter), which must be header-safe (ASCII) JSON; no request body, and no JSON or form
+/// content type.
+async fn content(
+    route: &'static str,
+    AxState(s): AxState<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !(content_type.is_empty()
+        || content_type == "application/octet-stream"
+        || content_type == "text/plain; charset=dropbox-cors-hack")
+    {
+        let why = format!("Error in call to API function \"{route}\": Bad HTTP \"Content-Type\" header: \"{content_type}\".  Expecting one of \"application/octet-stream\", \"text/plain; charset=dropbox-cors-hack\".");
+        return send(Reply::text(400, why)).await;
+    }
+    if !body.is_empty() {
+        return send(Reply::text(400, format!("Error in call to API function \"{route}\": This function requires its argument in the HTTP header; the body must be empty."))).await;
+    }
+    let arg = match (headers.get("dropbox-api-arg"), q.get("arg")) {
+        (Some(v), _) => match v.to_str() {
+            Ok(a) => a.to_string(),
+            Err(_) => {
+                return send(Reply::text(400, format!("Error in call to API function \"{route}\": HTTP header \"Dropbox-API-Arg\": the value must be HTTP-header-safe JSON (escape characters from 0x7F as \\uXXXX)"))).await
+            }
+        },
+        (None, Some(a)) => a.clone(),
+        (None, None) => {
+            return send(Reply::text(400, format!("Error in call to API function \"{route}\": Missing argument: the Dropbox-API-Arg header or the arg URL parameter"))).await
+        }
+    };
+    let bearer = bearer(&headers);
+    let path_root = headers.get("dropbox-api-path-root").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let latency = lock(&s).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let reply = {
+        let mut st = lock(&s);
+        let fault = st.take_fault(route);
+        if let Some(r) = fault.as_ref().and_then(|f| fault_reply(f, Some(route))) {
+            st.counters.by_route.entry(route.to_string()).and_modify(|n| *n += 1).or_insert(1);
+            r
+        } else {
+            let mut reply = st.content(route, bearer.as_deref(), &arg, path_root.as_deref());
+            if let Some(FaultKind::Truncate) = fault {
+                reply.truncate = true;
             }
             reply
         }

@@ -70,6 +70,21 @@ impl Reply {
     }
 }
 
+/// JSON with every character from 0x7F escaped, as Dropbox sends `Dropbox-API-Result`.
+pub fn header_safe_json(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for c in v.to_string().chars() {
+        if (c as u32) < 0x7F {
+            out.push(c);
+        } else {
+            for u in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
 fn tags(v: &serde_json::Value) -> String {
     let mut out = Vec::new();
     let mut cur = v;
@@ -833,6 +848,84 @@ impl State {
         mac.update(&json);
         mac.verify_truncated_left(&tag).ok()?;
         serde_json::from_slice(&json).ok()
+    }
+
+    /// `POST /2/files/download` and `/2/files/export`: the argument arrives as header-safe JSON
+    /// (`Dropbox-API-Arg`), the file's bytes leave as the body, its metadata in
+    /// `Dropbox-API-Result`.
+    pub fn content(&mut self, route: &str, bearer: Option<&str>, arg: &str, path_root: Option<&str>) -> Reply {
+        self.count(route);
+        let a = match self.authenticate(bearer) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        let view = match self.view_for(a, path_root) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        #[derive(Deserialize)]
+        struct Arg {
+            path: String,
+            #[serde(default)]
+            export_format: Option<String>,
+        }
+        let arg: Arg = match serde_json::from_str(arg) {
+            Ok(a) => a,
+            Err(e) => {
+                return Reply::bad_request(route, &format!("HTTP header \"Dropbox-API-Arg\": could not decode input as JSON: {e}"))
+            }
+        };
+        let conflict = |error: serde_json::Value| Reply::route_error(409, error);
+        let not_found = || conflict(serde_json::json!({ ".tag": "path", "path": { ".tag": "not_found" } }));
+        let selector = if arg.path.starts_with('/') { view.inner(&arg.path.to_lowercase()) } else { arg.path.clone() };
+        let ns = &self.accounts[a].home;
+        let Some((pl, node)) = ns.find(&selector) else { return not_found() };
+        let Some(outer) = view.outer(pl) else { return not_found() };
+        if node.is_folder {
+            return conflict(serde_json::json!({ ".tag": "path", "path": { ".tag": "not_file" } }));
+        }
+        if node.restricted {
+            return conflict(serde_json::json!({ ".tag": "path", "path": { ".tag": "restricted_content" } }));
+        }
+        let metadata = |size: usize| {
+            let mut m = serde_json::to_value(node.json_in(outer, view.display_skip)).unwrap_or_default();
+            m["size"] = size.into();
+            m
+        };
+        let (body, result) = if route == "files/download" {
+            if node.export.is_some() {
+                return conflict(serde_json::json!({ ".tag": "unsupported_file" }));
+            }
+            let body = crate::content::download(node);
+            let result = metadata(body.len());
+            (body, result)
+        } else {
+            let Some(export) = &node.export else {
+                return conflict(serde_json::json!({ ".tag": "non_exportable" }));
+            };
+            let format = arg.export_format.unwrap_or_else(|| export.export_as.clone());
+            if !export.export_options.contains(&format) {
+                return conflict(serde_json::json!({ ".tag": "invalid_export_format" }));
+            }
+            let body = crate::content::export(node, &format);
+            let result = serde_json::json!({
+                "export_metadata": {
+                    "name": format!("{}.{}", node.name, if format == "markdown" { "md" } else { format.as_str() }),
+                    "size": body.len(),
+                    "export_hash": crate::model::dropbox_content_hash(&body),
+                },
+                "file_metadata": metadata(node.size as usize),
+            });
+            (body, result)
+        };
+        Reply {
+            status: 200,
+            content_type: "application/octet-stream",
+            headers: vec![("dropbox-api-result", header_safe_json(&result))],
+            body,
+            truncate: false,
+            delay: None,
+        }
     }
 
     /// `POST /2/files/list_folder`.

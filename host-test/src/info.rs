@@ -10,6 +10,23 @@ pub struct ConnectorInfo {
     pub dropbox_endpoints: DropboxEndpoints,
     pub file_icon_keys: Vec<String>,
     pub folder_icon: String,
+    /// Format name → the extensions the component extracts it from.
+    pub content_formats: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl ConnectorInfo {
+    /// The format the component reads a file of this name as, by extension.
+    pub fn content_format(&self, name: &str) -> Option<&str> {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        let (stem, ext) = base.rsplit_once('.')?;
+        if stem.is_empty() {
+            return None;
+        }
+        self.content_formats
+            .iter()
+            .find(|(_, exts)| exts.iter().any(|e| e.eq_ignore_ascii_case(ext)))
+            .map(|(f, _)| f.as_str())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -17,6 +34,7 @@ pub struct DropboxEndpoints {
     pub authorize: String,
     pub api: String,
     pub notify: String,
+    pub content: String,
 }
 
 /// The data file, parsed once (it is compiled in, so a bad edit fails the host's tests).
@@ -36,5 +54,10 @@ mod tests {
         assert_eq!(info.dropbox_endpoints.api, "https://api.dropboxapi.com");
         assert!(info.file_icon_keys.iter().any(|k| k == "default"));
         assert_eq!(info.folder_icon, "font_filetype-folder");
+        assert_eq!(info.dropbox_endpoints.content, "https://content.dropboxapi.com");
+        assert_eq!(info.content_format("/a/Report.PDF"), Some("pdf"));
+        assert_eq!(info.content_format("/a/notes.md"), Some("markdown"));
+        assert_eq!(info.content_format("/a/photo.jpg"), None);
+        assert_eq!(info.content_format("/a/.docx"), None);
     }
 }

@@ -2,7 +2,9 @@
 //! driver and its retry policy, and a CLI. Its only link to the component is the WIT
 //! (`wit/connector.wit`, bound in `runtime`) and the data file beside it (`info`).
 
+pub mod content;
 pub mod deliver;
+pub mod extract;
 pub mod host;
 pub mod info;
 pub mod keys;

@@ -26,6 +26,12 @@ struct Cli {
     /// The connector component (.wasm).
     #[arg(long, global = true, env = "COCO_DROPBOX_WASM", default_value_os_t = coco_host::paths::connector_wasm())]
     component: PathBuf,
+    /// Linear memory of each content call (download + extraction of one file), in MiB.
+    #[arg(long, global = true, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=4096))]
+    content_memory_mib: u64,
+    /// Wall-clock limit of each content call, in seconds.
+    #[arg(long, global = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    content_timeout_secs: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +63,28 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Write a datasource's current index as JSONL, without syncing.
     Export(ExportArgs),
+    /// Show or change a datasource's content extraction (on by default).
+    Content(ContentArgs),
+}
+
+#[derive(Args)]
+struct ContentArgs {
+    datasource_id: String,
+    /// Extract file content (the default).
+    #[arg(long, conflicts_with = "off")]
+    on: bool,
+    /// Index names and metadata only; forgets extracted text.
+    #[arg(long)]
+    off: bool,
+    /// Largest file to download, in MiB (default 10).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_download_mib: Option<u64>,
+    /// Most text kept per file, in KiB (default 1024).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_text_kib: Option<u32>,
+    /// Formats to extract, comma-separated (e.g. pdf,docx,markdown); `all` for every format.
+    #[arg(long)]
+    formats: Option<String>,
 }
 
 #[derive(Args)]
@@ -144,7 +172,18 @@ struct DemoArgs {
     /// Sample documents to print.
     #[arg(long, default_value_t = 3)]
     show: usize,
+    /// Skip content extraction (names and metadata only).
+    #[arg(long)]
+    no_content: bool,
 }
+
+/// Real files the demo adds to the generated account.
+#[cfg(feature = "emulator")]
+const DEMO_FILES: [(&str, &[u8]); 3] = [
+    ("/Demo/The Crazy Ones.pdf", include_bytes!("../../tests/corpus/crazyones.pdf")),
+    ("/Demo/Comments.docx", include_bytes!("../../tests/corpus/comments-rich-para.docx")),
+    ("/Demo/Languages.xlsx", include_bytes!("../../tests/corpus/utf8.xlsx")),
+];
 
 #[derive(Args, Clone)]
 struct EndpointArgs {
@@ -160,6 +199,9 @@ struct EndpointArgs {
     /// Dropbox's notify (longpoll) host (default: real Dropbox).
     #[arg(long)]
     notify_url: Option<String>,
+    /// Dropbox's content (download/export) host (default: real Dropbox).
+    #[arg(long)]
+    content_url: Option<String>,
 }
 
 impl EndpointArgs {
@@ -176,6 +218,9 @@ impl EndpointArgs {
         }
         if let Some(n) = &self.notify_url {
             e.notify = Some(n.trim_end_matches('/').to_string());
+        }
+        if let Some(c) = &self.content_url {
+            e.content = Some(c.trim_end_matches('/').to_string());
         }
         e
     }
@@ -215,6 +260,12 @@ struct SyncArgs {
     path: Option<String>,
     #[arg(long)]
     page_limit: Option<u32>,
+    /// Content calls in flight (download + extraction, one file each).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    content_concurrency: u64,
+    /// List only: leave queued content for a later run.
+    #[arg(long)]
+    no_content: bool,
     #[command(flatten)]
     sink: SinkArgs,
 }
@@ -348,15 +399,76 @@ fn fail(e: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load_runtime(component: &Path, cache: &Path, keys: &Keys) -> anyhow::Result<Arc<Runtime>> {
+fn load_runtime(cli: &Cli, cache: &Path, keys: &Keys) -> anyhow::Result<Arc<Runtime>> {
     let cache = CompileCache { dir: cache, key: keys.cache_key() };
-    Ok(Arc::new(Runtime::load(component, Some(cache), Limits::default())?))
+    let limits = Limits {
+        content_memory_bytes: (cli.content_memory_mib << 20) as usize,
+        content_timeout: Duration::from_secs(cli.content_timeout_secs),
+        ..Limits::default()
+    };
+    Ok(Arc::new(Runtime::load(&cli.component, Some(cache), limits)?))
 }
 
 fn open_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
     let store = Store::open(&cli.state.join("coco.sqlite"), keys)?;
-    let runtime = load_runtime(&cli.component, &cli.state.join("cache"), store.keys())?;
+    let runtime = load_runtime(cli, &cli.state.join("cache"), store.keys())?;
     Ok(Host::new(runtime, store))
+}
+
+/// List and fetch content side by side: content calls run on their own tasks while the
+/// listing queues files, then finish what is due. Returns the sync and content reports.
+async fn sync_and_fetch(
+    host: Arc<Host>,
+    id: &str,
+    total: Option<u64>,
+    concurrency: u64,
+    fetch: bool,
+) -> anyhow::Result<(SyncReport, Option<coco_host::extract::ContentReport>)> {
+    use coco_host::extract::{drain_content, DrainControl};
+    let control = Arc::new(DrainControl::default());
+    let content = fetch.then(|| {
+        control.more_coming.store(true, std::sync::atomic::Ordering::Release);
+        tokio::spawn(drain_content(host.clone(), Some(id.to_string()), concurrency as usize, control.clone()))
+    });
+    let listed = sync_with_progress(&host, id, total).await;
+    control.more_coming.store(false, std::sync::atomic::Ordering::Release);
+    if listed.is_err() {
+        control.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+    let content = match content {
+        Some(task) => Some(task.await.context("the content task panicked")??),
+        None => None,
+    };
+    Ok((listed?, content))
+}
+
+fn content_summary(store: &Store, id: &str, run: Option<&coco_host::extract::ContentReport>) -> anyhow::Result<String> {
+    let c = store.content_counts(id)?;
+    if !c.enabled {
+        return Ok("Content: off for this datasource (coco-host content ID --on).".into());
+    }
+    let by = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
+    };
+    let mut line = format!(
+        "Content: {} files with text, {} pending, {} skipped ({}), {} failed{}",
+        c.done,
+        c.pending,
+        c.skipped.values().sum::<u64>(),
+        by(&c.skipped),
+        c.failed.values().sum::<u64>(),
+        if c.failed.is_empty() { String::new() } else { format!(" ({})", by(&c.failed)) }
+    );
+    if let Some(r) = run {
+        let secs = r.elapsed.as_secs_f64().max(1e-9);
+        line.push_str(&format!(
+            "; this run: {} calls, {:.1} MB downloaded, {:.0} files/s",
+            r.calls,
+            r.bytes as f64 / 1e6,
+            r.calls as f64 / secs
+        ));
+    }
+    Ok(line + ".")
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -391,7 +503,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sync(args) => {
-            let host = open_host(&cli, Keys::from_env()?)?;
+            let host = Arc::new(open_host(&cli, Keys::from_env()?)?);
             let ds = host.store.datasource(&args.datasource_id)?;
             if args.path.is_some() || args.page_limit.is_some() {
                 let path = args.path.clone().unwrap_or(ds.path.clone());
@@ -409,8 +521,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // Before the sync: its pages then record their changes for the sink.
                 host.store.register_sink(&sink.name())?;
             }
-            let report = sync_with_progress(&host, &ds.id, None).await?;
+            let (report, content) =
+                sync_and_fetch(host.clone(), &ds.id, None, args.content_concurrency, !args.no_content).await?;
             eprintln!("{}", summary(&report));
+            eprintln!("{}", content_summary(&host.store, &ds.id, content.as_ref())?);
+            let host = Arc::try_unwrap(host).map_err(|_| anyhow::anyhow!("the host is still in use"))?;
             if let Some(out) = &args.out {
                 let n = export_jsonl(&host.store, &ds.id, out)?;
                 eprintln!("Wrote {n} documents to {}.", out.display());
@@ -463,6 +578,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status(args) => status(&cli, args),
         Command::Serve(args) => serve(&cli, args).await,
+        Command::Content(args) => {
+            let store = Store::open(&cli.state.join("coco.sqlite"), Keys::from_env()?)?;
+            store.datasource(&args.datasource_id)?;
+            let mut s = store.content_settings(&args.datasource_id)?;
+            let before = s.clone();
+            if args.on {
+                s.enabled = true;
+            }
+            if args.off {
+                s.enabled = false;
+            }
+            if let Some(m) = args.max_download_mib {
+                s.max_download_bytes = m << 20;
+            }
+            if let Some(k) = args.max_text_kib {
+                s.max_text_bytes = k << 10;
+            }
+            if let Some(f) = &args.formats {
+                s.formats = if f == "all" {
+                    None
+                } else {
+                    Some(f.split(',').map(|x| x.trim().to_ascii_lowercase()).filter(|x| !x.is_empty()).collect())
+                };
+            }
+            if let Err(why) = s.validate() {
+                bail!("{why}");
+            }
+            if s != before {
+                store.set_content_settings(&args.datasource_id, &s)?;
+                eprintln!("Content settings changed; the next sync lists the account again to apply them.");
+            }
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+                "settings": s,
+                "counts": store.content_counts(&args.datasource_id)?,
+            }))?);
+            Ok(())
+        }
         Command::Export(args) => {
             let store = Store::open(&cli.state.join("coco.sqlite"), Keys::from_env()?)?;
             store.datasource(&args.datasource_id)?;
@@ -540,6 +692,7 @@ fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<()> {
             "phase": if st.listing { "full-listing" } else { "incremental" },
             "last_synced_at": st.last_synced_at,
             "path": if ds.path.is_empty() { "/".to_string() } else { ds.path.clone() },
+            "content": store.content_counts(&ds.id)?,
         }));
     }
     // Each datasource's backlog per sink, inside its row (the array shape stays as it was).
@@ -584,6 +737,9 @@ fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<()> {
             r["account"].as_str().unwrap_or(""),
             r["detail"].as_str().map(|d| format!("  ({d})")).unwrap_or_default(),
         );
+        if let Some(id) = r["id"].as_str() {
+            println!("    {}", content_summary(&store, id, None)?);
+        }
     }
     Ok(())
 }
@@ -667,8 +823,16 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
             (Keys::ephemeral(), tmp.path().to_path_buf(), Some(tmp))
         }
     };
+    // A few real files beside the generated ones (from tests/corpus; origins in ORIGINS.md).
+    {
+        let mut account = emu.edit(0);
+        account.add("/Demo", true, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (path, bytes) in DEMO_FILES {
+            account.upload(path, bytes.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
     let store = Store::open(&state_dir.join("coco.sqlite"), keys)?;
-    let runtime = load_runtime(&cli.component, &state_dir.join("cache"), store.keys())?;
+    let runtime = load_runtime(cli, &state_dir.join("cache"), store.keys())?;
     eprintln!(
         "Component {} {} in {:.0?}; emulator at {}.",
         cli.component.display(),
@@ -678,6 +842,7 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     );
     let mut host = Host::new(runtime, store);
     host.default_page_limit = args.page_limit;
+    let host = Arc::new(host);
     let connector = ConnectorRecord {
         id: "dropbox".into(),
         client_id: DEMO_CLIENT_ID.into(),
@@ -693,18 +858,23 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         "Connected {:?} <{}> as datasource {} (OAuth code flow with signed state + PKCE S256).",
         ds.name, ds.profile.email, ds.id
     );
-    let report = sync_with_progress(&host, &ds.id, Some(args.entries as u64)).await?;
+    let total = (args.entries + DEMO_FILES.len() + 1) as u64;
+    let (report, content) = sync_and_fetch(host.clone(), &ds.id, Some(total), 2, !args.no_content).await?;
     eprintln!("{}", summary(&report));
+    eprintln!("{}", content_summary(&host.store, &ds.id, content.as_ref())?);
     let counters = emu.counters();
     eprintln!(
-        "Emulator served {} requests: {} list_folder, {} continue, {} token, {} account.",
+        "Emulator served {} requests: {} list_folder, {} continue, {} download, {} export, {} token, {} account.",
         counters.total(),
         counters.get("files/list_folder"),
         counters.get("files/list_folder/continue"),
+        counters.get("files/download"),
+        counters.get("files/export"),
         counters.get("oauth2/token"),
         counters.get("users/get_current_account"),
     );
     let mut shown = 0;
+    let mut with_content = None;
     println!("Sample documents:");
     host.store.for_each_document(&ds.id, |_, json| {
         // Show nested files: they carry every field.
@@ -712,8 +882,15 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
             shown += 1;
             println!("{json}");
         }
+        if with_content.is_none() && json.contains("/Demo/") && json.contains("\"content\":") {
+            with_content = Some(json.to_string());
+        }
         Ok(())
     })?;
+    if let Some(json) = with_content {
+        println!("A document with extracted content (a real PDF; `content` is its text):");
+        println!("{json}");
+    }
     if let Some(out) = &args.out {
         let n = export_jsonl(&host.store, &ds.id, out)?;
         eprintln!("Wrote {n} documents to {}.", out.display());

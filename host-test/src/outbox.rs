@@ -160,18 +160,22 @@ impl Store {
     pub fn outbox_pending(&self, sink: &str, datasource_id: &str, limit: usize) -> Result<Vec<Pending>> {
         let conn = self.conn();
         let after = delivered_seq(&conn, sink, datasource_id)?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT o.seq, o.doc_id, o.op, d.json FROM outbox o
+        use crate::content::{merge, Attached, ATTACHED_COLUMNS, ATTACHED_JOIN};
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT o.seq, o.doc_id, o.op, d.json, {ATTACHED_COLUMNS} FROM outbox o
              LEFT JOIN documents d ON d.datasource_id = o.datasource_id AND d.doc_id = o.doc_id
-             WHERE o.datasource_id = ?1 AND o.seq > ?2 ORDER BY o.seq LIMIT ?3",
-        )?;
+             {ATTACHED_JOIN}
+             WHERE o.datasource_id = ?1 AND o.seq > ?2 ORDER BY o.seq LIMIT ?3"
+        ))?;
         let rows = stmt.query_map(params![datasource_id, after, limit as i64], |r| {
             let op: String = r.get(2)?;
+            let json: Option<String> = r.get(3)?;
+            let attached = Attached::from_row(r, 4)?;
             Ok(Pending {
                 seq: r.get(0)?,
                 doc_id: r.get(1)?,
                 op: if op == "delete" { Op::Delete } else { Op::Upsert },
-                json: r.get(3)?,
+                json: json.map(|j| merge(&j, &attached)),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -32,6 +32,9 @@ pub use exports::coco::dropbox::oauth_redirect::{
 };
 pub use exports::coco::dropbox::sync_page::{Document, PageRequest, PageResult, PageStats, SyncFailure, SyncOptions};
 pub use exports::coco::dropbox::watch::{Changes, WaitRequest};
+/// The `content` interface's types (`fetch-content`).
+pub use exports::coco::dropbox::content as content_api;
+pub use exports::coco::dropbox::sync_page::FileFacts;
 
 /// Dropbox may hold a longpoll this much longer than its `timeout` (random jitter).
 const LONGPOLL_JITTER: Duration = Duration::from_secs(90);
@@ -53,6 +56,10 @@ pub struct Limits {
     pub between_bytes_timeout: Duration,
     /// Use wasmtime's pooling allocator (faster instantiation, memory reserved up front).
     pub pooling: bool,
+    /// Linear memory for a `fetch-content` call: it holds the file and what its parser builds.
+    pub content_memory_bytes: usize,
+    /// Wall-clock bound of a `fetch-content` call (download and extraction).
+    pub content_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -64,6 +71,8 @@ impl Default for Limits {
             first_byte_timeout: Duration::from_secs(60),
             between_bytes_timeout: Duration::from_secs(30),
             pooling: false,
+            content_memory_bytes: 256 << 20,
+            content_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -282,7 +291,7 @@ impl Runtime {
                 .total_memories(256)
                 .total_tables(256)
                 .total_stacks(256)
-                .max_memory_size(limits.memory_bytes);
+                .max_memory_size(limits.memory_bytes.max(limits.content_memory_bytes));
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = wt(Engine::new(&config))?;
@@ -339,7 +348,7 @@ impl Runtime {
             hooks: AllowList::new(endpoints, limits),
             limits: PeakTracking {
                 inner: StoreLimitsBuilder::new()
-                    .memory_size(self.limits.memory_bytes)
+                    .memory_size(limits.memory_bytes)
                     .instances(8)
                     .tables(8)
                     .memories(4)
@@ -429,6 +438,34 @@ impl Runtime {
                 .await
                 .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
             c.coco_dropbox_watch().call_wait_for_changes(&mut store, req).await.map_err(|e| trap(e, &stderr))
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(RuntimeError::Timeout(timeout)),
+        }
+    }
+
+    /// Fetch and extract one file's content. Its own limits: `content_memory_bytes` of linear
+    /// memory and `content_timeout` of wall clock, so a hostile file fails its call and
+    /// nothing else; outbound HTTP only to the content service and the API (token refresh).
+    pub async fn fetch_content(
+        &self,
+        req: &content_api::ContentRequest,
+    ) -> Result<Result<content_api::Content, content_api::ContentFailure>, RuntimeError> {
+        let limits = Limits {
+            memory_bytes: self.limits.content_memory_bytes,
+            call_timeout: self.limits.content_timeout,
+            ..self.limits.clone()
+        };
+        let timeout = limits.call_timeout;
+        let work = async {
+            let (mut store, stderr) = self.store_with(&[req.content.as_str(), req.endpoints.api.as_str()], &limits);
+            let c = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+            c.coco_dropbox_content().call_fetch_content(&mut store, req).await.map_err(|e| trap(e, &stderr))
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,

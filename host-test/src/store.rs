@@ -35,27 +35,39 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Where a datasource's Dropbox lives (real or emulated). Older rows may lack `notify`
-/// ([`EndpointsRecord::notify_url`] derives it) and may name a content service (ignored).
+/// Where a datasource's Dropbox lives (real or emulated). Older rows may lack `notify` and
+/// `content` ([`EndpointsRecord::notify_url`] and [`EndpointsRecord::content_url`] derive them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointsRecord {
     pub authorize: String,
     pub api: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 impl EndpointsRecord {
     /// Real Dropbox, from `wit/connector-info.json`.
     pub fn dropbox() -> Self {
         let e = &crate::info::connector_info().dropbox_endpoints;
-        EndpointsRecord { authorize: e.authorize.clone(), api: e.api.clone(), notify: Some(e.notify.clone()) }
+        EndpointsRecord {
+            authorize: e.authorize.clone(),
+            api: e.api.clone(),
+            notify: Some(e.notify.clone()),
+            content: Some(e.content.clone()),
+        }
     }
 
     /// Every service at one base URL (the emulator).
     pub fn single(base: &str) -> Self {
         let base = base.trim_end_matches('/');
-        EndpointsRecord { authorize: base.to_string(), api: base.to_string(), notify: Some(base.to_string()) }
+        EndpointsRecord {
+            authorize: base.to_string(),
+            api: base.to_string(),
+            notify: Some(base.to_string()),
+            content: Some(base.to_string()),
+        }
     }
 
     /// The longpoll service: as recorded, else real Dropbox's beside its API, else the API's host.
@@ -66,6 +78,20 @@ impl EndpointsRecord {
         let real = &crate::info::connector_info().dropbox_endpoints;
         if self.api == real.api {
             real.notify.clone()
+        } else {
+            self.api.clone()
+        }
+    }
+
+    /// The download/export service: as recorded, else real Dropbox's beside its API, else the
+    /// API's host.
+    pub fn content_url(&self) -> String {
+        if let Some(c) = &self.content {
+            return c.clone();
+        }
+        let real = &crate::info::connector_info().dropbox_endpoints;
+        if self.api == real.api {
+            real.content.clone()
         } else {
             self.api.clone()
         }
@@ -188,6 +214,8 @@ pub struct Applied {
     pub deleted: u64,
     /// Documents removed by the end-of-listing sweep.
     pub swept: u64,
+    /// Files queued for content (new or changed).
+    pub content_queued: u64,
 }
 
 pub struct Store {
@@ -355,6 +383,7 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::content::SCHEMA)?;
         let sinks: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM sinks)", [], |r| r.get(0))?;
         let store = Store { conn: Mutex::new(conn), keys, outbox_on: std::sync::atomic::AtomicBool::new(sinks) };
         store.check_key()?;
@@ -397,7 +426,7 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn outbox_on(&self) -> bool {
+    pub(crate) fn outbox_on(&self) -> bool {
         self.outbox_on.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -616,6 +645,10 @@ impl Store {
                 applied.upserted += 1;
             }
         }
+        if page.documents.iter().any(|d| d.file.is_some()) {
+            let settings = crate::content::settings_in(&tx, id)?;
+            applied.content_queued = crate::content::enqueue(&tx, id, page.documents, &settings)?;
+        }
         let finished_listing = listing && !page.has_more;
         if finished_listing {
             if self.outbox_on() {
@@ -777,16 +810,21 @@ impl Store {
             as u64)
     }
 
-    /// Stream every indexed document's JSON, in path order, without loading them all.
+    /// Stream every indexed document's JSON (with its extracted content), in path order,
+    /// without loading them all.
     pub fn for_each_document(&self, id: &str, mut f: impl FnMut(&str, &str) -> std::io::Result<()>) -> Result<u64> {
+        use crate::content::{merge, Attached, ATTACHED_COLUMNS, ATTACHED_JOIN};
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT doc_id, json FROM documents WHERE datasource_id = ?1 ORDER BY path_lower")?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT d.doc_id, d.json, {ATTACHED_COLUMNS} FROM documents d {ATTACHED_JOIN}
+             WHERE d.datasource_id = ?1 ORDER BY d.path_lower"
+        ))?;
         let mut rows = stmt.query([id])?;
         let mut n = 0;
         while let Some(r) = rows.next()? {
             let doc_id: String = r.get(0)?;
             let json: String = r.get(1)?;
+            let json = merge(&json, &Attached::from_row(r, 2)?);
             f(&doc_id, &json).map_err(|e| StoreError::Corrupt { what: "output", why: e.to_string() })?;
             n += 1;
         }

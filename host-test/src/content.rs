@@ -1,0 +1,633 @@
+//! File content, host side: which files to fetch (decided when a page is applied, in the same
+//! transaction), the queue in the store, each outcome's bookkeeping, and how a document's
+//! extracted text joins its JSON. The component does the fetching and parsing.
+//!
+//! A file is fetched when it is new or its bytes changed (`content_hash`, else `rev`) or its
+//! type did; a rename or move keeps what was extracted. A skipped or failed file waits for its
+//! next change. Transient failures back off and give up after [`MAX_ATTEMPTS`].
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::Document;
+use crate::store::{Result, Store, StoreError};
+
+/// Transient failures before a file is marked failed (until it changes).
+pub const MAX_ATTEMPTS: i64 = 5;
+/// Defaults, as the component's.
+pub const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 10 << 20;
+pub const DEFAULT_MAX_TEXT_BYTES: u32 = 1 << 20;
+
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS content (
+    datasource_id TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rev TEXT,
+    content_hash TEXT,
+    size INTEGER NOT NULL,
+    downloadable INTEGER NOT NULL,
+    export_json TEXT,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'skipped', 'failed')),
+    reason TEXT,
+    detail TEXT,
+    text TEXT,
+    format TEXT,
+    truncated INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before INTEGER NOT NULL DEFAULT 0,
+    claimed_until INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (datasource_id, doc_id),
+    FOREIGN KEY (datasource_id, doc_id) REFERENCES documents(datasource_id, doc_id) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS content_queue ON content(datasource_id, not_before) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS content_settings (
+    datasource_id TEXT PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    max_download_bytes INTEGER,
+    max_text_bytes INTEGER,
+    formats TEXT
+);
+"#;
+
+/// A datasource's content settings (absent row: the defaults, content on).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentSettings {
+    pub enabled: bool,
+    pub max_download_bytes: u64,
+    pub max_text_bytes: u32,
+    /// Format names to extract (`content_formats` in connector-info.json); None: all.
+    pub formats: Option<Vec<String>>,
+}
+
+impl Default for ContentSettings {
+    fn default() -> Self {
+        ContentSettings {
+            enabled: true,
+            max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
+            max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
+            formats: None,
+        }
+    }
+}
+
+impl ContentSettings {
+    /// Refuse what the component would refuse, before it is stored.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.max_download_bytes == 0 || self.max_download_bytes > 1 << 30 {
+            return Err("max_download_bytes must be within 1..=1 GiB".into());
+        }
+        if self.max_text_bytes == 0 || self.max_text_bytes > 64 << 20 {
+            return Err("max_text_bytes must be within 1..=64 MiB".into());
+        }
+        let known = &crate::info::connector_info().content_formats;
+        if let Some(bad) = self.formats.iter().flatten().find(|f| !known.contains_key(f.as_str())) {
+            return Err(format!(
+                "unknown format {bad:?} (known: {})",
+                known.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What to do with a listed file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Queue it; `kind` is the format it will be read as ("export" for Paper/Google files).
+    Fetch { kind: String },
+    /// Decided without a download.
+    Skip { kind: String, reason: &'static str, detail: String },
+}
+
+/// The decision the listing alone allows (the component checks the same again).
+pub fn decide(path_lower: &str, file: &crate::runtime::FileFacts, s: &ContentSettings) -> Decision {
+    if !file.downloadable {
+        return Decision::Fetch { kind: "export".into() };
+    }
+    let Some(format) = crate::info::connector_info().content_format(path_lower) else {
+        let ext = path_lower.rsplit('/').next().and_then(|b| b.rsplit_once('.')).map(|(_, e)| e).unwrap_or("");
+        return Decision::Skip {
+            kind: "unsupported".into(),
+            reason: "unsupported",
+            detail: if ext.is_empty() {
+                "a file without an extension is not a format we extract".into()
+            } else {
+                format!(".{ext} files are not a format we extract")
+            },
+        };
+    };
+    if let Some(allowed) = &s.formats {
+        if !allowed.iter().any(|f| f == format) {
+            return Decision::Skip {
+                kind: format.into(),
+                reason: "unsupported",
+                detail: format!("{format} is not on this datasource's content allow-list"),
+            };
+        }
+    }
+    if file.size > s.max_download_bytes {
+        return Decision::Skip {
+            kind: format.into(),
+            reason: "too_large",
+            detail: format!("{} bytes is over the {}-byte download cap", file.size, s.max_download_bytes),
+        };
+    }
+    Decision::Fetch { kind: format.into() }
+}
+
+fn now_unix() -> i64 {
+    crate::host::now_unix() as i64
+}
+
+pub(crate) fn settings_in(conn: &Connection, id: &str) -> Result<ContentSettings> {
+    let row = conn
+        .query_row(
+            "SELECT enabled, max_download_bytes, max_text_bytes, formats FROM content_settings WHERE datasource_id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, bool>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((enabled, download, text, formats)) = row else { return Ok(ContentSettings::default()) };
+    let d = ContentSettings::default();
+    Ok(ContentSettings {
+        enabled,
+        max_download_bytes: download.map_or(d.max_download_bytes, |v| v.max(1) as u64),
+        max_text_bytes: text.map_or(d.max_text_bytes, |v| v.clamp(1, i64::from(u32::MAX)) as u32),
+        formats: formats
+            .map(|f| serde_json::from_str(&f))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt { what: "content formats", why: e.to_string() })?,
+    })
+}
+
+/// Record (or keep) the content row of each upserted file, in the page's transaction.
+pub(crate) fn enqueue(tx: &Transaction<'_>, id: &str, docs: &[Document], s: &ContentSettings) -> Result<u64> {
+    if !s.enabled {
+        return Ok(0);
+    }
+    let now = now_unix();
+    // Same bytes (by hash, else by revision) read the same way: keep the outcome and text.
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO content (datasource_id, doc_id, file_id, name, rev, content_hash, size, downloadable,
+                              export_json, kind, state, reason, detail, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
+             file_id = excluded.file_id, name = excluded.name, size = excluded.size,
+             downloadable = excluded.downloadable, export_json = excluded.export_json,
+             state = CASE WHEN same THEN content.state ELSE excluded.state END,
+             reason = CASE WHEN same THEN content.reason ELSE excluded.reason END,
+             detail = CASE WHEN same THEN content.detail ELSE excluded.detail END,
+             text = CASE WHEN same THEN content.text ELSE NULL END,
+             format = CASE WHEN same THEN content.format ELSE NULL END,
+             truncated = CASE WHEN same THEN content.truncated ELSE 0 END,
+             bytes = CASE WHEN same THEN content.bytes ELSE 0 END,
+             attempts = CASE WHEN same THEN content.attempts ELSE 0 END,
+             not_before = CASE WHEN same THEN content.not_before ELSE 0 END,
+             claimed_until = CASE WHEN same THEN content.claimed_until ELSE 0 END,
+             updated_at = CASE WHEN same THEN content.updated_at ELSE excluded.updated_at END,
+             rev = excluded.rev, content_hash = excluded.content_hash, kind = excluded.kind
+         "
+        .replace(
+            "same",
+            "(content.kind = excluded.kind AND content.content_hash IS excluded.content_hash
+               AND (excluded.content_hash IS NOT NULL OR content.rev IS excluded.rev))",
+        )
+        .as_str(),
+    )?;
+    let mut queued = 0;
+    for d in docs {
+        let Some(f) = &d.file else { continue };
+        let name = d.path_lower.rsplit('/').next().unwrap_or(&d.path_lower);
+        let (kind, state, reason, detail) = match decide(&d.path_lower, f, s) {
+            Decision::Fetch { kind } => {
+                queued += 1;
+                (kind, "pending", None, None)
+            }
+            Decision::Skip { kind, reason, detail } => (kind, "skipped", Some(reason), Some(detail)),
+        };
+        let export = (!f.downloadable)
+            .then(|| serde_json::json!({ "as": f.export_as, "options": f.export_options }).to_string());
+        upsert.execute(params![
+            id,
+            d.id,
+            f.file_id,
+            name,
+            d.rev,
+            f.content_hash,
+            f.size as i64,
+            f.downloadable,
+            export,
+            kind,
+            state,
+            reason,
+            detail,
+            now
+        ])?;
+    }
+    Ok(queued)
+}
+
+/// What [`finish_in`] did.
+struct Applied {
+    /// The row still described the fetched bytes and took the outcome.
+    recorded: bool,
+    /// The file left the queue (done, skipped or failed): its document changed.
+    finished: bool,
+}
+
+/// Apply one outcome if the row still describes the fetched bytes.
+fn finish_in(tx: &Transaction<'_>, job: &ContentJob, outcome: &Outcome, now: i64) -> Result<Applied> {
+    let guard = "datasource_id = ?1 AND doc_id = ?2 AND state = 'pending' AND kind = ?3
+                 AND content_hash IS ?4 AND rev IS ?5";
+    let (ds, doc, kind, hash, rev) = (&job.datasource_id, &job.doc_id, &job.kind, &job.content_hash, &job.rev);
+    let changed = match outcome {
+        Outcome::Done { text, format, truncated, bytes } => tx.execute(
+            &format!(
+                "UPDATE content SET state = 'done', reason = NULL, detail = NULL, text = ?6, format = ?7,
+                     truncated = ?8, bytes = ?9, claimed_until = 0, updated_at = ?10 WHERE {guard}"
+            ),
+            params![ds, doc, kind, hash, rev, text, format, truncated, *bytes as i64, now],
+        )?,
+        Outcome::Skipped { reason, detail } | Outcome::Failed { class: reason, detail } => {
+            let state = if matches!(outcome, Outcome::Skipped { .. }) { "skipped" } else { "failed" };
+            tx.execute(
+                &format!(
+                    "UPDATE content SET state = ?6, reason = ?7, detail = ?8, text = NULL, claimed_until = 0,
+                         updated_at = ?9 WHERE {guard}"
+                ),
+                params![ds, doc, kind, hash, rev, state, reason, detail, now],
+            )?
+        }
+        Outcome::Retry { class, detail, delay_secs, free } => {
+            let attempts = job.attempts + i64::from(!*free);
+            if attempts >= MAX_ATTEMPTS {
+                tx.execute(
+                    &format!(
+                        "UPDATE content SET state = 'failed', reason = ?6, detail = ?7, attempts = ?8,
+                             claimed_until = 0, updated_at = ?9 WHERE {guard}"
+                    ),
+                    params![ds, doc, kind, hash, rev, class, detail, attempts, now],
+                )?
+            } else {
+                // Still pending: nothing for the sinks yet.
+                let n = tx.execute(
+                    &format!(
+                        "UPDATE content SET attempts = ?6, not_before = ?7, detail = ?8, claimed_until = 0
+                         WHERE {guard}"
+                    ),
+                    params![ds, doc, kind, hash, rev, attempts, now + *delay_secs as i64, format!("{class}: {detail}")],
+                )?;
+                return Ok(Applied { recorded: n > 0, finished: false });
+            }
+        }
+    };
+    Ok(Applied { recorded: changed > 0, finished: changed > 0 })
+}
+
+/// One file to fetch, as claimed from the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentJob {
+    pub datasource_id: String,
+    pub doc_id: String,
+    pub file_id: String,
+    pub name: String,
+    pub rev: Option<String>,
+    pub content_hash: Option<String>,
+    pub size: u64,
+    pub downloadable: bool,
+    pub export_as: Option<String>,
+    pub export_options: Vec<String>,
+    pub kind: String,
+    pub attempts: i64,
+}
+
+/// How a fetch ended, for the store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Done { text: String, format: String, truncated: bool, bytes: u64 },
+    /// The file itself: wait for its next change.
+    Skipped { reason: String, detail: String },
+    /// Try again after `delay_secs` (counts as an attempt unless `free`).
+    Retry { class: String, detail: String, delay_secs: u64, free: bool },
+    /// Give up until the file changes.
+    Failed { class: String, detail: String },
+}
+
+/// Counts for `status`: files with content, pending, skipped and failed by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ContentCounts {
+    pub enabled: bool,
+    pub done: u64,
+    pub pending: u64,
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    pub failed: std::collections::BTreeMap<String, u64>,
+    pub bytes_downloaded: u64,
+}
+
+/// A document row's content, as readers merge it into the JSON.
+#[derive(Clone, Debug, Default)]
+pub struct Attached {
+    pub state: Option<String>,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    pub text: Option<String>,
+    pub format: Option<String>,
+    pub truncated: bool,
+}
+
+/// The SQL a reader joins to get [`Attached`] (columns in this order).
+pub const ATTACHED_COLUMNS: &str = "c.state, c.reason, c.detail, c.text, c.format, c.truncated";
+pub const ATTACHED_JOIN: &str = "LEFT JOIN content c ON c.datasource_id = d.datasource_id AND c.doc_id = d.doc_id";
+
+impl Attached {
+    pub fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(Attached {
+            state: r.get(first)?,
+            reason: r.get(first + 1)?,
+            detail: r.get(first + 2)?,
+            text: r.get(first + 3)?,
+            format: r.get(first + 4)?,
+            truncated: r.get::<_, Option<bool>>(first + 5)?.unwrap_or(false),
+        })
+    }
+}
+
+/// The document as delivered: Coco's `content` holds the text; `metadata.content_format`
+/// and `content_truncated` say how it was read; `metadata.content_error` says why a file has
+/// none. Pending (or no row): the JSON as the component made it.
+pub fn merge(json: &str, a: &Attached) -> String {
+    let (Some(state), true) = (a.state.as_deref(), matches!(a.state.as_deref(), Some("done" | "skipped" | "failed")))
+    else {
+        return json.to_string();
+    };
+    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_string();
+    };
+    let meta = doc.entry("metadata").or_insert_with(|| serde_json::json!({}));
+    match state {
+        "done" => {
+            if let Some(m) = meta.as_object_mut() {
+                m.insert("content_format".into(), a.format.clone().unwrap_or_default().into());
+                if a.truncated {
+                    m.insert("content_truncated".into(), true.into());
+                }
+            }
+            doc.insert("content".into(), a.text.clone().unwrap_or_default().into());
+        }
+        _ => {
+            if let Some(m) = meta.as_object_mut() {
+                let reason = a.reason.as_deref().unwrap_or("failed");
+                let error = match &a.detail {
+                    Some(d) => format!("{reason}: {d}"),
+                    None => reason.to_string(),
+                };
+                m.insert("content_error".into(), error.into());
+            }
+        }
+    }
+    serde_json::Value::Object(doc).to_string()
+}
+
+impl Store {
+    pub fn content_settings(&self, id: &str) -> Result<ContentSettings> {
+        settings_in(&self.conn(), id)
+    }
+
+    /// Change a datasource's content settings. Turning content off forgets what was
+    /// extracted (a registered sink gets the documents again without it); turning it on, or
+    /// widening what is fetched, restarts the listing so every file is considered.
+    pub fn set_content_settings(&self, id: &str, s: &ContentSettings) -> Result<()> {
+        s.validate().map_err(|why| StoreError::Corrupt { what: "content settings", why })?;
+        let before = self.content_settings(id)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let exists: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM datasources WHERE id = ?1)", [id], |r| r.get(0))?;
+        if !exists {
+            return Err(StoreError::NoDatasource(id.to_string()));
+        }
+        tx.execute(
+            "INSERT INTO content_settings (datasource_id, enabled, max_download_bytes, max_text_bytes, formats)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(datasource_id) DO UPDATE SET enabled = excluded.enabled,
+                 max_download_bytes = excluded.max_download_bytes, max_text_bytes = excluded.max_text_bytes,
+                 formats = excluded.formats",
+            params![
+                id,
+                s.enabled,
+                s.max_download_bytes as i64,
+                i64::from(s.max_text_bytes),
+                s.formats.as_ref().map(|f| serde_json::to_string(f).unwrap_or_default())
+            ],
+        )?;
+        if !s.enabled {
+            if self.outbox_on() {
+                tx.execute(
+                    "INSERT INTO outbox (datasource_id, doc_id, op)
+                     SELECT datasource_id, doc_id, 'upsert' FROM content
+                     WHERE datasource_id = ?1 AND state <> 'pending'",
+                    [id],
+                )?;
+            }
+            tx.execute("DELETE FROM content WHERE datasource_id = ?1", [id])?;
+        } else if *s != before {
+            // Decisions depend on the settings: list again (documents stay; unchanged files
+            // keep their content, the rest are decided anew).
+            tx.execute("DELETE FROM content WHERE datasource_id = ?1 AND state = 'skipped'", [id])?;
+            tx.execute(
+                "UPDATE sync_state SET cursor = NULL, listing = 1, generation = generation + 1 WHERE datasource_id = ?1",
+                [id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Datasources with a file due for fetching now, oldest due first.
+    pub fn content_due(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT datasource_id, MIN(not_before) AS due FROM content
+             WHERE state = 'pending' AND not_before <= ?1 AND claimed_until <= ?1
+             GROUP BY datasource_id ORDER BY due",
+        )?;
+        let rows = stmt.query_map([now_unix()], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Claim up to `limit` due files of a datasource for `lease_secs`: another worker (or
+    /// process) skips them until the lease ends.
+    pub fn claim_content(&self, id: &str, limit: usize, lease_secs: u64) -> Result<Vec<ContentJob>> {
+        let now = now_unix();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let jobs: Vec<ContentJob> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT doc_id, file_id, name, rev, content_hash, size, downloadable, export_json, kind, attempts
+                 FROM content WHERE datasource_id = ?1 AND state = 'pending'
+                   AND not_before <= ?2 AND claimed_until <= ?2
+                 ORDER BY not_before LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![id, now, limit as i64], |r| {
+                let export: Option<String> = r.get(7)?;
+                let export: serde_json::Value =
+                    export.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default();
+                Ok(ContentJob {
+                    datasource_id: id.to_string(),
+                    doc_id: r.get(0)?,
+                    file_id: r.get(1)?,
+                    name: r.get(2)?,
+                    rev: r.get(3)?,
+                    content_hash: r.get(4)?,
+                    size: r.get::<_, i64>(5)?.max(0) as u64,
+                    downloadable: r.get(6)?,
+                    export_as: export["as"].as_str().map(str::to_string),
+                    export_options: export["options"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|o| o.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default(),
+                    kind: r.get(8)?,
+                    attempts: r.get(9)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        {
+            let mut claim = tx.prepare_cached(
+                "UPDATE content SET claimed_until = ?3 WHERE datasource_id = ?1 AND doc_id = ?2",
+            )?;
+            for j in &jobs {
+                claim.execute(params![id, j.doc_id, now + lease_secs as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(jobs)
+    }
+
+    /// Record how fetches ended, in one transaction, for files that are still the ones that
+    /// were fetched (same bytes, same kind, still pending); a finished outcome queues the
+    /// document for the sinks. Returns, per outcome, whether it was recorded (false: the file
+    /// changed meanwhile and the result was dropped).
+    pub fn finish_content(&self, results: &[(ContentJob, Outcome)]) -> Result<Vec<bool>> {
+        let now = now_unix();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut recorded = Vec::with_capacity(results.len());
+        for (job, outcome) in results {
+            let applied = finish_in(&tx, job, outcome, now)?;
+            if applied.finished && self.outbox_on() {
+                crate::outbox::record(&tx, &job.datasource_id, &job.doc_id, crate::outbox::Op::Upsert)?;
+            }
+            recorded.push(applied.recorded);
+        }
+        tx.commit()?;
+        Ok(recorded)
+    }
+
+    /// Give claimed files back unfetched (a worker that stops early).
+    pub fn release_content(&self, jobs: &[ContentJob]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for j in jobs {
+            tx.execute(
+                "UPDATE content SET claimed_until = 0 WHERE datasource_id = ?1 AND doc_id = ?2",
+                params![j.datasource_id, j.doc_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Files with content, pending, and skipped/failed by reason.
+    pub fn content_counts(&self, id: &str) -> Result<ContentCounts> {
+        let conn = self.conn();
+        let mut counts = ContentCounts { enabled: settings_in(&conn, id)?.enabled, ..Default::default() };
+        let mut stmt = conn.prepare_cached(
+            "SELECT state, COALESCE(reason, ''), COUNT(*), COALESCE(SUM(bytes), 0) FROM content
+             WHERE datasource_id = ?1 GROUP BY state, reason",
+        )?;
+        let mut rows = stmt.query([id])?;
+        while let Some(r) = rows.next()? {
+            let (state, reason, n, bytes): (String, String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let n = n.max(0) as u64;
+            counts.bytes_downloaded += bytes.max(0) as u64;
+            match state.as_str() {
+                "done" => counts.done += n,
+                "pending" => counts.pending += n,
+                "skipped" => *counts.skipped.entry(reason).or_default() += n,
+                _ => *counts.failed.entry(reason).or_default() += n,
+            }
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::FileFacts;
+
+    fn facts(size: u64, downloadable: bool) -> FileFacts {
+        FileFacts {
+            file_id: "id:x".into(),
+            size,
+            content_hash: Some("h".into()),
+            downloadable,
+            export_as: None,
+            export_options: vec![],
+        }
+    }
+
+    #[test]
+    fn decisions_from_the_listing() {
+        let s = ContentSettings::default();
+        assert_eq!(decide("/a/r.pdf", &facts(10, true), &s), Decision::Fetch { kind: "pdf".into() });
+        assert!(matches!(decide("/a/photo.jpg", &facts(10, true), &s), Decision::Skip { reason: "unsupported", .. }));
+        assert!(matches!(decide("/a/big.pdf", &facts(11 << 20, true), &s), Decision::Skip { reason: "too_large", .. }));
+        assert_eq!(decide("/a/plan.paper", &facts(0, false), &s), Decision::Fetch { kind: "export".into() });
+        let only_docx = ContentSettings { formats: Some(vec!["docx".into()]), ..s };
+        assert!(matches!(decide("/a/r.pdf", &facts(1, true), &only_docx), Decision::Skip { reason: "unsupported", .. }));
+        assert!(ContentSettings { formats: Some(vec!["exe".into()]), ..Default::default() }.validate().is_err());
+        assert!(ContentSettings { max_download_bytes: 0, ..Default::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn merge_adds_content_or_the_reason_and_leaves_pending_alone() {
+        let json = r#"{"id":"d","title":"r.pdf","metadata":{"rev":"1"}}"#;
+        assert_eq!(merge(json, &Attached::default()), json);
+        let pending = Attached { state: Some("pending".into()), ..Default::default() };
+        assert_eq!(merge(json, &pending), json);
+        let done = Attached {
+            state: Some("done".into()),
+            text: Some("hello".into()),
+            format: Some("pdf".into()),
+            truncated: true,
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::from_str(&merge(json, &done)).unwrap();
+        assert_eq!(v["content"], "hello");
+        assert_eq!(v["metadata"]["content_format"], "pdf");
+        assert_eq!(v["metadata"]["content_truncated"], true);
+        assert_eq!(v["metadata"]["rev"], "1");
+        let skipped = Attached {
+            state: Some("skipped".into()),
+            reason: Some("too_large".into()),
+            detail: Some("11 bytes".into()),
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::from_str(&merge(json, &skipped)).unwrap();
+        assert_eq!(v["metadata"]["content_error"], "too_large: 11 bytes");
+        assert!(v.get("content").is_none());
+    }
+}
