@@ -8,9 +8,9 @@ use crate::{connect, oauth, page, types as core, Error as CoreError, Secret, Sec
 wit_bindgen::generate!({ path: "wit", world: "connector" });
 
 use coco::dropbox::types as wit;
+use exports::coco::dropbox::content as wit_content;
 use exports::coco::dropbox::oauth_redirect as wit_oauth;
 use exports::coco::dropbox::sync_page as wit_sync;
-use exports::coco::dropbox::content as wit_content;
 use exports::coco::dropbox::watch as wit_watch;
 
 /// Bounds the TCP connect; the host bounds the rest of each request (first byte, between bytes).

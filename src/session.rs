@@ -134,5 +134,7 @@ impl<'a, T: Transport> Session<'a, T> {
 pub enum Sent {
     Response(HttpResponse),
     /// The answer was longer than the request's cap (and was not read whole).
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
 }

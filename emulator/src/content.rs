@@ -9,10 +9,38 @@ use sha2::{Digest, Sha256};
 use crate::model::Node;
 
 const WORDS: [&str; 32] = [
-    "quarterly", "revenue", "contract", "renewal", "budget", "forecast", "roadmap", "customer", "invoice",
-    "meeting", "minutes", "design", "review", "launch", "migration", "security", "audit", "policy", "hiring",
-    "onboarding", "vendor", "pricing", "summary", "analysis", "report", "timeline", "milestone", "risk",
-    "compliance", "training", "support", "release",
+    "quarterly",
+    "revenue",
+    "contract",
+    "renewal",
+    "budget",
+    "forecast",
+    "roadmap",
+    "customer",
+    "invoice",
+    "meeting",
+    "minutes",
+    "design",
+    "review",
+    "launch",
+    "migration",
+    "security",
+    "audit",
+    "policy",
+    "hiring",
+    "onboarding",
+    "vendor",
+    "pricing",
+    "summary",
+    "analysis",
+    "report",
+    "timeline",
+    "milestone",
+    "risk",
+    "compliance",
+    "training",
+    "support",
+    "release",
 ];
 
 fn extension(name: &str) -> String {
@@ -32,7 +60,10 @@ pub fn has_synthetic_text(name: &str) -> bool {
 pub fn synthetic_words(node: &Node) -> Vec<String> {
     let h = Sha256::digest(node.id.as_bytes());
     let mut words: Vec<String> = h.iter().take(24).map(|b| WORDS[(*b as usize) % WORDS.len()].to_string()).collect();
-    words.insert(0, format!("token-{}", node.id.trim_start_matches("id:").to_ascii_lowercase().replace(['-', '_'], "x")));
+    words.insert(
+        0,
+        format!("token-{}", node.id.trim_start_matches("id:").to_ascii_lowercase().replace(['-', '_'], "x")),
+    );
     words
 }
 
@@ -82,8 +113,10 @@ pub fn export(node: &Node, format: &str) -> Vec<u8> {
 pub fn pdf(lines: &[String]) -> Vec<u8> {
     let mut content = String::from("BT /F1 11 Tf 72 740 Td 14 TL\n");
     for l in lines {
-        let escaped: String =
-            l.chars().filter(|c| c.is_ascii() && !c.is_control()).flat_map(|c| match c {
+        let escaped: String = l
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_control())
+            .flat_map(|c| match c {
                 '(' | ')' | '\\' => vec!['\\', c],
                 c => vec![c],
             })
@@ -144,7 +177,9 @@ pub fn docx(lines: &[String]) -> Vec<u8> {
 pub fn xlsx(lines: &[String]) -> Vec<u8> {
     let ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
     let shared: String = lines.iter().map(|l| format!("<si><t>{}</t></si>", xml_escape(l))).collect();
-    let rows: String = (0..lines.len()).map(|i| format!(r#"<row r="{}"><c t="s"><v>{i}</v></c><c><v>{}</v></c></row>"#, i + 1, i * 7)).collect();
+    let rows: String = (0..lines.len())
+        .map(|i| format!(r#"<row r="{}"><c t="s"><v>{i}</v></c><c><v>{}</v></c></row>"#, i + 1, i * 7))
+        .collect();
     zip(&[
         ("[Content_Types].xml", CT.into()),
         ("xl/workbook.xml", format!(r#"<workbook xmlns="{ns}" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#)),

@@ -872,7 +872,10 @@ impl State {
         let arg: Arg = match serde_json::from_str(arg) {
             Ok(a) => a,
             Err(e) => {
-                return Reply::bad_request(route, &format!("HTTP header \"Dropbox-API-Arg\": could not decode input as JSON: {e}"))
+                return Reply::bad_request(
+                    route,
+                    &format!("HTTP header \"Dropbox-API-Arg\": could not decode input as JSON: {e}"),
+                )
             }
         };
         let conflict = |error: serde_json::Value| Reply::route_error(409, error);

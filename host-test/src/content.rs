@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS content (
     claimed_until INTEGER NOT NULL DEFAULT 0,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (datasource_id, doc_id),
-    FOREIGN KEY (datasource_id, doc_id) REFERENCES documents(datasource_id, doc_id) ON DELETE CASCADE
+    FOREIGN KEY (datasource_id) REFERENCES datasources(id) ON DELETE CASCADE
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS content_queue ON content(datasource_id, not_before) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS content_settings (
@@ -296,6 +296,50 @@ fn finish_in(tx: &Transaction<'_>, job: &ContentJob, outcome: &Outcome, now: i64
     Ok(Applied { recorded: changed > 0, finished: changed > 0 })
 }
 
+/// The documents a page's deletes will remove (before they are applied): their content rows
+/// go too, unless the same page upserts them again (a move keeps a file's id and bytes).
+pub(crate) fn doomed(tx: &Transaction<'_>, id: &str, deletes: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    if deletes.is_empty() {
+        return Ok(out);
+    }
+    let mut stmt = tx.prepare_cached(
+        "SELECT doc_id FROM content WHERE datasource_id = ?1 AND doc_id IN (
+             SELECT doc_id FROM documents WHERE datasource_id = ?1 AND path_lower = ?2
+             UNION ALL
+             SELECT doc_id FROM documents WHERE datasource_id = ?1 AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0')",
+    )?;
+    for p in deletes {
+        for doc in stmt.query_map(params![id, p], |r| r.get::<_, String>(0))? {
+            out.push(doc?);
+        }
+    }
+    Ok(out)
+}
+
+/// Forget the content of documents that left the index (see [`doomed`]).
+pub(crate) fn forget(tx: &Transaction<'_>, id: &str, doomed: &[String], kept: &[Document]) -> Result<()> {
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    let kept: std::collections::HashSet<&str> = kept.iter().map(|d| d.id.as_str()).collect();
+    let mut delete = tx.prepare_cached("DELETE FROM content WHERE datasource_id = ?1 AND doc_id = ?2")?;
+    for doc in doomed.iter().filter(|d| !kept.contains(d.as_str())) {
+        delete.execute(params![id, doc])?;
+    }
+    Ok(())
+}
+
+/// Before the end-of-listing sweep: the content of documents it will remove.
+pub(crate) fn forget_swept(tx: &Transaction<'_>, id: &str, generation: i64) -> Result<()> {
+    tx.execute(
+        "DELETE FROM content WHERE datasource_id = ?1 AND doc_id IN (
+             SELECT doc_id FROM documents WHERE datasource_id = ?1 AND generation < ?2)",
+        params![id, generation],
+    )?;
+    Ok(())
+}
+
 /// One file to fetch, as claimed from the queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContentJob {
@@ -316,13 +360,29 @@ pub struct ContentJob {
 /// How a fetch ended, for the store.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    Done { text: String, format: String, truncated: bool, bytes: u64 },
+    Done {
+        text: String,
+        format: String,
+        truncated: bool,
+        bytes: u64,
+    },
     /// The file itself: wait for its next change.
-    Skipped { reason: String, detail: String },
+    Skipped {
+        reason: String,
+        detail: String,
+    },
     /// Try again after `delay_secs` (counts as an attempt unless `free`).
-    Retry { class: String, detail: String, delay_secs: u64, free: bool },
+    Retry {
+        class: String,
+        detail: String,
+        delay_secs: u64,
+        free: bool,
+    },
     /// Give up until the file changes.
-    Failed { class: String, detail: String },
+    Failed {
+        class: String,
+        detail: String,
+    },
 }
 
 /// Counts for `status`: files with content, pending, skipped and failed by reason.
@@ -413,7 +473,8 @@ impl Store {
         let before = self.content_settings(id)?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let exists: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM datasources WHERE id = ?1)", [id], |r| r.get(0))?;
+        let exists: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM datasources WHERE id = ?1)", [id], |r| r.get(0))?;
         if !exists {
             return Err(StoreError::NoDatasource(id.to_string()));
         }
@@ -481,8 +542,7 @@ impl Store {
             )?;
             let rows = stmt.query_map(params![id, now, limit as i64], |r| {
                 let export: Option<String> = r.get(7)?;
-                let export: serde_json::Value =
-                    export.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default();
+                let export: serde_json::Value = export.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default();
                 Ok(ContentJob {
                     datasource_id: id.to_string(),
                     doc_id: r.get(0)?,
@@ -504,9 +564,8 @@ impl Store {
             rows.collect::<rusqlite::Result<_>>()?
         };
         {
-            let mut claim = tx.prepare_cached(
-                "UPDATE content SET claimed_until = ?3 WHERE datasource_id = ?1 AND doc_id = ?2",
-            )?;
+            let mut claim =
+                tx.prepare_cached("UPDATE content SET claimed_until = ?3 WHERE datasource_id = ?1 AND doc_id = ?2")?;
             for j in &jobs {
                 claim.execute(params![id, j.doc_id, now + lease_secs as i64])?;
             }
@@ -551,15 +610,31 @@ impl Store {
 
     /// Files with content, pending, and skipped/failed by reason.
     pub fn content_counts(&self, id: &str) -> Result<ContentCounts> {
+        Ok(self
+            .all_content_counts(Some(id))?
+            .remove(id)
+            .unwrap_or_else(|| ContentCounts { enabled: true, ..Default::default() }))
+    }
+
+    /// [`Store::content_counts`] of one datasource or all, in one pass.
+    pub fn all_content_counts(&self, only: Option<&str>) -> Result<std::collections::HashMap<String, ContentCounts>> {
         let conn = self.conn();
-        let mut counts = ContentCounts { enabled: settings_in(&conn, id)?.enabled, ..Default::default() };
+        let mut out: std::collections::HashMap<String, ContentCounts> = Default::default();
+        let mut ids = conn.prepare_cached("SELECT id FROM datasources WHERE ?1 IS NULL OR id = ?1")?;
+        for id in ids.query_map([only], |r| r.get::<_, String>(0))? {
+            let id = id?;
+            let enabled = settings_in(&conn, &id)?.enabled;
+            out.insert(id, ContentCounts { enabled, ..Default::default() });
+        }
         let mut stmt = conn.prepare_cached(
-            "SELECT state, COALESCE(reason, ''), COUNT(*), COALESCE(SUM(bytes), 0) FROM content
-             WHERE datasource_id = ?1 GROUP BY state, reason",
+            "SELECT datasource_id, state, COALESCE(reason, ''), COUNT(*), COALESCE(SUM(bytes), 0) FROM content
+             WHERE ?1 IS NULL OR datasource_id = ?1 GROUP BY datasource_id, state, reason",
         )?;
-        let mut rows = stmt.query([id])?;
+        let mut rows = stmt.query([only])?;
         while let Some(r) = rows.next()? {
-            let (state, reason, n, bytes): (String, String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let (id, state, reason, n, bytes): (String, String, String, i64, i64) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            let Some(counts) = out.get_mut(&id) else { continue };
             let n = n.max(0) as u64;
             counts.bytes_downloaded += bytes.max(0) as u64;
             match state.as_str() {
@@ -569,7 +644,7 @@ impl Store {
                 _ => *counts.failed.entry(reason).or_default() += n,
             }
         }
-        Ok(counts)
+        Ok(out)
     }
 }
 
@@ -597,7 +672,10 @@ mod tests {
         assert!(matches!(decide("/a/big.pdf", &facts(11 << 20, true), &s), Decision::Skip { reason: "too_large", .. }));
         assert_eq!(decide("/a/plan.paper", &facts(0, false), &s), Decision::Fetch { kind: "export".into() });
         let only_docx = ContentSettings { formats: Some(vec!["docx".into()]), ..s };
-        assert!(matches!(decide("/a/r.pdf", &facts(1, true), &only_docx), Decision::Skip { reason: "unsupported", .. }));
+        assert!(matches!(
+            decide("/a/r.pdf", &facts(1, true), &only_docx),
+            Decision::Skip { reason: "unsupported", .. }
+        ));
         assert!(ContentSettings { formats: Some(vec!["exe".into()]), ..Default::default() }.validate().is_err());
         assert!(ContentSettings { max_download_bytes: 0, ..Default::default() }.validate().is_err());
     }

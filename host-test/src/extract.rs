@@ -80,11 +80,9 @@ pub fn outcome_of(
         Err(e @ (RuntimeError::Trap(_) | RuntimeError::Timeout(_))) => {
             (Outcome::Skipped { reason: "crashed".into(), detail: e.to_string() }, 0, 0)
         }
-        Err(e @ RuntimeError::Instantiate(_)) => (
-            Outcome::Retry { class: "instantiate".into(), detail: e.to_string(), delay_secs: 60, free: false },
-            0,
-            0,
-        ),
+        Err(e @ RuntimeError::Instantiate(_)) => {
+            (Outcome::Retry { class: "instantiate".into(), detail: e.to_string(), delay_secs: 60, free: false }, 0, 0)
+        }
     }
 }
 
@@ -132,7 +130,10 @@ impl Host {
         }
         let settings = self.store.content_settings(&job.datasource_id)?;
         let req = api::ContentRequest {
-            app: AppCredentials { client_id: ds.client_id.clone(), client_secret: ds.client_secret.expose().to_string() },
+            app: AppCredentials {
+                client_id: ds.client_id.clone(),
+                client_secret: ds.client_secret.expose().to_string(),
+            },
             tokens: Tokens {
                 access_token: ds.tokens.access_token.expose().to_string(),
                 expires_at: ds.tokens.expires_at,
@@ -283,7 +284,10 @@ pub async fn drain_content<H: AsRef<Host> + Send + Sync + 'static>(
             Some(Ok(Ok(done))) => finished.push(done),
             Some(Ok(Err(e))) => break Err(e),
             Some(Err(join)) => {
-                break Err(HostError::Failing { id: id.clone().unwrap_or_else(|| "*".into()), detail: join.to_string() })
+                break Err(HostError::Failing {
+                    id: id.clone().unwrap_or_else(|| "*".into()),
+                    detail: join.to_string(),
+                })
             }
             None => {}
         }

@@ -131,6 +131,9 @@ struct ServeArgs {
     /// Seconds in-flight pages get to finish at shutdown.
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
+    /// Content calls in flight across datasources (0: fetch no content in this process).
+    #[arg(long, default_value_t = 2)]
+    content_concurrency: usize,
     /// Sync lease length in seconds (renewed every third of it).
     #[arg(long, default_value_t = 60)]
     lease_ttl: u64,
@@ -609,10 +612,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 store.set_content_settings(&args.datasource_id, &s)?;
                 eprintln!("Content settings changed; the next sync lists the account again to apply them.");
             }
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-                "settings": s,
-                "counts": store.content_counts(&args.datasource_id)?,
-            }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "settings": s,
+                    "counts": store.content_counts(&args.datasource_id)?,
+                }))?
+            );
             Ok(())
         }
         Command::Export(args) => {
@@ -672,6 +678,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     config.lease_ttl = Duration::from_secs(args.lease_ttl.max(3));
     config.sinks = args.sink.config()?.into_iter().collect();
+    config.content_concurrency = args.content_concurrency;
     let service = serve::Service::new(host, config);
     serve::run(service, serve::terminated()).await
 }

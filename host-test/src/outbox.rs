@@ -270,7 +270,13 @@ mod tests {
     use crate::store::PageApply;
 
     fn doc(id: &str, path: &str) -> Document {
-        Document { id: id.into(), path_lower: path.into(), rev: None, json: format!(r#"{{"id":"{id}","p":"{path}"}}"#) }
+        Document {
+            id: id.into(),
+            path_lower: path.into(),
+            rev: None,
+            json: format!(r#"{{"id":"{id}","p":"{path}"}}"#),
+            file: None,
+        }
     }
 
     /// Apply one page at the datasource's current cursor.

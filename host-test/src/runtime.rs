@@ -27,14 +27,14 @@ wasmtime::component::bindgen!({
 });
 
 pub use coco::dropbox::types::{AppCredentials, Endpoints, Error as WitError, Profile, RootInfo, Tokens};
+/// The `content` interface's types (`fetch-content`).
+pub use exports::coco::dropbox::content as content_api;
 pub use exports::coco::dropbox::oauth_redirect::{
     ConnectRequest, Datasource, DatasourceConfig, RedirectRequest, RevokeRequest,
 };
+pub use exports::coco::dropbox::sync_page::FileFacts;
 pub use exports::coco::dropbox::sync_page::{Document, PageRequest, PageResult, PageStats, SyncFailure, SyncOptions};
 pub use exports::coco::dropbox::watch::{Changes, WaitRequest};
-/// The `content` interface's types (`fetch-content`).
-pub use exports::coco::dropbox::content as content_api;
-pub use exports::coco::dropbox::sync_page::FileFacts;
 
 /// Dropbox may hold a longpoll this much longer than its `timeout` (random jitter).
 const LONGPOLL_JITTER: Duration = Duration::from_secs(90);

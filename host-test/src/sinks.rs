@@ -159,7 +159,7 @@ mod tests {
         let first = String::from_utf8(bodies[0].clone()).unwrap();
         assert_eq!(
             first,
-            "{\"index\":{\"_id\":\"a\",\"_index\":\"coco\"}}\n{\"id\":\"a\"}\n{\"delete\":{\"_id\":\"b\",\"_index\":\"coco\"}}\n"
+            "{\"index\":{\"_index\":\"coco\",\"_id\":\"a\"}}\n{\"id\":\"a\"}\n{\"delete\":{\"_index\":\"coco\",\"_id\":\"b\"}}\n"
         );
         assert!(first.ends_with('\n'), "NDJSON ends with a newline");
         let by_bytes = bulk_bodies("coco", &changes, 100, 60);

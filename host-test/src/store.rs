@@ -623,6 +623,7 @@ impl Store {
                    AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
             )?;
             let outbox = self.outbox_on();
+            let doomed = crate::content::doomed(&tx, id, page.deletes)?;
             for p in page.deletes {
                 if outbox {
                     crate::outbox::record_subtree(&tx, id, p, crate::outbox::Op::Delete)?;
@@ -644,6 +645,7 @@ impl Store {
                 }
                 applied.upserted += 1;
             }
+            crate::content::forget(&tx, id, &doomed, page.documents)?;
         }
         if page.documents.iter().any(|d| d.file.is_some()) {
             let settings = crate::content::settings_in(&tx, id)?;
@@ -654,6 +656,7 @@ impl Store {
             if self.outbox_on() {
                 crate::outbox::record_sweep(&tx, id, generation)?;
             }
+            crate::content::forget_swept(&tx, id, generation)?;
             applied.swept = tx.execute(
                 "DELETE FROM documents WHERE datasource_id = ?1 AND generation < ?2",
                 params![id, generation],

@@ -172,7 +172,9 @@ pub fn plan(req: &ContentRequest) -> Result<Plan, ContentError> {
         Plan::Download { format, .. } | Plan::Export { format, .. } => *format,
     };
     if !allowed(format) {
-        return Err(Skip::Unsupported(format!("{} is not on this datasource's content allow-list", format.name())).into());
+        return Err(
+            Skip::Unsupported(format!("{} is not on this datasource's content allow-list", format.name())).into()
+        );
     }
     Ok(plan)
 }
@@ -205,11 +207,9 @@ pub fn content_request(base: &str, plan: &Plan, file: &FileRef, token: &str, pat
             };
             (Route::Download, serde_json::json!({ "path": path }), *limit)
         }
-        Plan::Export { export_format, limit, .. } => (
-            Route::Export,
-            serde_json::json!({ "path": file.file_id, "export_format": export_format }),
-            *limit,
-        ),
+        Plan::Export { export_format, limit, .. } => {
+            (Route::Export, serde_json::json!({ "path": file.file_id, "export_format": export_format }), *limit)
+        }
     };
     let mut req = HttpRequest::post(format!("{}{}", base.trim_end_matches('/'), route.path()))
         .header("authorization", format!("Bearer {token}"))
@@ -229,7 +229,9 @@ pub fn classify_conflict(route: Route, body: &[u8]) -> ContentError {
         Skip::Restricted("Dropbox restricts this file (restricted_content)".into()).into()
     } else if t.contains("not_found") {
         Skip::Gone("this revision no longer exists (changed or deleted since it was listed)".into()).into()
-    } else if t.starts_with("unsupported_file") || t.starts_with("non_exportable") || t.contains("invalid_export_format")
+    } else if t.starts_with("unsupported_file")
+        || t.starts_with("non_exportable")
+        || t.contains("invalid_export_format")
     {
         Skip::NotExportable(format!("Dropbox refused the {} ({t})", route.name())).into()
     } else if t.starts_with("retry_error") {
@@ -237,7 +239,8 @@ pub fn classify_conflict(route: Route, body: &[u8]) -> ContentError {
     } else if t.contains("not_file") || t.contains("unsupported_content_type") {
         Skip::Unsupported(format!("Dropbox refused the {} ({t})", route.name())).into()
     } else {
-        Error::Api(format!("{}: 409 {}", route.name(), if t.is_empty() { api::quote(body) } else { tags.clone() })).into()
+        Error::Api(format!("{}: 409 {}", route.name(), if t.is_empty() { api::quote(body) } else { tags.clone() }))
+            .into()
     }
 }
 
@@ -300,11 +303,9 @@ fn fetch_and_extract<T: crate::http::Transport>(
     if route == Route::Download {
         if let Some(size) = declared.and_then(|d| d.size) {
             if size != resp.body.len() as u64 {
-                return Err(Error::Transient(format!(
-                    "files/download: received {} of {size} bytes",
-                    resp.body.len()
-                ))
-                .into());
+                return Err(
+                    Error::Transient(format!("files/download: received {} of {size} bytes", resp.body.len())).into()
+                );
             }
         }
     }
@@ -324,11 +325,7 @@ mod tests {
     fn request(name: &str, size: u64) -> ContentRequest {
         ContentRequest {
             app: AppCredentials { client_id: "app".into(), client_secret: Secret::new("shh") },
-            tokens: Tokens {
-                access_token: Secret::new("at"),
-                expires_at: 10_000,
-                refresh_token: Secret::new("rt"),
-            },
+            tokens: Tokens { access_token: Secret::new("at"), expires_at: 10_000, refresh_token: Secret::new("rt") },
             now: 1_000,
             endpoints: Endpoints { authorize: "http://127.0.0.1:1".into(), api: "http://127.0.0.1:1".into() },
             content: "http://127.0.0.1:2".into(),
@@ -412,7 +409,8 @@ mod tests {
         assert!(c.exported && c.extracted.format == Format::Markdown && c.extracted.text.contains("ship it"));
         let arg = header(&t.seen[0], "dropbox-api-arg").unwrap();
         assert_eq!(t.seen[0].url, "http://127.0.0.1:2/2/files/export");
-        assert_eq!(arg, r#"{"export_format":"markdown","path":"id:abc"}"#);
+        let arg: serde_json::Value = serde_json::from_str(arg).unwrap();
+        assert_eq!(arg, serde_json::json!({ "path": "id:abc", "export_format": "markdown" }));
     }
 
     #[test]

@@ -89,11 +89,9 @@ pub fn check_format(claimed: Format, bytes: &[u8]) -> Result<Format, Skip> {
         Magic::Pdf
     } else {
         return match magic {
-            Magic::Zip | Magic::Pdf | Magic::Ole2 => Err(Skip::Malformed(format!(
-                "named as {} but the bytes are {}",
-                claimed.name(),
-                describe(magic)
-            ))),
+            Magic::Zip | Magic::Pdf | Magic::Ole2 => {
+                Err(Skip::Malformed(format!("named as {} but the bytes are {}", claimed.name(), describe(magic))))
+            }
             Magic::Other => Ok(claimed),
         };
     };

@@ -166,10 +166,7 @@ fn bad(e: impl std::fmt::Display) -> Skip {
 }
 
 fn attr(e: &quick_xml::events::BytesStart<'_>, local: &str) -> Option<String> {
-    e.attributes()
-        .flatten()
-        .find(|a| a.key.local_name().as_ref() == local)
-        .map(|a| a.value.into_owned())
+    e.attributes().flatten().find(|a| a.key.local_name().as_ref() == local).map(|a| a.value.into_owned())
 }
 
 fn resolve(r: &quick_xml::events::BytesRef<'_>, into: &mut String) -> Result<(), Skip> {
@@ -320,7 +317,13 @@ mod tests {
             <w:p><w:del><w:r><w:delText>gone</w:delText></w:r></w:del><w:r><w:t>kept &amp; fine</w:t></w:r></w:p>
             <w:tbl><w:tr><w:tc><w:p><w:r><w:t>a</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>b</w:t></w:r></w:p></w:tc></w:tr></w:tbl>
             </w:body></w:document>"#;
-        let z = build(&[("word/document.xml", doc), ("word/footer1.xml", br#"<w:ftr xmlns:w="w"><w:p><w:r><w:t>Page foot</w:t></w:r></w:p></w:ftr>"#)], true);
+        let z = build(
+            &[
+                ("word/document.xml", doc),
+                ("word/footer1.xml", br#"<w:ftr xmlns:w="w"><w:p><w:r><w:t>Page foot</w:t></w:r></w:p></w:ftr>"#),
+            ],
+            true,
+        );
         assert_eq!(run(Format::Docx, &z).unwrap(), "Hello\tworld\nkept & fine\na\nb\nPage foot");
     }
 

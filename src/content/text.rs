@@ -14,7 +14,12 @@ pub struct TextSink {
 
 impl TextSink {
     pub fn new(max_bytes: usize) -> Self {
-        TextSink { buf: String::with_capacity(max_bytes.min(64 << 10)), max: max_bytes, truncated: false, pending: None }
+        TextSink {
+            buf: String::with_capacity(max_bytes.min(64 << 10)),
+            max: max_bytes,
+            truncated: false,
+            pending: None,
+        }
     }
 
     /// True once the cap is reached: further text is dropped.

@@ -45,7 +45,9 @@ fn check_doctype(doctype: &[u8], rules: &Rules) -> Result<(), Skip> {
         return Err(Skip::Hostile("an Office/OpenDocument part carries a DOCTYPE, which the format forbids".into()));
     }
     if doctype.windows(8).any(|w| w.eq_ignore_ascii_case(b"<!ENTITY")) {
-        return Err(Skip::Hostile("the XML declares entities; expanding them is refused (entity-expansion attack)".into()));
+        return Err(Skip::Hostile(
+            "the XML declares entities; expanding them is refused (entity-expansion attack)".into(),
+        ));
     }
     Ok(())
 }

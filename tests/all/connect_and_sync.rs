@@ -132,8 +132,10 @@ async fn connect_and_full_sync_of_12k_entries_matches_the_account() {
 async fn component_exports_the_contract_and_imports_no_filesystem_or_sockets() {
     let rt = runtime(Limits::default());
     let exports = rt.exports();
-    assert!(exports.iter().any(|e| e == "coco:dropbox/oauth-redirect@0.2.0"), "{exports:?}");
-    assert!(exports.iter().any(|e| e == "coco:dropbox/sync-page@0.2.0"), "{exports:?}");
+    for interface in ["oauth-redirect", "sync-page", "watch", "content"] {
+        let name = format!("coco:dropbox/{interface}@0.3.0");
+        assert!(exports.contains(&name), "{name} not in {exports:?}");
+    }
     let imports = rt.imports();
     assert!(imports.iter().any(|i| i.starts_with("wasi:http/outgoing-handler")), "{imports:?}");
     for forbidden in ["wasi:filesystem", "wasi:sockets"] {

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod connect_and_sync;
+mod content;
 mod facade_serve;
 mod incremental;
 mod oauth_lifecycle;

@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub reload_every: Duration,
     /// Where documents are delivered from the outbox (registered at start).
     pub sinks: Vec<crate::deliver::SinkConfig>,
+    /// Content calls in flight across datasources (0: no content fetching in this process).
+    pub content_concurrency: usize,
 }
 
 impl ServeConfig {
@@ -84,6 +86,7 @@ impl ServeConfig {
             lease_ttl: Duration::from_secs(60),
             reload_every: Duration::from_secs(2),
             sinks: Vec::new(),
+            content_concurrency: 2,
         }
     }
 }
@@ -120,6 +123,12 @@ struct Notes {
 }
 
 /// The running service, shared by the HTTP handlers and the driver's tasks.
+impl AsRef<Host> for Service {
+    fn as_ref(&self) -> &Host {
+        &self.host
+    }
+}
+
 pub struct Service {
     pub host: Host,
     pub config: ServeConfig,
@@ -201,6 +210,17 @@ async fn serve_on(
     let deliveries: Vec<_> =
         service.config.sinks.iter().map(|s| tokio::spawn(delivery::run(service.clone(), s.clone()))).collect();
     let driver = tokio::spawn(driver::run(service.clone()));
+    // Content: one drain over every datasource's queue for the life of the process.
+    let content_control = Arc::new(crate::extract::DrainControl::default());
+    content_control.more_coming.store(true, std::sync::atomic::Ordering::Release);
+    let content = (service.config.content_concurrency > 0).then(|| {
+        tokio::spawn(crate::extract::drain_content(
+            service.clone(),
+            None,
+            service.config.content_concurrency,
+            content_control.clone(),
+        ))
+    });
     service.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(%addr, "serving");
     eprintln!("coco-host serve: listening on http://{addr} (public URL {})", service.config.public_url);
@@ -220,6 +240,14 @@ async fn serve_on(
         Some(r) => r,
         None => http.await,
     };
+    content_control.stop.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(task) = content {
+        match task.await {
+            Ok(Err(e)) => tracing::warn!("content fetching stopped with an error: {e}"),
+            Err(e) => tracing::warn!("the content task failed: {e}"),
+            Ok(Ok(_)) => {}
+        }
+    }
     let driven = driver.await;
     for d in deliveries {
         let _ = d.await;

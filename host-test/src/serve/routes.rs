@@ -400,6 +400,7 @@ fn datasources_json(svc: &Service, only: Option<&str>) -> Result<Vec<serde_json:
     let now_unix = now_unix();
     let now = Instant::now();
     let backlogs = svc.host.store.sink_backlogs()?;
+    let content = svc.host.store.all_content_counts(only)?;
     let schedule = locked(&svc.schedule);
     let notes = locked(&svc.notes);
     let mut out = Vec::new();
@@ -439,6 +440,7 @@ fn datasources_json(svc: &Service, only: Option<&str>) -> Result<Vec<serde_json:
             "paused": o.schedule.paused,
             "path": if o.path.is_empty() { "/" } else { o.path.as_str() },
             "page_limit": o.page_limit,
+            "content": content.get(&o.id),
             "sinks": backlogs.iter().filter(|b| b.datasource_id == o.id).map(|b| json!({
                 "sink": b.sink, "pending": b.pending, "delivered": b.delivered, "last_error": b.last_error,
             })).collect::<Vec<_>>(),
@@ -523,6 +525,27 @@ struct Patch {
     /// Seconds between re-syncs (>= 1), or null for the host's default.
     #[serde(default, deserialize_with = "double_option")]
     interval_secs: Option<Option<u32>>,
+    /// Content extraction settings; fields left out keep their values.
+    #[serde(default)]
+    content: Option<ContentPatch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContentPatch {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    max_download_bytes: Option<u64>,
+    #[serde(default)]
+    max_text_bytes: Option<u32>,
+    /// Format names, or null for every format.
+    #[serde(default, deserialize_with = "double_option_list")]
+    formats: Option<Option<Vec<String>>>,
+}
+
+fn double_option_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Vec<String>>>, D::Error> {
+    Option::<Vec<String>>::deserialize(d).map(Some)
 }
 
 /// Tells `"interval_secs": null` (back to the default) from a missing field.
@@ -562,6 +585,27 @@ async fn patch(State(svc): Svc, headers: HeaderMap, Path(id): Path<String>, body
     if let Some(interval) = p.interval_secs {
         if let Err(e) = svc.host.store.set_schedule(&id, Some(interval), None) {
             return host_error(&e.into());
+        }
+    }
+    if let Some(c) = p.content {
+        let mut settings = match svc.host.store.content_settings(&id) {
+            Ok(s) => s,
+            Err(e) => return host_error(&e.into()),
+        };
+        let before = settings.clone();
+        settings.enabled = c.enabled.unwrap_or(settings.enabled);
+        settings.max_download_bytes = c.max_download_bytes.unwrap_or(settings.max_download_bytes);
+        settings.max_text_bytes = c.max_text_bytes.unwrap_or(settings.max_text_bytes);
+        if let Some(formats) = c.formats {
+            settings.formats = formats;
+        }
+        if let Err(why) = settings.validate() {
+            return error(StatusCode::BAD_REQUEST, "invalid-input", format!("content: {why}"));
+        }
+        if settings != before {
+            if let Err(e) = svc.host.store.set_content_settings(&id, &settings) {
+                return host_error(&e.into());
+            }
         }
     }
     if let Err(e) = reload(&svc) {
