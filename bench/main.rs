@@ -11,6 +11,8 @@
 //! 8. The outbox's cost on a full sync, and documents per second into each sink.
 //! 7. `serve`: idle re-syncs per second across 1,000 datasources, RSS idle and with 10
 //!    listings in flight, change-to-index latency for interval polling, longpoll and webhooks.
+//! 9. Content: extraction MB/s per format, native vs in the component; peak component memory
+//!    per format; a content sync of ~10,000 mixed files.
 //!
 //! The emulator runs in its own process so host memory is the host's alone.
 
@@ -31,6 +33,7 @@ use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
 use dropbox_emulator::model::{generate, Generate, Namespace};
 use serde::{Deserialize, Serialize};
 
+mod content;
 mod service;
 mod sinks;
 
@@ -47,8 +50,8 @@ struct Args {
     /// Account sizes for the memory benchmark.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     memory_sizes: Vec<usize>,
-    /// Sections to run (1-8).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,6,7,8")]
+    /// Sections to run (1-9).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,6,7,8,9")]
     sections: Vec<u8>,
     /// Iterations for the overhead benchmark.
     #[arg(long, default_value_t = 2000)]
@@ -79,6 +82,13 @@ enum ChildCmd {
         emulator: String,
         #[arg(long)]
         entries: u64,
+    },
+    /// (internal) List an emulated account, then fetch every file's content; one JSON line.
+    ContentChild {
+        #[arg(long)]
+        emulator: String,
+        #[arg(long)]
+        concurrency: usize,
     },
     /// (internal) One `serve` measurement (idle | listings | latency-MODE); one JSON line.
     ServeChild {
@@ -118,6 +128,11 @@ fn main() -> anyhow::Result<()> {
         }
         Some(ChildCmd::SinksChild { emulator, entries }) => {
             let figures = rt.block_on(sinks::sinks_child(&args.component, emulator, *entries))?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+        Some(ChildCmd::ContentChild { emulator, concurrency }) => {
+            let figures = rt.block_on(content::content_sync_child(&args.component, emulator, *concurrency))?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
@@ -766,6 +781,65 @@ async fn run_all(args: &Args) -> anyhow::Result<()> {
             "| Coco Server (`POST /datasource/:id/_doc/:doc_id`, one per document) | 1 | {:.0} |",
             f.coco_per_sec
         ));
+        line(String::new());
+    }
+    if args.sections.contains(&9) {
+        eprintln!("[9] content: extraction per format, content sync…");
+        let (rows, empty_ms) = content::extraction(&args.component, &cache).await?;
+        line("## 9. Content extraction".into());
+        line(String::new());
+        line(format!(
+            "Same bytes, same loopback server. *native extract*: `coco_dropbox::content::extract` on bytes in memory. *native fetch + extract*: a native HTTP client downloads them, then extracts (like for like with the component). *wasm call*: the component's whole `fetch-content` (instantiate, download over wasi:http, extract, WIT); *wasm extract* subtracts the {empty_ms:.2} ms of a call that fetches an empty file. Peak memory: the component's linear memory, a fresh runtime per row."
+        ));
+        line(String::new());
+        line("| input | format | KiB | native extract ms | native MB/s | native fetch + extract ms | wasm call ms | wasm extract ms | wasm MB/s | wasm call / native fetch + extract | wasm / native extract | peak linear MiB |".into());
+        line("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into());
+        for r in &rows {
+            let mbs = |ms: f64| if ms > 0.0 { r.bytes as f64 / 1e6 / (ms / 1e3) } else { f64::NAN };
+            line(format!(
+                "| {} | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2}× | {:.2}× | {:.1} |",
+                r.name,
+                r.format,
+                r.bytes / 1024,
+                r.native_ms,
+                mbs(r.native_ms),
+                r.native_fetch_ms,
+                r.wasm_call_ms,
+                r.wasm_ms,
+                mbs(r.wasm_ms),
+                r.wasm_call_ms / r.native_fetch_ms.max(1e-9),
+                r.wasm_ms / r.native_ms.max(1e-9),
+                r.peak_linear_mib
+            ));
+        }
+        line(String::new());
+        let entries = 17_000usize;
+        let emu = start_emulator(entries)?;
+        let mut sync_rows = Vec::new();
+        for c in [2usize, 4] {
+            let c_s = c.to_string();
+            let r: content::SyncRow =
+                child_json(&args.component, &["content-child", "--emulator", &emu.base, "--concurrency", &c_s])?;
+            sync_rows.push(r);
+        }
+        drop(emu);
+        line(format!(
+            "Content sync of a generated {entries}-entry account (emulator in its own process; small real documents of every generated type: text, Markdown, PDF, DOCX, XLSX, PPTX, Paper and Google exports):"
+        ));
+        line(String::new());
+        line("| calls in flight | files fetched | s | files/s | MB/s | listing alone s |".into());
+        line("|---:|---:|---:|---:|---:|---:|".into());
+        for r in &sync_rows {
+            line(format!(
+                "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2} |",
+                r.concurrency,
+                r.files,
+                r.secs,
+                r.files as f64 / r.secs.max(1e-9),
+                r.bytes as f64 / 1e6 / r.secs.max(1e-9),
+                r.listing_secs
+            ));
+        }
         line(String::new());
     }
     if args.sections.contains(&6) {
