@@ -888,4 +888,86 @@ mod tests {
         assert_eq!(v["list_folder"]["accounts"][0], emu.account_id(0).unwrap());
         emu.stop().await;
     }
+    /// POST to a content route: (status, `Dropbox-API-Result`, body).
+    async fn content_call(
+        url: String,
+        token: String,
+        arg: Vec<u8>,
+        content_type: Option<&'static str>,
+    ) -> (u16, Option<String>, Vec<u8>) {
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let mut req = agent.post(&url).header("authorization", &format!("Bearer {token}"));
+            req = req.header("dropbox-api-arg", HeaderValue::from_bytes(&arg).unwrap());
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            let mut resp = req.send_empty().unwrap();
+            let status = resp.status().as_u16();
+            let result = resp.headers().get("dropbox-api-result").map(|v| v.to_str().unwrap().to_string());
+            (status, result, resp.body_mut().read_to_vec().unwrap_or_default())
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn download_and_export_follow_dropbox() {
+        let emu =
+            Emulator::start(Config::single(5, 10, "app", "secret"), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (id, paper) = {
+            let mut e = emu.edit(0);
+            e.add("/D", true, 0).unwrap();
+            let id = e.upload("/D/報告 🚀.txt", b"hello bytes".to_vec()).unwrap();
+            let paper = e.upload("/D/Plan.paper", b"# Plan".to_vec()).unwrap();
+            e.upload("/D/blocked.pdf", b"%PDF-1.4".to_vec()).unwrap();
+            e.set_restricted("/D/blocked.pdf", true).unwrap();
+            (id, paper)
+        };
+        let token = emu.state().issue_test_token(0);
+        let download = format!("{}/2/files/download", emu.base_url());
+        let export = format!("{}/2/files/export", emu.base_url());
+        let call = |url: &str, arg: &str, ct| content_call(url.to_string(), token.clone(), arg.as_bytes().to_vec(), ct);
+        // By id, by the current rev, and by path with the header-safe escapes Dropbox requires.
+        let (status, result, body) = call(&download, &format!(r#"{{"path":"{id}"}}"#), None).await;
+        assert_eq!((status, body.as_slice()), (200, &b"hello bytes"[..]));
+        let meta: serde_json::Value = serde_json::from_str(&result.unwrap()).unwrap();
+        assert_eq!(meta["name"], "報告 🚀.txt");
+        assert_eq!(meta["size"], 11);
+        assert_eq!(meta["content_hash"], crate::model::dropbox_content_hash(b"hello bytes"));
+        let rev = meta["rev"].as_str().unwrap().to_string();
+        assert_eq!(call(&download, &format!(r#"{{"path":"rev:{rev}"}}"#), None).await.0, 200);
+        let escaped = r#"{"path":"/d/\u5831\u544a \ud83d\ude80.txt"}"#;
+        assert_eq!(call(&download, escaped, None).await.2, b"hello bytes");
+        // Raw UTF-8 in the header, a JSON content type, unknown paths, folders, restricted files.
+        let raw =
+            content_call(download.clone(), token.clone(), r#"{"path":"/d/報告 🚀.txt"}"#.as_bytes().to_vec(), None);
+        assert_eq!(raw.await.0, 400);
+        assert_eq!(call(&download, &format!(r#"{{"path":"{id}"}}"#), Some("application/json")).await.0, 400);
+        let (status, _, body) = call(&download, r#"{"path":"id:nope"}"#, None).await;
+        assert!(status == 409 && String::from_utf8_lossy(&body).contains("not_found"));
+        let (status, _, body) = call(&download, r#"{"path":"/d"}"#, None).await;
+        assert!(status == 409 && String::from_utf8_lossy(&body).contains("not_file"));
+        let (status, _, body) = call(&download, r#"{"path":"/d/blocked.pdf"}"#, None).await;
+        assert!(status == 409 && String::from_utf8_lossy(&body).contains("restricted_content"));
+        // Paper: not downloadable; exported in one of its export options.
+        let (status, _, body) = call(&download, &format!(r#"{{"path":"{paper}"}}"#), None).await;
+        assert!(status == 409 && String::from_utf8_lossy(&body).contains("unsupported_file"));
+        let (status, result, body) =
+            call(&export, &format!(r#"{{"path":"{paper}","export_format":"markdown"}}"#), None).await;
+        assert_eq!((status, body.as_slice()), (200, &b"# Plan"[..]));
+        let meta: serde_json::Value = serde_json::from_str(&result.unwrap()).unwrap();
+        assert_eq!(meta["export_metadata"]["name"], "Plan.paper.md");
+        let (status, _, body) = call(&export, &format!(r#"{{"path":"{paper}","export_format":"docx"}}"#), None).await;
+        assert!(status == 409 && String::from_utf8_lossy(&body).contains("invalid_export_format"));
+        let (status, _, body) = call(&export, &format!(r#"{{"path":"{id}"}}"#), None).await;
+        assert!(status == 409 && String::from_utf8_lossy(&body).contains("non_exportable"));
+        let c = emu.counters();
+        assert_eq!(
+            (c.get("files/download"), c.get("files/export")),
+            (7, 3),
+            "requests refused with 400 are not counted"
+        );
+        emu.stop().await;
+    }
 }
