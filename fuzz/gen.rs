@@ -232,3 +232,38 @@ pub fn facade_request() -> impl Strategy<Value = FuzzRequest> {
         },
     )
 }
+
+/// Real files (tests/corpus) the content target mutates, with the format each is read as.
+pub const CONTENT_SEEDS: [(&str, &[u8]); 7] = [
+    ("docx", include_bytes!("../tests/corpus/comments-rich-para.docx")),
+    ("xlsx", include_bytes!("../tests/corpus/utf8.xlsx")),
+    ("pptx", include_bytes!("../tests/corpus/txt-text.pptx")),
+    ("odt", include_bytes!("../tests/corpus/simpletable.odt")),
+    ("html", include_bytes!("../tests/corpus/users-and-groups.html")),
+    ("pdf", include_bytes!("../tests/corpus/crazyones.pdf")),
+    ("xml", b"<?xml version=\"1.0\"?><a><b x='1'>text &amp; more</b><![CDATA[raw]]><c/></a>"),
+];
+
+/// A corpus file with a few bytes overwritten, cut short, or read as another format.
+pub fn content_file() -> impl Strategy<Value = (String, Vec<u8>)> {
+    (
+        0..CONTENT_SEEDS.len(),
+        0..CONTENT_SEEDS.len(),
+        any::<bool>(),
+        proptest::collection::vec((any::<u32>(), any::<u8>()), 0..12),
+        proptest::option::of(any::<u32>()),
+    )
+        .prop_map(|(seed, as_format, mislabel, flips, cut)| {
+            let (format, bytes) = CONTENT_SEEDS[seed];
+            let mut bytes = bytes.to_vec();
+            for (at, byte) in flips {
+                let i = at as usize % bytes.len();
+                bytes[i] = byte;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut as usize % (bytes.len() + 1));
+            }
+            let format = if mislabel { CONTENT_SEEDS[as_format].0 } else { format };
+            (format.to_string(), bytes)
+        })
+}

@@ -161,6 +161,7 @@ async fn main() -> std::process::ExitCode {
     native!("redirect query", gen::redirect_query(), native::redirect_query);
     native!("cursor", gen::cursor(), native::cursor);
     native!("facade request", gen::facade_request(), native::facade_request);
+    native!("content file", gen::content_file(), native::content_file);
 
     if args.wasm_cases > 0 {
         let rig = match wasm::Rig::start(&args.component).await {

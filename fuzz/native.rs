@@ -187,3 +187,17 @@ pub fn facade_request(r: &FuzzRequest) -> Result<(), String> {
     }
     no_leak("the response", &text)
 }
+
+/// Damaged or mislabelled files: text or a typed skip, never a panic, and the text stays
+/// within its cap. PDFs go through the guarded entry point: pdf-extract's own panics are a
+/// skip natively and a trapped call (reported as `crashed`) in the component.
+pub fn content_file((format, bytes): &(String, Vec<u8>)) -> Result<(), String> {
+    use coco_dropbox::content::{extract, extract_guarded, format::Format};
+    let format = Format::from_name(format).ok_or("unknown format")?;
+    const CAP: usize = 4096;
+    let result = if format == Format::Pdf { extract_guarded(format, bytes, CAP) } else { extract(format, bytes, CAP) };
+    match result {
+        Ok(x) if x.text.len() > CAP => Err(format!("{} bytes of text over the {CAP}-byte cap", x.text.len())),
+        _ => Ok(()),
+    }
+}

@@ -13,4 +13,5 @@ fn every_target_passes_a_short_fuzzing_pass() {
     assert!(out.status.success(), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(table.contains("| facade request | native | 20000 |"), "{table}");
     assert!(table.contains("| cursor | wasm | 300 |"), "{table}");
+    assert!(table.contains("| content file | native | 20000 |"), "{table}");
 }

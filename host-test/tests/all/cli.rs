@@ -119,9 +119,24 @@ async fn scripted_cli_round_trip_leaks_no_secret() {
             for line in docs.lines() {
                 let _: serde_json::Value = serde_json::from_str(line).expect("one JSON document per line");
             }
+            // Content was fetched by `sync`: counts in status, text in the documents.
+            let content = &rows[0]["content"];
+            assert!(content["done"].as_u64().unwrap() > 0 && content["pending"] == 0, "{content}");
+            assert!(docs.contains("\"content\":\"token-"), "extracted text in the JSONL");
+            assert!(cli.ok(&["status"]).contains("files with text"));
             // JSONL to stdout, too.
             let stdout = cli.ok(&["sync", &id, "--out", "-"]);
             assert_eq!(stdout.lines().count(), docs.lines().count());
+            // Content settings: a bad format is refused; off forgets the text.
+            let e = cli.fails(&["content", &id, "--formats", "pdf,exe"], true);
+            assert!(e.contains("unknown format"), "{e}");
+            let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["content", &id, "--off"])).unwrap();
+            assert_eq!(
+                (shown["settings"]["enabled"].as_bool(), shown["counts"]["done"].as_u64()),
+                (Some(false), Some(0))
+            );
+            let stdout = cli.ok(&["sync", &id, "--out", "-"]);
+            assert!(!stdout.contains("\"content\":"), "no content once it is off");
 
             // Failures, each one line: replayed redirect, unknown datasource, wrong secret.
             let e = cli.fails(&["finish", &redirected], true);

@@ -345,6 +345,43 @@ async fn connect_admin_api_and_webhooks() {
         let r = http("PATCH", &format!("{base}/api/datasources/{}", ids[2]), &[token_header()], Some(bad)).await;
         assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
     }
+    // Content: serve fetches it beside the listing; the API shows the counts and takes settings.
+    until("content of account 2", Duration::from_secs(60), || {
+        store.content_counts(&ids[2]).map(|c| c.pending == 0 && c.done > 0).unwrap_or(false)
+    })
+    .await;
+    let shown = http("GET", &format!("{base}/api/datasources/{}", ids[2]), &[token_header()], None).await;
+    let content = &shown.json()["content"];
+    assert!(content["done"].as_u64().unwrap() > 0 && content["enabled"] == true, "{content}");
+    assert!(content["skipped"]["unsupported"].as_u64().unwrap_or(0) > 0, "{content}");
+    let doc_with_text = {
+        let mut found = false;
+        store
+            .for_each_document(&ids[2], |_, json| {
+                found |= json.contains("\"content\":\"token-");
+                Ok(())
+            })
+            .unwrap();
+        found
+    };
+    assert!(doc_with_text, "a generated document's extracted text is in its JSON");
+    for bad in [
+        &br#"{"content": {"formats": ["exe"]}}"#[..],
+        br#"{"content": {"max_download_bytes": 0}}"#,
+        br#"{"content": {"colour": 1}}"#,
+    ] {
+        let r = http("PATCH", &format!("{base}/api/datasources/{}", ids[2]), &[token_header()], Some(bad)).await;
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+    }
+    let off = http(
+        "PATCH",
+        &format!("{base}/api/datasources/{}", ids[2]),
+        &[token_header()],
+        Some(br#"{"content": {"enabled": false}}"#),
+    )
+    .await;
+    assert_eq!((off.status, off.json()["content"]["enabled"].as_bool()), (200, Some(false)), "{}", off.body);
+    assert_eq!(off.json()["content"]["done"], 0);
     let paused = http("POST", &format!("{base}/api/datasources/{}/pause", ids[2]), &[token_header()], None).await;
     assert_eq!(paused.json()["status"], "paused");
     assert_eq!(paused.json()["next_sync_at"], serde_json::Value::Null);
