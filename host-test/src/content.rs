@@ -466,8 +466,8 @@ impl Store {
     }
 
     /// Change a datasource's content settings. Turning content off forgets what was
-    /// extracted (a registered sink gets the documents again without it); turning it on, or
-    /// widening what is fetched, restarts the listing so every file is considered.
+    /// extracted (a registered sink gets the documents again without it); any other change
+    /// restarts the listing so every file is decided and fetched again under the new settings.
     pub fn set_content_settings(&self, id: &str, s: &ContentSettings) -> Result<()> {
         s.validate().map_err(|why| StoreError::Corrupt { what: "content settings", why })?;
         let before = self.content_settings(id)?;
@@ -503,9 +503,10 @@ impl Store {
             }
             tx.execute("DELETE FROM content WHERE datasource_id = ?1", [id])?;
         } else if *s != before {
-            // Decisions depend on the settings: list again (documents stay; unchanged files
-            // keep their content, the rest are decided anew).
-            tx.execute("DELETE FROM content WHERE datasource_id = ?1 AND state = 'skipped'", [id])?;
+            // Every decision and every text depends on the settings (a narrower allow-list, a
+            // larger text cap): decide again from a fresh listing. Documents stay; their text
+            // comes back as files are fetched again.
+            tx.execute("DELETE FROM content WHERE datasource_id = ?1", [id])?;
             tx.execute(
                 "UPDATE sync_state SET cursor = NULL, listing = 1, generation = generation + 1 WHERE datasource_id = ?1",
                 [id],

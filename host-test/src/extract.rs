@@ -263,8 +263,15 @@ pub async fn drain_content<H: AsRef<Host> + Send + Sync + 'static>(
             let Some(job) = queue.pop_front() else { break };
             let owner = Arc::clone(&owner);
             running.spawn(async move {
+                // A host-side failure for one file (its datasource just removed, a store read
+                // failing) is that file's retry, not the end of the drain.
                 let r = AsRef::<Host>::as_ref(&*owner).call_content(&job).await;
-                r.map(|(o, bytes, requests)| (job, o, bytes, requests))
+                let (o, bytes, requests) = r.unwrap_or_else(|e| {
+                    tracing::warn!(doc = %job.doc_id, "content fetch failed on the host: {e}");
+                    let o = Outcome::Retry { class: "host".into(), detail: e.to_string(), delay_secs: 60, free: false };
+                    (o, 0, 0)
+                });
+                Ok::<_, HostError>((job, o, bytes, requests))
             });
         }
         if running.is_empty() {

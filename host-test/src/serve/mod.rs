@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::host::{Host, Run};
+use crate::host::{Host, HostError, Run};
 use crate::secret::Secret;
 use metrics::Metrics;
 use schedule::{Schedule, Settings};
@@ -214,12 +214,24 @@ async fn serve_on(
     let content_control = Arc::new(crate::extract::DrainControl::default());
     content_control.more_coming.store(true, std::sync::atomic::Ordering::Release);
     let content = (service.config.content_concurrency > 0).then(|| {
-        tokio::spawn(crate::extract::drain_content(
-            service.clone(),
-            None,
-            service.config.content_concurrency,
-            content_control.clone(),
-        ))
+        let (service, control) = (service.clone(), content_control.clone());
+        tokio::spawn(async move {
+            // A store error ends one drain; the next starts after a pause, until shutdown.
+            while !control.stop.load(std::sync::atomic::Ordering::Acquire) {
+                let drained = crate::extract::drain_content(
+                    service.clone(),
+                    None,
+                    service.config.content_concurrency,
+                    control.clone(),
+                )
+                .await;
+                if let Err(e) = drained {
+                    tracing::warn!("content fetching: {e}; resuming in 5 s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+            Ok::<_, HostError>(())
+        })
     });
     service.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(%addr, "serving");
