@@ -847,6 +847,7 @@ async fn run_all(args: &Args) -> anyhow::Result<()> {
         line("## 6. Release .wasm sizes".into());
         line(String::new());
         line(format!("- connector component: {}", file_size(&coco_host::paths::connector_wasm())));
+        line(format!("- extractor component (file content): {}", file_size(&coco_host::paths::extractor_wasm())));
         line(format!(
             "- HTTP facade build (`--features http-handler`): {}",
             file_size(&coco_host::paths::facade_wasm())

@@ -1,49 +1,14 @@
 //! The wasm glue: WIT exports → core, core → WIT, and the waki transport. Nothing else.
 
-use std::time::Duration;
-
-use crate::http::{read_body_capped, HttpRequest, HttpResponse, ReadCapped, Transport, TransportError};
-use crate::{connect, oauth, page, types as core, Error as CoreError, Secret, SecretBytes};
+use crate::transport::WakiTransport;
+use crate::{connect, oauth, page, types as core, SecretBytes};
 
 wit_bindgen::generate!({ path: "wit", world: "connector" });
 
 use coco::dropbox::types as wit;
-use exports::coco::dropbox::content as wit_content;
 use exports::coco::dropbox::oauth_redirect as wit_oauth;
 use exports::coco::dropbox::sync_page as wit_sync;
 use exports::coco::dropbox::watch as wit_watch;
-
-/// Bounds the TCP connect; the host bounds the rest of each request (first byte, between bytes).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-struct WakiTransport;
-
-impl Transport for WakiTransport {
-    fn send(&mut self, r: &HttpRequest) -> Result<HttpResponse, TransportError> {
-        let mut builder = waki::Client::new().post(&r.url).connect_timeout(CONNECT_TIMEOUT);
-        for (name, value) in &r.headers {
-            builder = builder.header(*name, value.as_str());
-        }
-        let resp = builder.body(r.body.clone()).send().map_err(|e| match e.downcast_ref::<waki::ErrorCode>() {
-            // The host's outbound policy, not the network: retrying cannot help.
-            Some(waki::ErrorCode::HttpRequestDenied) => TransportError::Denied(format!("{e:#}")),
-            _ => TransportError::Failed(format!("{e:#}")),
-        })?;
-        let status = resp.status_code();
-        let headers = header_pairs(resp.headers());
-        let limit = r.response_cap(status);
-        let body = read_body_capped(&headers, limit, |n| resp.chunk(n)).map_err(|e| match e {
-            ReadCapped::TooLarge => TransportError::TooLarge { limit },
-            ReadCapped::Failed(e) => TransportError::Failed(format!("reading the response body: {e:#}")),
-        })?;
-        Ok(HttpResponse { status, headers, body })
-    }
-}
-
-/// Header names (lower-case, as `http` keeps them) and values, for the core.
-fn header_pairs(headers: &waki::header::HeaderMap) -> Vec<(String, String)> {
-    headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
-}
 
 struct Component;
 
@@ -165,106 +130,7 @@ impl wit_watch::Guest for Component {
     }
 }
 
-impl wit_content::Guest for Component {
-    fn fetch_content(req: wit_content::ContentRequest) -> Result<wit_content::Content, wit_content::ContentFailure> {
-        use crate::content::fetch::{self, ContentError, ContentLimits, FileRef};
-        use crate::content::Skip;
-        let req = fetch::ContentRequest {
-            app: app_in(req.app),
-            tokens: tokens_in(req.tokens),
-            now: req.now,
-            endpoints: endpoints_in(req.endpoints),
-            content: req.content,
-            refresh_margin_secs: req.refresh_margin_secs,
-            root_info: req.root_info.map(root_in),
-            file: FileRef {
-                file_id: req.file_id,
-                rev: req.rev,
-                name: req.name,
-                size: req.size,
-                downloadable: req.downloadable,
-                export_as: req.export_as,
-                export_options: req.export_options,
-            },
-            limits: ContentLimits {
-                max_download_bytes: req.limits.max_download_bytes,
-                max_text_bytes: req.limits.max_text_bytes,
-                formats: req.limits.formats,
-            },
-        };
-        match fetch::fetch_content(&req, &mut WakiTransport) {
-            Ok(c) => Ok(wit_content::Content {
-                text: c.extracted.text,
-                format: c.extracted.format.name().to_string(),
-                truncated: c.extracted.truncated,
-                bytes: c.bytes,
-                exported: c.exported,
-                tokens: c.tokens.map(tokens_out),
-                requests: c.stats.requests,
-                refreshes: c.stats.refreshes,
-            }),
-            Err(f) => Err(wit_content::ContentFailure {
-                error: match f.error {
-                    ContentError::Failed(e) => wit_content::ContentError::Failed(error_out(e)),
-                    ContentError::Skipped(s) => wit_content::ContentError::Skipped(match s {
-                        Skip::TooLarge { bytes, limit } => wit_content::Skip::TooLarge((bytes, limit)),
-                        Skip::Unsupported(m) => wit_content::Skip::Unsupported(m),
-                        Skip::Restricted(m) => wit_content::Skip::Restricted(m),
-                        Skip::NotExportable(m) => wit_content::Skip::NotExportable(m),
-                        Skip::Gone(m) => wit_content::Skip::Gone(m),
-                        Skip::Malformed(m) => wit_content::Skip::Malformed(m),
-                        Skip::Hostile(m) => wit_content::Skip::Hostile(m),
-                    }),
-                },
-                tokens: f.tokens.map(tokens_out),
-                requests: f.stats.requests,
-                refreshes: f.stats.refreshes,
-            }),
-        }
-    }
-}
-
-fn endpoints_in(e: wit::Endpoints) -> core::Endpoints {
-    core::Endpoints { authorize: e.authorize, api: e.api }
-}
-
-fn app_in(a: wit::AppCredentials) -> core::AppCredentials {
-    core::AppCredentials { client_id: a.client_id, client_secret: Secret::new(a.client_secret) }
-}
-
-fn tokens_in(t: wit::Tokens) -> core::Tokens {
-    core::Tokens {
-        access_token: Secret::new(t.access_token),
-        expires_at: t.expires_at,
-        refresh_token: Secret::new(t.refresh_token),
-    }
-}
-
-fn tokens_out(t: core::Tokens) -> wit::Tokens {
-    wit::Tokens {
-        access_token: t.access_token.into_inner(),
-        expires_at: t.expires_at,
-        refresh_token: t.refresh_token.into_inner(),
-    }
-}
-
-fn root_in(r: wit::RootInfo) -> core::RootInfo {
-    core::RootInfo {
-        is_team: r.is_team,
-        root_namespace_id: r.root_namespace_id,
-        home_namespace_id: r.home_namespace_id,
-        home_path: r.home_path,
-    }
-}
-
-fn root_out(r: core::RootInfo) -> wit::RootInfo {
-    wit::RootInfo {
-        is_team: r.is_team,
-        root_namespace_id: r.root_namespace_id,
-        home_namespace_id: r.home_namespace_id,
-        home_path: r.home_path,
-    }
-}
+crate::wit_convert::conversions!();
 
 fn profile_out(p: core::Profile) -> wit::Profile {
     wit::Profile {
@@ -280,30 +146,15 @@ fn stats_out(s: core::PageStats) -> wit_sync::PageStats {
     wit_sync::PageStats { entries: s.entries, skipped: s.skipped, requests: s.requests, refreshes: s.refreshes }
 }
 
-fn error_out(e: CoreError) -> wit::Error {
-    match e {
-        CoreError::InvalidInput(m) => wit::Error::InvalidInput(m),
-        CoreError::Denied(m) => wit::Error::Denied(m),
-        CoreError::InvalidClient(m) => wit::Error::InvalidClient(m),
-        CoreError::ReauthRequired(m) => wit::Error::ReauthRequired(m),
-        CoreError::RateLimited(ms) => wit::Error::RateLimited(ms),
-        CoreError::CursorReset(m) => wit::Error::CursorReset(m),
-        CoreError::RootChanged(r) => wit::Error::RootChanged(root_out(r)),
-        CoreError::PathNotFound(p) => wit::Error::PathNotFound(p),
-        CoreError::Transient(m) => wit::Error::Transient(m),
-        CoreError::Api(m) => wit::Error::Api(m),
-    }
-}
-
 export!(Component);
 
 /// The HTTP facade (`--features http-handler`): `wasi:http/incoming-handler` for `wasmtime serve`
 /// and Spin, configured from environment variables.
 #[cfg(feature = "http-handler")]
 mod http_handler {
-    use super::WakiTransport;
     use crate::facade;
     use crate::http::{read_body_capped, ReadCapped};
+    use crate::transport::WakiTransport;
 
     fn method_name(m: &waki::Method) -> String {
         match m {
@@ -345,7 +196,7 @@ mod http_handler {
         let method = method_name(&req.method());
         let path = req.path().to_string();
         let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(req.query()).finish();
-        let mut headers = super::header_pairs(req.headers());
+        let mut headers = crate::transport::header_pairs(req.headers());
         // wasi:http carries the Host header as the request's authority.
         if !headers.iter().any(|(k, _)| k == "host") {
             if let Some(a) = req.authority() {

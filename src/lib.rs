@@ -17,8 +17,14 @@ pub mod session;
 pub mod types;
 pub mod watch;
 
-#[cfg(target_family = "wasm")]
+#[cfg(all(target_family = "wasm", not(feature = "extractor")))]
 mod component;
+#[cfg(all(target_family = "wasm", feature = "extractor"))]
+mod extractor;
+#[cfg(target_family = "wasm")]
+mod transport;
+#[cfg(target_family = "wasm")]
+mod wit_convert;
 
 pub use error::Error;
 pub use secret::{Secret, SecretBytes};

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::content::{ContentJob, Outcome};
 use crate::host::{now_unix, Host, HostError};
-use crate::runtime::content_api::{self as api, ContentError};
-use crate::runtime::{AppCredentials, Endpoints, RootInfo, RuntimeError, Tokens, WitError};
+use crate::runtime::content_api::{self as api, AppCredentials, ContentError, Endpoints, RootInfo, Tokens};
+use crate::runtime::{RuntimeError, WitError};
 use crate::secret::Secret;
 use crate::store::{Status, TokensRecord};
 
@@ -71,7 +71,7 @@ pub fn outcome_of(
                     let (reason, detail) = skip_words(&s);
                     Outcome::Skipped { reason: reason.into(), detail }
                 }
-                ContentError::Failed(e) => failure(&e, attempts),
+                ContentError::Failed(e) => failure(&WitError::from(e), attempts),
             };
             (o, 0, requests)
         }
@@ -143,7 +143,15 @@ impl Host {
             endpoints: Endpoints { authorize: ds.endpoints.authorize.clone(), api: ds.endpoints.api.clone() },
             content: ds.endpoints.content_url(),
             refresh_margin_secs: self.refresh_margin_secs,
-            root_info: Some(RootInfo::from(&ds.profile.root_info)),
+            root_info: Some({
+                let r = &ds.profile.root_info;
+                RootInfo {
+                    is_team: r.is_team,
+                    root_namespace_id: r.root_namespace_id.clone(),
+                    home_namespace_id: r.home_namespace_id.clone(),
+                    home_path: r.home_path.clone(),
+                }
+            }),
             file_id: job.file_id.clone(),
             rev: job.rev.clone(),
             name: job.name.clone(),
@@ -322,17 +330,17 @@ pub async fn drain_content<H: AsRef<Host> + Send + Sync + 'static>(
 mod tests {
     use super::*;
 
-    fn failed(e: WitError) -> Result<Result<api::Content, api::ContentFailure>, RuntimeError> {
+    fn failed(e: api::Error) -> Result<Result<api::Content, api::ContentFailure>, RuntimeError> {
         Ok(Err(api::ContentFailure { error: ContentError::Failed(e), tokens: None, requests: 1, refreshes: 0 }))
     }
 
     #[test]
     fn outcomes_by_error_class() {
-        let (o, _, _) = outcome_of(failed(WitError::RateLimited(2500)), 0);
+        let (o, _, _) = outcome_of(failed(api::Error::RateLimited(2500)), 0);
         assert!(matches!(o, Outcome::Retry { delay_secs: 3, free: true, .. }), "{o:?}");
-        let (o, _, _) = outcome_of(failed(WitError::Transient("x".into())), 2);
+        let (o, _, _) = outcome_of(failed(api::Error::Transient("x".into())), 2);
         assert!(matches!(o, Outcome::Retry { delay_secs: 120, free: false, .. }), "{o:?}");
-        let (o, _, _) = outcome_of(failed(WitError::Api("files/download: 409 x".into())), 0);
+        let (o, _, _) = outcome_of(failed(api::Error::Api("files/download: 409 x".into())), 0);
         assert!(matches!(o, Outcome::Failed { .. }), "{o:?}");
         let (o, _, _) = outcome_of(Err(RuntimeError::Trap("out of memory".into())), 0);
         assert!(matches!(o, Outcome::Skipped { ref reason, .. } if reason == "crashed"), "{o:?}");

@@ -26,6 +26,9 @@ struct Cli {
     /// The connector component (.wasm).
     #[arg(long, global = true, env = "COCO_DROPBOX_WASM", default_value_os_t = coco_host::paths::connector_wasm())]
     component: PathBuf,
+    /// The extractor component (.wasm) that fetches and reads file content.
+    #[arg(long, global = true, env = "COCO_DROPBOX_EXTRACTOR_WASM", default_value_os_t = coco_host::paths::extractor_wasm())]
+    extractor: PathBuf,
     /// Linear memory of each content call (download + extraction of one file), in MiB.
     #[arg(long, global = true, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=4096))]
     content_memory_mib: u64,
@@ -409,7 +412,7 @@ fn load_runtime(cli: &Cli, cache: &Path, keys: &Keys) -> anyhow::Result<Arc<Runt
         content_timeout: Duration::from_secs(cli.content_timeout_secs),
         ..Limits::default()
     };
-    Ok(Arc::new(Runtime::load(&cli.component, Some(cache), limits)?))
+    Ok(Arc::new(Runtime::load_with(&cli.component, Some(&cli.extractor), Some(cache), limits)?))
 }
 
 fn open_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {

@@ -12,6 +12,14 @@ pub fn connector_wasm() -> PathBuf {
     workspace().join("target/wasm32-wasip2/release/coco_dropbox.wasm")
 }
 
+/// The extractor component (`--features extractor --target-dir target/extractor`):
+/// `content.fetch-content`. `COCO_DROPBOX_EXTRACTOR_WASM` overrides it.
+pub fn extractor_wasm() -> PathBuf {
+    std::env::var_os("COCO_DROPBOX_EXTRACTOR_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/extractor/wasm32-wasip2/release/coco_dropbox.wasm"))
+}
+
 /// The HTTP facade build (`--features http-handler --target-dir target/facade`).
 pub fn facade_wasm() -> PathBuf {
     workspace().join("target/facade/wasm32-wasip2/release/coco_dropbox.wasm")

@@ -27,14 +27,52 @@ wasmtime::component::bindgen!({
 });
 
 pub use coco::dropbox::types::{AppCredentials, Endpoints, Error as WitError, Profile, RootInfo, Tokens};
-/// The `content` interface's types (`fetch-content`).
-pub use exports::coco::dropbox::content as content_api;
 pub use exports::coco::dropbox::oauth_redirect::{
     ConnectRequest, Datasource, DatasourceConfig, RedirectRequest, RevokeRequest,
 };
 pub use exports::coco::dropbox::sync_page::FileFacts;
 pub use exports::coco::dropbox::sync_page::{Document, PageRequest, PageResult, PageStats, SyncFailure, SyncOptions};
 pub use exports::coco::dropbox::watch::{Changes, WaitRequest};
+
+/// The second component's bindings (`world extractor`): its own copy of the shared types.
+mod extractor_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "extractor",
+        exports: { default: async },
+    });
+}
+/// The `content` interface's types (`fetch-content`), shared types included.
+pub mod content_api {
+    pub use super::extractor_world::coco::dropbox::types::{AppCredentials, Endpoints, Error, RootInfo, Tokens};
+    pub use super::extractor_world::exports::coco::dropbox::content::*;
+}
+use extractor_world::ExtractorPre;
+
+/// The extractor's copy of the shared error type, as the connector's: one wording and one
+/// policy for both components.
+impl From<content_api::Error> for WitError {
+    fn from(e: content_api::Error) -> Self {
+        use content_api::Error as E;
+        match e {
+            E::InvalidInput(m) => WitError::InvalidInput(m),
+            E::Denied(m) => WitError::Denied(m),
+            E::InvalidClient(m) => WitError::InvalidClient(m),
+            E::ReauthRequired(m) => WitError::ReauthRequired(m),
+            E::RateLimited(ms) => WitError::RateLimited(ms),
+            E::CursorReset(m) => WitError::CursorReset(m),
+            E::RootChanged(r) => WitError::RootChanged(RootInfo {
+                is_team: r.is_team,
+                root_namespace_id: r.root_namespace_id,
+                home_namespace_id: r.home_namespace_id,
+                home_path: r.home_path,
+            }),
+            E::PathNotFound(m) => WitError::PathNotFound(m),
+            E::Transient(m) => WitError::Transient(m),
+            E::Api(m) => WitError::Api(m),
+        }
+    }
+}
 
 /// Dropbox may hold a longpoll this much longer than its `timeout` (random jitter).
 const LONGPOLL_JITTER: Duration = Duration::from_secs(90);
@@ -268,6 +306,8 @@ pub struct Runtime {
     engine: Engine,
     component: Component,
     pre: ConnectorPre<Ctx>,
+    /// The extractor component, when it was found (content calls fail without it).
+    extractor: Result<ExtractorPre<Ctx>, String>,
     limits: Limits,
     pub loaded_from: LoadedFrom,
     pub load_time: Duration,
@@ -277,8 +317,19 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Load (and compile, or fetch from the authenticated cache) the component at `wasm_path`.
+    /// Load (and compile, or fetch from the authenticated cache) the connector component at
+    /// `wasm_path`, and the extractor at [`crate::paths::extractor_wasm`] if it is there.
     pub fn load(wasm_path: &Path, cache: Option<CompileCache<'_>>, limits: Limits) -> anyhow::Result<Self> {
+        Self::load_with(wasm_path, Some(&crate::paths::extractor_wasm()), cache, limits)
+    }
+
+    /// [`Runtime::load`] with the extractor's path given (None: no content calls).
+    pub fn load_with(
+        wasm_path: &Path,
+        extractor_path: Option<&Path>,
+        cache: Option<CompileCache<'_>>,
+        limits: Limits,
+    ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -306,11 +357,28 @@ impl Runtime {
         wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker))?;
         wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))?;
         let pre = wt(linker.instantiate_pre(&component).and_then(ConnectorPre::new))?;
+        let extractor = match extractor_path {
+            None => Err("no extractor component was configured".to_string()),
+            Some(path) => match std::fs::read(path) {
+                Err(e) => Err(format!(
+                    "cannot read the extractor component {} ({e}); build it: cargo build --target wasm32-wasip2 --release --features extractor --target-dir target/extractor",
+                    path.display()
+                )),
+                Ok(bytes) => {
+                    let (c, _) = load_component(&engine, &bytes, cache.as_ref())?;
+                    Ok(wt(linker.instantiate_pre(&c).and_then(ExtractorPre::new))?)
+                }
+            },
+        };
+        if let Err(why) = &extractor {
+            tracing::warn!("file content is unavailable: {why}");
+        }
         let ticker = EpochTicker::start(engine.clone());
         Ok(Runtime {
             engine,
             component,
             pre,
+            extractor,
             limits,
             loaded_from,
             load_time: started.elapsed(),
@@ -332,6 +400,25 @@ impl Runtime {
     /// The component's exports.
     pub fn exports(&self) -> Vec<String> {
         self.component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect()
+    }
+
+    /// The extractor component's imports (empty when it is not loaded).
+    pub fn extractor_imports(&self) -> Vec<String> {
+        match &self.extractor {
+            Ok(pre) => pre
+                .instance_pre()
+                .component()
+                .component_type()
+                .imports(&self.engine)
+                .map(|(name, _)| name.to_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whether content calls can run (the extractor component was loaded), and why not.
+    pub fn extractor_status(&self) -> Result<(), String> {
+        self.extractor.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     fn store(&self, endpoints: &[&str]) -> (Store<Ctx>, MemoryOutputPipe) {
@@ -458,13 +545,10 @@ impl Runtime {
             ..self.limits.clone()
         };
         let timeout = limits.call_timeout;
+        let pre = self.extractor.as_ref().map_err(|why| RuntimeError::Instantiate(why.clone()))?;
         let work = async {
             let (mut store, stderr) = self.store_with(&[req.content.as_str(), req.endpoints.api.as_str()], &limits);
-            let c = self
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+            let c = pre.instantiate_async(&mut store).await.map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
             c.coco_dropbox_content().call_fetch_content(&mut store, req).await.map_err(|e| trap(e, &stderr))
         };
         match tokio::time::timeout(timeout, work).await {

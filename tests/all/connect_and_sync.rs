@@ -132,14 +132,18 @@ async fn connect_and_full_sync_of_12k_entries_matches_the_account() {
 async fn component_exports_the_contract_and_imports_no_filesystem_or_sockets() {
     let rt = runtime(Limits::default());
     let exports = rt.exports();
-    for interface in ["oauth-redirect", "sync-page", "watch", "content"] {
+    for interface in ["oauth-redirect", "sync-page", "watch"] {
         let name = format!("coco:dropbox/{interface}@0.3.0");
         assert!(exports.contains(&name), "{name} not in {exports:?}");
     }
-    let imports = rt.imports();
-    assert!(imports.iter().any(|i| i.starts_with("wasi:http/outgoing-handler")), "{imports:?}");
-    for forbidden in ["wasi:filesystem", "wasi:sockets"] {
-        assert!(!imports.iter().any(|i| i.starts_with(forbidden)), "imports {forbidden}: {imports:?}");
+    // File content is the extractor component's alone.
+    assert!(!exports.iter().any(|e| e.starts_with("coco:dropbox/content")), "{exports:?}");
+    rt.extractor_status().expect("the extractor component is loaded beside the connector");
+    for imports in [rt.imports(), rt.extractor_imports()] {
+        assert!(imports.iter().any(|i| i.starts_with("wasi:http/outgoing-handler")), "{imports:?}");
+        for forbidden in ["wasi:filesystem", "wasi:sockets"] {
+            assert!(!imports.iter().any(|i| i.starts_with(forbidden)), "imports {forbidden}: {imports:?}");
+        }
     }
 }
 

@@ -65,16 +65,23 @@ fn a_tampered_compiled_component_is_not_loaded() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .collect();
-    assert_eq!(cached.len(), 1);
-    assert_eq!(mode(&cached[0].with_extension("cwasm.mac")), 0o600);
-    let mut bytes = std::fs::read(&cached[0]).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&cached[0], &bytes).unwrap();
+    assert_eq!(cached.len(), 2, "the connector and the extractor: {cached:?}");
+    let mut tampered = Vec::new();
+    for file in &cached {
+        assert_eq!(mode(&file.with_extension("cwasm.mac")), 0o600);
+        let mut bytes = std::fs::read(file).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(file, &bytes).unwrap();
+        tampered.push(bytes);
+    }
     let out = host(&state, KEY, &CONNECT);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("MAC does not verify"));
-    assert_ne!(std::fs::read(&cached[0]).unwrap(), bytes, "recompiled and replaced");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("MAC does not verify").count(), 2, "{stderr}");
+    for (file, bytes) in cached.iter().zip(&tampered) {
+        assert_ne!(&std::fs::read(file).unwrap(), bytes, "recompiled and replaced");
+    }
     // The same file under another master key is not trusted either.
     let other = "another-master-key-for-a-second-state-000";
     let state2 = tmp.path().join("state2");
