@@ -898,7 +898,7 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         Ok(())
     })?;
     if let Some(json) = with_content {
-        println!("A document with extracted content (a real PDF; `content` is its text):");
+        println!("A document with extracted content (a real file from tests/corpus/ uploaded under /Demo; `content` is its text):");
         println!("{json}");
     }
     if let Some(out) = &args.out {
