@@ -8,12 +8,9 @@ use std::time::{Duration, Instant};
 
 use coco_dropbox::content::format::Format;
 use coco_host::extract::{drain_content, DrainControl};
-use coco_host::host::{now_unix, Host};
-use coco_host::keys::Keys;
+use coco_host::host::now_unix;
 use coco_host::runtime::content_api::{AppCredentials, ContentLimits, ContentRequest, Endpoints, Tokens};
 use coco_host::runtime::{Limits, Runtime};
-use coco_host::secret::Secret;
-use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
 use dropbox_emulator::content as synth;
 use serde::{Deserialize, Serialize};
 
@@ -195,26 +192,13 @@ pub async fn extraction(component: &Path, cache: &Path) -> anyhow::Result<(Vec<F
 /// `concurrency` calls in flight.
 pub async fn content_sync_child(component: &Path, emulator: &str, concurrency: usize) -> anyhow::Result<SyncRow> {
     let tmp = tempfile::tempdir()?;
-    let runtime = Arc::new(Runtime::load(component, Some(bench_cache(&tmp.path().join("cache"))), Limits::default())?);
-    let store = Store::open(&tmp.path().join("coco.sqlite"), Keys::ephemeral())?;
-    let host = Host::new(runtime, store);
-    let connector = ConnectorRecord {
-        id: "dropbox".into(),
-        client_id: APP.0.into(),
-        client_secret: Secret::new(APP.1),
-        redirect_uri: "http://localhost:9000/cb".into(),
-        endpoints: EndpointsRecord::single(emulator),
-    };
-    host.store.upsert_connector(&connector)?;
-    let url = host.authorize_url(&connector, None).await?;
-    let redirected = dropbox_emulator::approve(&url).await?;
-    let ds = host.finish_connect(&connector, &redirected, None).await?;
+    let (host, ids) = crate::service::connected_host(tmp.path(), component, emulator, 1).await?;
+    let ds_id = ids.into_iter().next().ok_or_else(|| anyhow::anyhow!("no datasource was connected"))?;
     let listed = Instant::now();
-    host.sync(&ds.id, |_| {}).await?;
+    host.sync(&ds_id, |_| {}).await?;
     let listing_secs = listed.elapsed().as_secs_f64();
     let host = Arc::new(host);
-    let report =
-        drain_content(host.clone(), Some(ds.id.clone()), concurrency, Arc::new(DrainControl::default())).await?;
+    let report = drain_content(host.clone(), Some(ds_id), concurrency, Arc::new(DrainControl::default())).await?;
     Ok(SyncRow {
         concurrency,
         files: report.calls,

@@ -496,33 +496,35 @@ async fn rpc(route: &'static str, AxState(s): AxState<Shared>, headers: HeaderMa
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let reply = {
-        let mut st = lock(&s);
-        let fault = st.take_fault(route);
-        if let Some(r) = fault.as_ref().and_then(|f| fault_reply(f, Some(route))) {
-            st.counters.by_route.entry(route.to_string()).and_modify(|n| *n += 1).or_insert(1);
-            r
-        } else {
-            let mut reply = match route {
-                "users/get_current_account" => st.current_account(bearer.as_deref()),
-                "files/list_folder" => st.list_folder(bearer.as_deref(), &body, path_root),
-                "files/list_folder/continue" => st.list_folder_continue(bearer.as_deref(), &body, path_root),
-                "auth/token/revoke" => st.revoke(bearer.as_deref()),
-                _ => Reply::text(404, "unknown route"),
-            };
-            match fault {
-                Some(FaultKind::Truncate) => reply.truncate = true,
-                Some(FaultKind::Delay { ms }) => reply.delay = Some(std::time::Duration::from_millis(ms)),
-                Some(FaultKind::Hangup) => {
-                    reply.body.clear();
-                    reply.truncate = true;
-                }
-                _ => {}
-            }
-            reply
-        }
-    };
+    let reply = answer(&mut lock(&s), route, |st| match route {
+        "users/get_current_account" => st.current_account(bearer.as_deref()),
+        "files/list_folder" => st.list_folder(bearer.as_deref(), &body, path_root),
+        "files/list_folder/continue" => st.list_folder_continue(bearer.as_deref(), &body, path_root),
+        "auth/token/revoke" => st.revoke(bearer.as_deref()),
+        _ => Reply::text(404, "unknown route"),
+    });
     send(reply).await
+}
+
+/// The reply to `route`: an injected fault's own answer if it has one (counted like a call),
+/// else `serve`'s, damaged as the fault says (truncated, delayed, hung up).
+fn answer(st: &mut State, route: &str, serve: impl FnOnce(&mut State) -> Reply) -> Reply {
+    let fault = st.take_fault(route);
+    if let Some(r) = fault.as_ref().and_then(|f| fault_reply(f, Some(route))) {
+        st.counters.by_route.entry(route.to_string()).and_modify(|n| *n += 1).or_insert(1);
+        return r;
+    }
+    let mut reply = serve(st);
+    match fault {
+        Some(FaultKind::Truncate) => reply.truncate = true,
+        Some(FaultKind::Delay { ms }) => reply.delay = Some(std::time::Duration::from_millis(ms)),
+        Some(FaultKind::Hangup) => {
+            reply.body.clear();
+            reply.truncate = true;
+        }
+        _ => {}
+    }
+    reply
 }
 
 /// `files/download` and `files/export`: the argument in `Dropbox-API-Arg` (or the `arg` query
@@ -564,20 +566,7 @@ async fn content(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let reply = {
-        let mut st = lock(&s);
-        let fault = st.take_fault(route);
-        if let Some(r) = fault.as_ref().and_then(|f| fault_reply(f, Some(route))) {
-            st.counters.by_route.entry(route.to_string()).and_modify(|n| *n += 1).or_insert(1);
-            r
-        } else {
-            let mut reply = st.content(route, bearer.as_deref(), &arg, path_root.as_deref());
-            if let Some(FaultKind::Truncate) = fault {
-                reply.truncate = true;
-            }
-            reply
-        }
-    };
+    let reply = answer(&mut lock(&s), route, |st| st.content(route, bearer.as_deref(), &arg, path_root.as_deref()));
     send(reply).await
 }
 

@@ -473,11 +473,7 @@ impl Store {
         let before = self.content_settings(id)?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let exists: bool =
-            tx.query_row("SELECT EXISTS (SELECT 1 FROM datasources WHERE id = ?1)", [id], |r| r.get(0))?;
-        if !exists {
-            return Err(StoreError::NoDatasource(id.to_string()));
-        }
+        crate::store::require_datasource(&tx, id)?;
         tx.execute(
             "INSERT INTO content_settings (datasource_id, enabled, max_download_bytes, max_text_bytes, formats)
              VALUES (?1, ?2, ?3, ?4, ?5)

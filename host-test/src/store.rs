@@ -886,11 +886,7 @@ impl Store {
     pub fn set_schedule(&self, id: &str, interval_secs: Option<Option<u32>>, paused: Option<bool>) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let exists: bool =
-            tx.query_row("SELECT EXISTS (SELECT 1 FROM datasources WHERE id = ?1)", [id], |r| r.get(0))?;
-        if !exists {
-            return Err(StoreError::NoDatasource(id.to_string()));
-        }
+        require_datasource(&tx, id)?;
         tx.execute("INSERT OR IGNORE INTO schedule (datasource_id) VALUES (?1)", [id])?;
         if let Some(interval) = interval_secs {
             tx.execute("UPDATE schedule SET interval_secs = ?2 WHERE datasource_id = ?1", params![id, interval])?;
@@ -923,6 +919,17 @@ impl Store {
         let mut stmt = conn.prepare("SELECT doc_id, path_lower FROM documents WHERE datasource_id = ?1")?;
         let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// `NoDatasource` unless `id` exists: checked inside the caller's transaction, so the row
+/// cannot disappear before its writes.
+pub(crate) fn require_datasource(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<()> {
+    let exists: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM datasources WHERE id = ?1)", [id], |r| r.get(0))?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::NoDatasource(id.to_string()))
     }
 }
 

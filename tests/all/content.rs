@@ -85,25 +85,6 @@ async fn every_corpus_file_is_extracted_through_the_component() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// A one-page PDF made of these objects (xref computed).
-fn pdf_with(objects: &[&str]) -> Vec<u8> {
-    let mut pdf = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, o) in objects.iter().enumerate() {
-        offsets.push(pdf.len());
-        pdf.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
-    }
-    let xref = pdf.len();
-    pdf.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
-    for o in offsets {
-        pdf.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
-    }
-    pdf.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
-    );
-    pdf
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_files_fail_alone_with_typed_reasons() {
     let (h, id) = setup(Limits::default()).await;
@@ -115,7 +96,7 @@ async fn hostile_files_fail_alone_with_typed_reasons() {
     ]);
     assert!(bomb.len() < 1 << 20);
     let laughs = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">]><lolz>&lol2;</lolz>"#;
-    let cyclic = pdf_with(&[
+    let cyclic = dropbox_emulator::content::pdf_with(&[
         "<< /Type /Catalog /Pages 2 0 R >>",
         "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         "<< /Type /Pages /Parent 2 0 R /Kids [2 0 R 3 0 R] /Count 2 >>",
