@@ -62,10 +62,10 @@ pub fn page_body(body: &[u8]) -> Result<(), String> {
         Canned { answer: Some(HttpResponse { status: 200, headers: vec![], body: body.to_vec() }), sent: vec![] };
     match page::sync_page(&page_request(Some("C1".into())), &mut t) {
         Ok(r) => {
-            for d in &r.documents {
-                serde_json::from_str::<serde_json::Value>(&d.json)
+            for d in r.documents.iter() {
+                serde_json::from_str::<serde_json::Value>(d.json)
                     .map_err(|e| format!("a document is not JSON: {e}"))?;
-                no_leak("a document", &d.json)?;
+                no_leak("a document", d.json)?;
             }
             Ok(())
         }

@@ -75,6 +75,7 @@ impl Rig {
                 refresh_margin_secs: None,
                 root_info: None,
                 max_page_bytes: None,
+                recursive: true,
             },
             batch_number: "b".into(),
             now: now_unix(),

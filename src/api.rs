@@ -18,6 +18,8 @@ const QUOTE_LIMIT: usize = 200;
 pub enum Route {
     ListFolder,
     ListFolderContinue,
+    /// `files/list_folder/get_latest_cursor`: the cursor of "now", without entries.
+    GetLatestCursor,
     GetCurrentAccount,
     Token,
     Revoke,
@@ -34,6 +36,7 @@ impl Route {
         match self {
             Route::ListFolder => "/2/files/list_folder",
             Route::ListFolderContinue => "/2/files/list_folder/continue",
+            Route::GetLatestCursor => "/2/files/list_folder/get_latest_cursor",
             Route::GetCurrentAccount => "/2/users/get_current_account",
             Route::Token => "/oauth2/token",
             Route::Revoke => "/2/auth/token/revoke",
@@ -138,7 +141,9 @@ fn route_conflict(route: Route, body: &[u8]) -> Error {
             Error::CursorReset("the folder the cursor lists no longer exists (409 path/not_found)".into())
         }
         // The caller knows which path it asked for and fills it in.
-        Route::ListFolder if tags.starts_with("path/not_found") => Error::PathNotFound(String::new()),
+        Route::ListFolder | Route::GetLatestCursor if tags.starts_with("path/not_found") => {
+            Error::PathNotFound(String::new())
+        }
         _ if tags.is_empty() => Error::Api(format!("{}: 409 {}", route.name(), quote(body))),
         _ => Error::Api(format!("{}: 409 {tags}", route.name())),
     }

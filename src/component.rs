@@ -69,56 +69,78 @@ impl wit_oauth::Guest for Component {
 
 impl wit_sync::Guest for Component {
     fn sync(req: wit_sync::PageRequest) -> Result<wit_sync::PageResult, wit_sync::SyncFailure> {
-        let req = core::PageRequest {
-            datasource_id: req.datasource_id,
-            datasource_name: req.datasource_name,
-            owner_id: req.owner_id,
-            app: app_in(req.app),
-            tokens: tokens_in(req.tokens),
-            cursor: req.cursor,
-            options: core::SyncOptions {
-                path: req.options.path,
-                page_limit: req.options.page_limit,
-                refresh_margin_secs: req.options.refresh_margin_secs,
-                root_info: req.options.root_info.map(root_in),
-                max_page_bytes: req.options.max_page_bytes,
-            },
-            batch_number: req.batch_number,
-            now: req.now,
-            endpoints: endpoints_in(req.endpoints),
-        };
-        match page::sync_page(&req, &mut WakiTransport) {
-            Ok(r) => Ok(wit_sync::PageResult {
+        page_out(page::sync_page(&page_request_in(req), &mut WakiTransport))
+    }
+
+    fn latest_cursor(req: wit_sync::PageRequest) -> Result<wit_sync::PageResult, wit_sync::SyncFailure> {
+        page_out(page::latest_cursor(&page_request_in(req), &mut WakiTransport))
+    }
+}
+
+fn page_request_in(req: wit_sync::PageRequest) -> core::PageRequest {
+    core::PageRequest {
+        datasource_id: req.datasource_id,
+        datasource_name: req.datasource_name,
+        owner_id: req.owner_id,
+        app: app_in(req.app),
+        tokens: tokens_in(req.tokens),
+        cursor: req.cursor,
+        options: core::SyncOptions {
+            path: req.options.path,
+            page_limit: req.options.page_limit,
+            refresh_margin_secs: req.options.refresh_margin_secs,
+            root_info: req.options.root_info.map(root_in),
+            max_page_bytes: req.options.max_page_bytes,
+            recursive: req.options.recursive,
+        },
+        batch_number: req.batch_number,
+        now: req.now,
+        endpoints: endpoints_in(req.endpoints),
+    }
+}
+
+fn span_out(s: crate::batch::Span) -> wit_sync::Span {
+    wit_sync::Span { start: s.start, len: s.len }
+}
+
+fn page_out(
+    r: Result<core::PageResult, Box<core::SyncFailure>>,
+) -> Result<wit_sync::PageResult, wit_sync::SyncFailure> {
+    match r {
+        Ok(r) => Ok(wit_sync::PageResult {
+            documents: wit_sync::DocumentBatch {
+                text: r.documents.text,
                 documents: r
                     .documents
+                    .rows
                     .into_iter()
                     .map(|d| wit_sync::Document {
-                        id: d.id,
-                        path_lower: d.path_lower,
-                        rev: d.rev,
-                        json: d.json,
+                        id: span_out(d.id),
+                        path_lower: span_out(d.path_lower),
+                        rev: d.rev.map(span_out),
+                        json: span_out(d.json),
                         file: d.file.map(|f| wit_sync::FileFacts {
-                            file_id: f.file_id,
+                            file_id: span_out(f.file_id),
                             size: f.size,
-                            content_hash: f.content_hash,
+                            content_hash: f.content_hash.map(span_out),
                             downloadable: f.downloadable,
-                            export_as: f.export_as,
-                            export_options: f.export_options,
+                            export_as: f.export_as.map(span_out),
+                            export_options: f.export_options.into_iter().map(span_out).collect(),
                         }),
                     })
                     .collect(),
-                deletes: r.deletes,
-                cursor: r.cursor,
-                has_more: r.has_more,
-                tokens: r.tokens.map(tokens_out),
-                stats: stats_out(r.stats),
-            }),
-            Err(f) => Err(wit_sync::SyncFailure {
-                error: error_out(f.error),
-                tokens: f.tokens.map(tokens_out),
-                stats: stats_out(f.stats),
-            }),
-        }
+            },
+            deletes: r.deletes,
+            cursor: r.cursor,
+            has_more: r.has_more,
+            tokens: r.tokens.map(tokens_out),
+            stats: stats_out(r.stats),
+        }),
+        Err(f) => Err(wit_sync::SyncFailure {
+            error: error_out(f.error),
+            tokens: f.tokens.map(tokens_out),
+            stats: stats_out(f.stats),
+        }),
     }
 }
 

@@ -87,10 +87,20 @@ pub enum TransportError {
 /// passes `limit`: an endless or huge body costs at most `limit` bytes of memory.
 pub fn read_capped<E>(
     limit: usize,
+    next: impl FnMut(u64) -> Result<Option<Vec<u8>>, E>,
+) -> Result<Vec<u8>, ReadCapped<E>> {
+    read_capped_sized(limit, 0, next)
+}
+
+/// [`read_capped`] into a buffer sized for `expected` bytes up front (a declared length,
+/// never trusted past `limit`): a 1 MiB page is read without regrowing.
+fn read_capped_sized<E>(
+    limit: usize,
+    expected: usize,
     mut next: impl FnMut(u64) -> Result<Option<Vec<u8>>, E>,
 ) -> Result<Vec<u8>, ReadCapped<E>> {
     const CHUNK: u64 = 64 << 10;
-    let mut body = Vec::new();
+    let mut body = Vec::with_capacity(expected.min(limit));
     while let Some(chunk) = next(CHUNK).map_err(ReadCapped::Failed)? {
         if body.len() + chunk.len() > limit {
             return Err(ReadCapped::TooLarge);
@@ -112,7 +122,7 @@ pub fn read_body_capped<E>(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ReadCapped::TooLarge);
     }
-    read_capped(limit, next)
+    read_capped_sized(limit, declared.unwrap_or(0) as usize, next)
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -4,11 +4,13 @@
 //! benchmarked natively; `component` (wasm only) binds it to the WIT exports and to wasi:http.
 
 pub mod api;
+pub mod batch;
 pub mod connect;
 pub mod content;
 pub mod error;
 pub mod facade;
 pub mod http;
+pub mod json_write;
 pub mod mapping;
 pub mod oauth;
 pub mod page;

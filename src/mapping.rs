@@ -6,10 +6,11 @@
 use std::borrow::Cow;
 
 use md5::{Digest, Md5};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::types::{Document, FileFacts};
+use crate::batch::{DocRow, DocumentBatch, FileRow, Span};
+use crate::json_write;
+use crate::types::Document;
 
 /// `list_folder` / `list_folder/continue` response. Strings borrow from the body when they
 /// contain no escapes.
@@ -74,7 +75,7 @@ pub struct MapContext<'a> {
 /// A page turned into index operations, in Dropbox's order.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MappedPage {
-    pub documents: Vec<Document>,
+    pub documents: DocumentBatch,
     pub deletes: Vec<String>,
     pub skipped: u32,
 }
@@ -213,170 +214,243 @@ pub fn is_rfc3339(s: &str) -> bool {
     }
 }
 
-/// Characters escaped in a web path segment (RFC 3986 pchar minus sub-delims we keep).
-const PATH_SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'|')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'[')
-    .add(b']')
-    .add(b'/');
-
 /// `{web_base}/home` + the percent-encoded display path (Fess does the same).
 pub fn web_url(web_base: &str, path_display: &str) -> String {
     let mut url = String::with_capacity(web_base.len() + 5 + path_display.len() + 16);
     url.push_str(web_base);
-    url.push_str("/home");
-    for segment in path_display.split('/').filter(|s| !s.is_empty()) {
-        url.push('/');
-        url.extend(utf8_percent_encode(segment, PATH_SEGMENT));
-    }
+    push_home_path(&mut url, path_display);
     url
 }
 
-#[derive(Serialize)]
-struct Source<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    name: &'a str,
-    id: &'a str,
-}
-
-#[derive(Serialize)]
-struct System<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    owner_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parent_path: Option<&'a str>,
-}
-
-impl System<'_> {
-    fn is_empty(&self) -> bool {
-        self.owner_id.is_none() && self.parent_path.is_none()
+/// `/home` and each non-empty segment of `path_display`, percent-encoded.
+fn push_home_path(out: &mut String, path_display: &str) {
+    out.push_str("/home");
+    for segment in path_display.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        json_write::push_segment(out, segment);
     }
-}
-
-#[derive(Serialize)]
-struct Metadata<'a> {
-    batch_number: &'a str,
-    file_id: &'a str,
-    path_display: &'a str,
-    path_lower: &'a str,
-    content_hash: &'a str,
-    rev: &'a str,
-    server_modified: &'a str,
-    client_modified: &'a str,
-    tag: &'a str,
-}
-
-#[derive(Serialize)]
-struct CocoDocument<'a> {
-    id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    created: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    updated: Option<&'a str>,
-    #[serde(rename = "_system", skip_serializing_if = "System::is_empty")]
-    system: System<'a>,
-    metadata: Metadata<'a>,
-    source: Source<'a>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    category: Option<&'a str>,
-    #[serde(skip_serializing_if = "no_parts")]
-    categories: &'a [&'a str],
-    title: &'a str,
-    icon: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    size: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    url: Option<&'a str>,
-    processed: bool,
-}
-
-fn no_parts(parts: &&[&str]) -> bool {
-    parts.is_empty()
 }
 
 fn opt<'a>(v: &'a Option<Cow<'a, str>>) -> &'a str {
     v.as_deref().unwrap_or("")
 }
 
-/// Map one file or folder entry. `None` for entries that are not indexed (no id).
-pub fn map_entry(ctx: &MapContext<'_>, e: &Entry<'_>) -> Option<Document> {
-    let entry_id = e.id.as_deref()?;
-    let is_folder = e.tag == "folder";
-    let path_display = opt(&e.path_display);
-    let path_lower = opt(&e.path_lower);
-    let parts = parent_parts(path_display);
-    let category = if parts.is_empty() {
-        None
-    } else {
-        let mut c = String::with_capacity(path_display.len() + 1);
-        for p in &parts {
-            c.push('/');
-            c.push_str(p);
+/// Maps a page's entries into one [`DocumentBatch`]. What every document shares is worked
+/// out once per page: the id hash's prefix state and the escaped constant fields.
+pub struct PageMapper {
+    /// md5 state after `"{datasource_id}_"`: each id hashes only the entry's own id.
+    id_prefix: Md5,
+    /// `"_system":{"owner_id":…` opening, when there is an owner.
+    owner: Option<String>,
+    /// `"metadata":{"batch_number":…,"file_id":`.
+    metadata_head: String,
+    /// `,"source":{…}`.
+    source: String,
+    /// The web base, JSON-escaped without its quotes (URLs are written unescaped after it).
+    web_base: String,
+}
+
+impl PageMapper {
+    pub fn new(ctx: &MapContext<'_>) -> Self {
+        let mut id_prefix = Md5::new();
+        id_prefix.update(ctx.datasource_id.as_bytes());
+        id_prefix.update(b"_");
+        let owner = ctx.owner_id.map(|o| {
+            let mut s = String::from("\"_system\":{\"owner_id\":");
+            json_write::push_str(&mut s, o);
+            s
+        });
+        let mut metadata_head = String::from("\"metadata\":{\"batch_number\":");
+        json_write::push_str(&mut metadata_head, ctx.batch_number);
+        metadata_head.push_str(",\"file_id\":");
+        let mut source = String::from(",\"source\":{\"type\":\"connector\",\"name\":");
+        json_write::push_str(&mut source, ctx.datasource_name);
+        source.push_str(",\"id\":");
+        json_write::push_str(&mut source, ctx.datasource_id);
+        source.push('}');
+        let mut web_base = String::new();
+        json_write::push_str(&mut web_base, ctx.web_base);
+        web_base.pop();
+        web_base.remove(0);
+        PageMapper { id_prefix, owner, metadata_head, source, web_base }
+    }
+
+    /// The Coco id of a Dropbox id, as lowercase hex.
+    fn push_id(&self, out: &mut String, entry_id: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut h = self.id_prefix.clone();
+        h.update(entry_id.as_bytes());
+        for b in h.finalize() {
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
         }
-        c.push('/');
-        Some(c)
-    };
-    let id = document_id(ctx.datasource_id, entry_id);
-    let url = e.path_display.as_deref().map(|p| web_url(ctx.web_base, p));
-    let valid_time = |t: &'_ Option<Cow<'_, str>>| t.as_deref().is_some_and(is_rfc3339);
-    let doc = CocoDocument {
-        id: &id,
-        created: valid_time(&e.client_modified).then(|| opt(&e.client_modified)),
-        updated: valid_time(&e.server_modified).then(|| opt(&e.server_modified)),
-        system: System { owner_id: ctx.owner_id, parent_path: category.as_deref() },
-        metadata: Metadata {
-            batch_number: ctx.batch_number,
-            file_id: entry_id,
-            path_display,
-            path_lower,
-            content_hash: opt(&e.content_hash),
-            rev: opt(&e.rev),
-            server_modified: opt(&e.server_modified),
-            client_modified: opt(&e.client_modified),
-            tag: if is_folder { "folder" } else { "file" },
-        },
-        source: Source { kind: "connector", name: ctx.datasource_name, id: ctx.datasource_id },
-        kind: if is_folder { "folder" } else { "file" },
-        category: category.as_deref(),
-        categories: &parts,
-        title: &e.name,
-        icon: icon_for(&e.name, is_folder),
-        size: e.size.filter(|s| *s != 0),
-        url: url.as_deref(),
-        processed: false,
-    };
-    // Pre-sized: a document is ~600 bytes plus its paths (three times: metadata, url, category).
-    let mut buf = Vec::with_capacity(640 + 4 * path_display.len() + e.name.len());
-    serde_json::to_writer(&mut buf, &doc).expect("document of strings serializes");
-    let json = String::from_utf8(buf).expect("serde_json writes UTF-8");
-    let file = (!is_folder).then(|| FileFacts {
-        file_id: entry_id.to_string(),
-        size: e.size.unwrap_or(0),
-        content_hash: e.content_hash.as_deref().filter(|h| !h.is_empty()).map(str::to_string),
-        downloadable: e.is_downloadable.unwrap_or(true),
-        export_as: e.export_info.as_ref().and_then(|x| x.export_as.as_deref()).map(str::to_string),
-        export_options: e
-            .export_info
-            .as_ref()
-            .map(|x| x.export_options.iter().map(|o| o.to_string()).collect())
-            .unwrap_or_default(),
-    });
-    Some(Document { id, path_lower: path_lower.to_string(), rev: e.rev.as_deref().map(str::to_string), json, file })
+    }
+
+    /// Map one file or folder entry into `batch`. False for entries that are not indexed
+    /// (no id).
+    pub fn map_into<'e>(&self, e: &'e Entry<'_>, batch: &mut DocumentBatch) -> bool {
+        let Some(entry_id) = e.id.as_deref() else {
+            return false;
+        };
+        let is_folder = e.tag == "folder";
+        let kind = if is_folder { "folder" } else { "file" };
+        let path_display = opt(&e.path_display);
+        let path_lower = opt(&e.path_lower);
+        let parts = parent_parts(path_display);
+        let out = &mut batch.text;
+        let start = out.len();
+        out.reserve(700 + 4 * path_display.len() + e.name.len());
+
+        out.push_str("{\"id\":\"");
+        let id = Span { start: out.len() as u32, len: 32 };
+        self.push_id(out, entry_id);
+        out.push('"');
+        fn valid_time<'t>(t: &'t Option<Cow<'_, str>>) -> Option<&'t str> {
+            t.as_deref().filter(|t| is_rfc3339(t))
+        }
+        if let Some(t) = valid_time(&e.client_modified) {
+            out.push(',');
+            json_write::push_key(out, "created");
+            json_write::push_str(out, t);
+        }
+        if let Some(t) = valid_time(&e.server_modified) {
+            out.push(',');
+            json_write::push_key(out, "updated");
+            json_write::push_str(out, t);
+        }
+        // `_system`: owner_id and parent_path (= category), each only when present.
+        let mut category = String::new();
+        if !parts.is_empty() {
+            category.reserve(path_display.len() + 1);
+            for p in &parts {
+                category.push('/');
+                category.push_str(p);
+            }
+            category.push('/');
+        }
+        match (&self.owner, parts.is_empty()) {
+            (Some(owner), true) => {
+                out.push(',');
+                out.push_str(owner);
+                out.push('}');
+            }
+            (Some(owner), false) => {
+                out.push(',');
+                out.push_str(owner);
+                out.push(',');
+                json_write::push_key(out, "parent_path");
+                json_write::push_str(out, &category);
+                out.push('}');
+            }
+            (None, false) => {
+                out.push_str(",\"_system\":{\"parent_path\":");
+                json_write::push_str(out, &category);
+                out.push('}');
+            }
+            (None, true) => {}
+        }
+        out.push(',');
+        out.push_str(&self.metadata_head);
+        let mut raw: [Option<&str>; 4] = [None; 4];
+        let mut field = |out: &mut String, slot: usize, s: &'e str| {
+            let at = out.len() + 1;
+            if json_write::push_str(out, s) {
+                Span { start: at as u32, len: s.len() as u32 }
+            } else {
+                raw[slot] = Some(s);
+                Span::default()
+            }
+        };
+        let file_id = field(out, 0, entry_id);
+        out.push(',');
+        json_write::push_key(out, "path_display");
+        json_write::push_str(out, path_display);
+        out.push(',');
+        json_write::push_key(out, "path_lower");
+        let path_lower_span = field(out, 1, path_lower);
+        out.push(',');
+        json_write::push_key(out, "content_hash");
+        let hash = opt(&e.content_hash);
+        let hash_span = field(out, 2, hash);
+        out.push(',');
+        json_write::push_key(out, "rev");
+        let rev = opt(&e.rev);
+        let rev_span = field(out, 3, rev);
+        out.push(',');
+        json_write::push_key(out, "server_modified");
+        json_write::push_str(out, opt(&e.server_modified));
+        out.push(',');
+        json_write::push_key(out, "client_modified");
+        json_write::push_str(out, opt(&e.client_modified));
+        out.push_str(",\"tag\":\"");
+        out.push_str(kind);
+        out.push_str("\"}");
+        out.push_str(&self.source);
+        out.push_str(",\"type\":\"");
+        out.push_str(kind);
+        out.push('"');
+        if !parts.is_empty() {
+            out.push(',');
+            json_write::push_key(out, "category");
+            json_write::push_str(out, &category);
+            out.push_str(",\"categories\":[");
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_write::push_str(out, p);
+            }
+            out.push(']');
+        }
+        out.push(',');
+        json_write::push_key(out, "title");
+        json_write::push_str(out, &e.name);
+        out.push_str(",\"icon\":\"");
+        out.push_str(icon_for(&e.name, is_folder));
+        out.push('"');
+        if let Some(size) = e.size.filter(|s| *s != 0) {
+            out.push_str(",\"size\":");
+            json_write::push_u64(out, size);
+        }
+        if let Some(p) = e.path_display.as_deref() {
+            out.push_str(",\"url\":\"");
+            out.push_str(&self.web_base);
+            push_home_path(out, p);
+            out.push('"');
+        }
+        out.push_str(",\"processed\":false}");
+        let json = Span { start: start as u32, len: (out.len() - start) as u32 };
+
+        // Strings that needed escaping in the JSON are stored once more as they are.
+        let mut span_of = |slot: usize, verbatim: Span| match raw[slot] {
+            Some(s) => batch.push_raw(s),
+            None => verbatim,
+        };
+        let file_id = span_of(0, file_id);
+        let path_lower = span_of(1, path_lower_span);
+        let hash_span = span_of(2, hash_span);
+        let rev_span = span_of(3, rev_span);
+        let file = (!is_folder).then(|| FileRow {
+            file_id,
+            size: e.size.unwrap_or(0),
+            content_hash: (!hash.is_empty()).then_some(hash_span),
+            downloadable: e.is_downloadable.unwrap_or(true),
+            export_as: e.export_info.as_ref().and_then(|x| x.export_as.as_deref()).map(|s| batch.push_raw(s)),
+            export_options: e
+                .export_info
+                .as_ref()
+                .map(|x| x.export_options.iter().map(|o| batch.push_raw(o)).collect())
+                .unwrap_or_default(),
+        });
+        batch.rows.push(DocRow { id, path_lower, rev: e.rev.is_some().then_some(rev_span), json, file });
+        true
+    }
+}
+
+/// Map one entry on its own (tests, tools): a one-document batch, or None when it has no id.
+pub fn map_entry(ctx: &MapContext<'_>, e: &Entry<'_>) -> Option<Document> {
+    let mut batch = DocumentBatch::default();
+    PageMapper::new(ctx).map_into(e, &mut batch).then(|| batch.get(0).expect("one row").to_document())
 }
 
 /// `path` is `prefix` or inside it (`path_lower`s compare byte-wise).
@@ -387,28 +461,35 @@ pub fn is_at_or_below(path: &str, prefix: &str) -> bool {
 /// Map a page's entries in order: files and folders become documents, `deleted` entries
 /// become path deletes, `.DS_Store` and unmountable entries are skipped.
 pub fn map_entries(ctx: &MapContext<'_>, entries: &[Entry<'_>]) -> MappedPage {
-    let mut out = MappedPage { documents: Vec::with_capacity(entries.len()), ..Default::default() };
+    let mapper = PageMapper::new(ctx);
+    // A document is ~700 bytes of JSON plus its paths.
+    let mut documents = DocumentBatch::with_capacity(entries.len(), entries.len() * 900);
+    let mut deletes = Vec::new();
+    let mut skipped = 0;
     for e in entries {
         match e.tag.as_ref() {
             "deleted" => match e.path_lower.as_deref() {
                 Some(p) if !p.is_empty() => {
                     // Earlier upserts in this page at or below the deleted path are void, so
-                    // the host may apply all deletes first and all upserts after.
-                    if !out.documents.is_empty() {
-                        out.documents.retain(|d| !is_at_or_below(&d.path_lower, p));
+                    // the host may apply all deletes first and all upserts after. (Their
+                    // bytes stay in the text; such pages are rare and small.)
+                    if !documents.rows.is_empty() {
+                        let text = &documents.text;
+                        documents.rows.retain(|d| !is_at_or_below(&text[d.path_lower.range()], p));
                     }
-                    out.deletes.push(p.to_string());
+                    deletes.push(p.to_string());
                 }
-                _ => out.skipped += 1,
+                _ => skipped += 1,
             },
-            "file" | "folder" if !is_skipped(&e.name) => match map_entry(ctx, e) {
-                Some(doc) => out.documents.push(doc),
-                None => out.skipped += 1,
-            },
-            _ => out.skipped += 1,
+            "file" | "folder" if !is_skipped(&e.name) => {
+                if !mapper.map_into(e, &mut documents) {
+                    skipped += 1;
+                }
+            }
+            _ => skipped += 1,
         }
     }
-    out
+    MappedPage { documents, deletes, skipped }
 }
 
 #[cfg(test)]
@@ -616,7 +697,7 @@ mod tests {
                        {".tag":"file","name":"keep","id":"id:K","path_lower":"/dx","path_display":"/dx"},
                        {".tag":"deleted","name":"d","path_lower":"/d","path_display":"/d"}"#,
         );
-        let ids: Vec<_> = m.documents.iter().map(|d| d.path_lower.as_str()).collect();
+        let ids: Vec<_> = m.documents.iter().map(|d| d.path_lower).collect();
         assert_eq!(ids, ["/x", "/new/y", "/dx"], "a sibling sharing the prefix text survives");
         assert!(is_at_or_below("/a/b", "/a") && is_at_or_below("/a", "/a") && !is_at_or_below("/ab", "/a"));
     }
@@ -634,8 +715,168 @@ mod tests {
         let m = map_entries(&ctx(), &page.entries);
         assert_eq!(m.deletes, vec!["/old".to_string()]);
         assert_eq!(m.skipped, 1);
-        let titles: Vec<_> = m.documents.iter().map(|d| json(d)["title"].clone()).collect();
+        let titles: Vec<_> = m.documents.iter().map(|d| json(&d.to_document())["title"].clone()).collect();
         assert_eq!(titles, ["A", ".ds_store", "café.pdf"]);
         assert_eq!(page.cursor, "CUR");
+    }
+    /// The document shape as serde derived it before the hand-written writer: the oracle
+    /// the writer must match byte for byte.
+    mod serde_oracle {
+        use super::super::*;
+        use serde::Serialize;
+
+        #[derive(Serialize)]
+        struct Source<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            name: &'a str,
+            id: &'a str,
+        }
+
+        #[derive(Serialize)]
+        struct System<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            owner_id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            parent_path: Option<&'a str>,
+        }
+
+        #[derive(Serialize)]
+        struct Metadata<'a> {
+            batch_number: &'a str,
+            file_id: &'a str,
+            path_display: &'a str,
+            path_lower: &'a str,
+            content_hash: &'a str,
+            rev: &'a str,
+            server_modified: &'a str,
+            client_modified: &'a str,
+            tag: &'a str,
+        }
+
+        #[derive(Serialize)]
+        struct CocoDocument<'a> {
+            id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            created: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            updated: Option<&'a str>,
+            #[serde(rename = "_system", skip_serializing_if = "Option::is_none")]
+            system: Option<System<'a>>,
+            metadata: Metadata<'a>,
+            source: Source<'a>,
+            #[serde(rename = "type")]
+            kind: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            category: Option<&'a str>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            categories: &'a [&'a str],
+            title: &'a str,
+            icon: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            size: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            url: Option<&'a str>,
+            processed: bool,
+        }
+
+        pub fn json(ctx: &MapContext<'_>, e: &Entry<'_>) -> String {
+            let entry_id = e.id.as_deref().unwrap();
+            let is_folder = e.tag == "folder";
+            let path_display = opt(&e.path_display);
+            let parts = parent_parts(path_display);
+            let category = (!parts.is_empty()).then(|| format!("/{}/", parts.join("/")));
+            let id = document_id(ctx.datasource_id, entry_id);
+            let url = e.path_display.as_deref().map(|p| web_url(ctx.web_base, p));
+            let time = |t: &Option<Cow<'_, str>>| t.as_deref().filter(|t| is_rfc3339(t)).map(str::to_string);
+            let (created, updated) = (time(&e.client_modified), time(&e.server_modified));
+            let system = (ctx.owner_id.is_some() || category.is_some())
+                .then_some(System { owner_id: ctx.owner_id, parent_path: category.as_deref() });
+            let doc = CocoDocument {
+                id: &id,
+                created: created.as_deref(),
+                updated: updated.as_deref(),
+                system,
+                metadata: Metadata {
+                    batch_number: ctx.batch_number,
+                    file_id: entry_id,
+                    path_display,
+                    path_lower: opt(&e.path_lower),
+                    content_hash: opt(&e.content_hash),
+                    rev: opt(&e.rev),
+                    server_modified: opt(&e.server_modified),
+                    client_modified: opt(&e.client_modified),
+                    tag: if is_folder { "folder" } else { "file" },
+                },
+                source: Source { kind: "connector", name: ctx.datasource_name, id: ctx.datasource_id },
+                kind: if is_folder { "folder" } else { "file" },
+                category: category.as_deref(),
+                categories: &parts,
+                title: &e.name,
+                icon: icon_for(&e.name, is_folder),
+                size: e.size.filter(|s| *s != 0),
+                url: url.as_deref(),
+                processed: false,
+            };
+            serde_json::to_string(&doc).unwrap()
+        }
+    }
+
+    #[test]
+    fn the_writer_matches_serde_byte_for_byte_and_spans_hold_the_raw_fields() {
+        let names = ["a.pdf", "q\"uote\\d.docx", "tab\tnew\nline.txt", "Ünïcode 文件 🦀.xlsx", "100% done?.paper", "x"];
+        let contexts = [
+            ctx(),
+            MapContext {
+                datasource_id: DS,
+                datasource_name: "Quote \" and \\ Dropbox",
+                owner_id: None,
+                batch_number: "b\u{1}",
+                web_base: "http://127.0.0.1:8788",
+            },
+        ];
+        let mut n = 0;
+        for c in &contexts {
+            for (i, name) in names.iter().enumerate() {
+                for dir in ["", "/A", "/Ä \"q\"/B\\c"] {
+                    for tag in ["file", "folder"] {
+                        let path = format!("{dir}/{name}");
+                        let mut e = entry(tag, "id:x\"y", "/");
+                        e.name = (*name).into();
+                        e.path_display = Some(path.clone().into());
+                        e.path_lower = Some(path.to_lowercase().into());
+                        e.size = [None, Some(0), Some(42)][i % 3];
+                        e.rev = (i % 2 == 0).then(|| "015f0b8a0e3b0c8000000012a5c3f40".into());
+                        e.content_hash = (i % 2 == 1).then(|| "e3\"b0".into());
+                        e.client_modified = Some(["2024-01-02T03:04:05Z", "not a time"][i % 2].into());
+                        e.server_modified = (i != 3).then(|| "2024-01-03T00:00:00Z".into());
+                        if i == 4 {
+                            e.is_downloadable = Some(false);
+                            e.export_info =
+                                Some(ExportInfo { export_as: Some("md".into()), export_options: vec!["md".into()] });
+                        }
+                        let d = map_entry(c, &e).unwrap();
+                        assert_eq!(d.json, serde_oracle::json(c, &e), "{path} {tag}");
+                        assert_eq!(d.path_lower, path.to_lowercase());
+                        assert_eq!(d.rev.as_deref(), e.rev.as_deref());
+                        assert_eq!(d.id, document_id(DS, "id:x\"y"));
+                        match d.file {
+                            Some(f) => {
+                                assert_eq!(tag, "file");
+                                assert_eq!(f.file_id, "id:x\"y");
+                                assert_eq!(f.content_hash.as_deref(), e.content_hash.as_deref());
+                                assert_eq!(f.size, e.size.unwrap_or(0));
+                                assert_eq!(f.downloadable, i != 4);
+                                assert_eq!(f.export_as.is_some(), i == 4);
+                                assert_eq!(f.export_options.len(), usize::from(i == 4));
+                            }
+                            None => assert_eq!(tag, "folder"),
+                        }
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 72);
     }
 }

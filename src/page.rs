@@ -85,8 +85,27 @@ struct ContinueArg<'a> {
 
 /// Run one page. Failures carry any tokens refreshed before the failure.
 pub fn sync_page<T: Transport>(req: &PageRequest, transport: &mut T) -> Result<PageResult, Box<SyncFailure>> {
+    run(req, transport, Call::Page)
+}
+
+/// Take the cursor of "now" for the request's folder (`get_latest_cursor`): a result with no
+/// documents. Failures carry any tokens refreshed before the failure.
+pub fn latest_cursor<T: Transport>(req: &PageRequest, transport: &mut T) -> Result<PageResult, Box<SyncFailure>> {
+    run(req, transport, Call::LatestCursor)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Page,
+    LatestCursor,
+}
+
+fn run<T: Transport>(req: &PageRequest, transport: &mut T, call: Call) -> Result<PageResult, Box<SyncFailure>> {
     let fail_early = |error| Box::new(SyncFailure { error, tokens: None, stats: Default::default() });
     validate(req).map_err(fail_early)?;
+    if call == Call::LatestCursor && req.cursor.is_some() {
+        return Err(fail_early(Error::InvalidInput("latest-cursor takes no cursor".into())));
+    }
     let limit = effective_limit(req.options.page_limit).map_err(fail_early)?;
     let path = normalize_path(&req.options.path).map_err(fail_early)?;
 
@@ -94,7 +113,7 @@ pub fn sync_page<T: Transport>(req: &PageRequest, transport: &mut T) -> Result<P
     if let Some(n) = req.options.max_page_bytes {
         session.max_page_bytes = n as usize;
     }
-    let outcome = fetch_and_map(req, &mut session, &path, limit);
+    let outcome = fetch_and_map(req, &mut session, &path, limit, call);
     let tokens = session.refreshed_tokens();
     let mut stats = session.stats;
     match outcome {
@@ -114,28 +133,49 @@ fn fetch_and_map<T: Transport>(
     session: &mut Session<'_, T>,
     path: &str,
     limit: u32,
+    call: Call,
 ) -> Result<(PageResult, u32, u32), Error> {
     let margin = req.options.refresh_margin_secs.map_or(DEFAULT_REFRESH_MARGIN_SECS, u64::from);
     session.ensure_fresh(margin)?;
     let path_root = req.options.root_info.as_ref().and_then(|r| r.path_root());
-    let (route, body) = match &req.cursor {
-        None => (
-            Route::ListFolder,
-            serde_json::to_string(&ListFolderArg {
-                path,
-                recursive: true,
-                limit,
-                include_mounted_folders: true,
-                include_non_downloadable_files: true,
-            }),
-        ),
-        Some(cursor) => (Route::ListFolderContinue, serde_json::to_string(&ContinueArg { cursor })),
+    let list_arg = || {
+        serde_json::to_string(&ListFolderArg {
+            path,
+            recursive: req.options.recursive,
+            limit,
+            include_mounted_folders: true,
+            include_non_downloadable_files: true,
+        })
+    };
+    let (route, body) = match (&req.cursor, call) {
+        (_, Call::LatestCursor) => (Route::GetLatestCursor, list_arg()),
+        (None, Call::Page) => (Route::ListFolder, list_arg()),
+        (Some(cursor), Call::Page) => (Route::ListFolderContinue, serde_json::to_string(&ContinueArg { cursor })),
     };
     let body = body.map_err(|e| Error::InvalidInput(format!("cannot encode request: {e}")))?;
     let bytes = session.rpc(route, &body, path_root).map_err(|e| match e {
         Error::PathNotFound(_) => Error::PathNotFound(if path.is_empty() { "/".into() } else { path.into() }),
         other => other,
     })?;
+    if call == Call::LatestCursor {
+        #[derive(serde::Deserialize)]
+        struct Latest {
+            cursor: String,
+        }
+        let latest: Latest = api::parse_json(route, &bytes)?;
+        if latest.cursor.is_empty() {
+            return Err(Error::Transient(format!("{}: response has no cursor", route.name())));
+        }
+        let result = PageResult {
+            documents: Default::default(),
+            deletes: Vec::new(),
+            cursor: latest.cursor,
+            has_more: false,
+            tokens: None,
+            stats: Default::default(),
+        };
+        return Ok((result, 0, 0));
+    }
     let page: ListFolderResult = api::parse_json(route, &bytes)?;
     if page.cursor.is_empty() {
         return Err(Error::Transient(format!("{route:?}: response has no cursor")));
@@ -251,6 +291,28 @@ mod tests {
         let mut t = Scripted::new([ok(400, r#"{"error":"invalid_grant"}"#)]);
         let f = sync_page(&request(None, 0), &mut t).unwrap_err();
         assert!(matches!(f.error, Error::ReauthRequired(_)));
+    }
+
+    #[test]
+    fn latest_cursor_sends_the_listing_argument_and_returns_no_documents() {
+        let mut t = Scripted::new([ok(200, r#"{"cursor":"LATEST"}"#)]);
+        let mut req = request(None, 20_000);
+        req.options.recursive = false;
+        let r = latest_cursor(&req, &mut t).unwrap();
+        assert!(t.seen[0].url.ends_with("/2/files/list_folder/get_latest_cursor"));
+        let body: serde_json::Value = serde_json::from_slice(&t.seen[0].body).unwrap();
+        assert_eq!((body["path"].as_str(), body["recursive"].as_bool()), (Some("/Docs"), Some(false)));
+        assert_eq!(r.cursor, "LATEST");
+        assert!(r.documents.is_empty() && !r.has_more);
+        // It starts from nothing: a cursor is refused before any request.
+        let mut t = Scripted::offline();
+        let f = latest_cursor(&request(Some("C1"), 20_000), &mut t).unwrap_err();
+        assert!(matches!(f.error, Error::InvalidInput(_)));
+        // A missing folder is named.
+        let gone = r#"{"error":{".tag":"path","path":{".tag":"not_found"}}}"#;
+        let mut t = Scripted::new([ok(409, gone)]);
+        let f = latest_cursor(&request(None, 20_000), &mut t).unwrap_err();
+        assert!(matches!(f.error, Error::PathNotFound(p) if p == "/Docs"));
     }
 
     #[test]

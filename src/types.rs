@@ -117,7 +117,7 @@ pub struct Datasource {
     pub tokens: Tokens,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncOptions {
     pub path: String,
     /// None: [`crate::page::MAX_PAGE_LIMIT`].
@@ -128,6 +128,22 @@ pub struct SyncOptions {
     pub root_info: Option<RootInfo>,
     /// None: [`crate::http::DEFAULT_MAX_PAGE_BYTES`].
     pub max_page_bytes: Option<u32>,
+    /// False: only the folder's direct children (finding a parallel listing's subtrees).
+    pub recursive: bool,
+}
+
+impl Default for SyncOptions {
+    /// The whole account, recursively, with every other option at its default.
+    fn default() -> Self {
+        SyncOptions {
+            path: String::new(),
+            page_limit: None,
+            refresh_margin_secs: None,
+            root_info: None,
+            max_page_bytes: None,
+            recursive: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -145,6 +161,7 @@ pub struct PageRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// One document, owned: [`crate::batch::DocRef::to_document`].
 pub struct Document {
     pub id: String,
     pub path_lower: String,
@@ -175,7 +192,7 @@ pub struct PageStats {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageResult {
-    pub documents: Vec<Document>,
+    pub documents: crate::batch::DocumentBatch,
     pub deletes: Vec<String>,
     pub cursor: String,
     pub has_more: bool,

@@ -393,6 +393,10 @@ fn router(state: Shared) -> Router {
         .route("/2/users/get_current_account", post(|s, h, b| rpc("users/get_current_account", s, h, b)))
         .route("/2/files/list_folder", post(|s, h, b| rpc("files/list_folder", s, h, b)))
         .route("/2/files/list_folder/continue", post(|s, h, b| rpc("files/list_folder/continue", s, h, b)))
+        .route(
+            "/2/files/list_folder/get_latest_cursor",
+            post(|s, h, b| rpc("files/list_folder/get_latest_cursor", s, h, b)),
+        )
         .route("/2/auth/token/revoke", post(|s, h, b| rpc("auth/token/revoke", s, h, b)))
         .route("/2/files/list_folder/longpoll", post(longpoll))
         .route("/2/files/download", post(|s, h, q, b| content("files/download", s, h, q, b)))
@@ -500,6 +504,7 @@ async fn rpc(route: &'static str, AxState(s): AxState<Shared>, headers: HeaderMa
         "users/get_current_account" => st.current_account(bearer.as_deref()),
         "files/list_folder" => st.list_folder(bearer.as_deref(), &body, path_root),
         "files/list_folder/continue" => st.list_folder_continue(bearer.as_deref(), &body, path_root),
+        "files/list_folder/get_latest_cursor" => st.get_latest_cursor(bearer.as_deref(), &body, path_root),
         "auth/token/revoke" => st.revoke(bearer.as_deref()),
         _ => Reply::text(404, "unknown route"),
     });

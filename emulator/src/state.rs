@@ -935,10 +935,35 @@ impl State {
     pub fn list_folder(&mut self, bearer: Option<&str>, body: &[u8], path_root: Option<&str>) -> Reply {
         const ROUTE: &str = "files/list_folder";
         self.count(ROUTE);
-        let a = match self.authenticate(bearer) {
-            Ok(a) => a,
-            Err(r) => return r,
-        };
+        match self.listing_start(ROUTE, bearer, body, path_root) {
+            Ok(state) => self.page(state),
+            Err(r) => r,
+        }
+    }
+
+    /// `POST /2/files/list_folder/get_latest_cursor`: the same argument as `list_folder`; a
+    /// cursor that lists nothing and replays every change made after this call.
+    pub fn get_latest_cursor(&mut self, bearer: Option<&str>, body: &[u8], path_root: Option<&str>) -> Reply {
+        const ROUTE: &str = "files/list_folder/get_latest_cursor";
+        self.count(ROUTE);
+        match self.listing_start(ROUTE, bearer, body, path_root) {
+            Ok(state) => {
+                let state = CursorState { delta: true, ..state };
+                Reply::json(200, &serde_json::json!({ "cursor": self.sign_cursor(&state) }))
+            }
+            Err(r) => r,
+        }
+    }
+
+    /// A `ListFolderArg` checked as Dropbox checks it, as the state of a new cursor.
+    fn listing_start(
+        &mut self,
+        route: &'static str,
+        bearer: Option<&str>,
+        body: &[u8],
+        path_root: Option<&str>,
+    ) -> Result<CursorState, Reply> {
+        let a = self.authenticate(bearer)?;
         #[derive(Deserialize)]
         struct Arg {
             path: String,
@@ -949,43 +974,48 @@ impl State {
         }
         let arg: Arg = match serde_json::from_slice(body) {
             Ok(a) => a,
-            Err(e) => return Reply::bad_request(ROUTE, &format!("request body: could not decode input as JSON: {e}")),
+            Err(e) => {
+                return Err(Reply::bad_request(route, &format!("request body: could not decode input as JSON: {e}")))
+            }
         };
         if arg.path == "/" {
-            return Reply::bad_request(
-                ROUTE,
+            return Err(Reply::bad_request(
+                route,
                 "request body: path: Specify the root folder as an empty string rather than as \"/\".",
-            );
+            ));
         }
         if !arg.path.is_empty() && !arg.path.starts_with('/') {
-            return Reply::bad_request(ROUTE, &format!("request body: path: '{}' did not match pattern", arg.path));
+            return Err(Reply::bad_request(
+                route,
+                &format!("request body: path: '{}' did not match pattern", arg.path),
+            ));
         }
         let limit = match arg.limit {
             None => 2000,
             Some(l @ 1..=2000) => l as usize,
             Some(l) => {
-                return Reply::bad_request(ROUTE, &format!("request body: limit: {l} is not within range [1, 2000]"))
+                return Err(Reply::bad_request(
+                    route,
+                    &format!("request body: limit: {l} is not within range [1, 2000]"),
+                ))
             }
         };
-        let view = match self.view_for(a, path_root) {
-            Ok(v) => v,
-            Err(r) => return r,
-        };
+        let view = self.view_for(a, path_root)?;
         let root = arg.path.to_lowercase();
         let ns = &self.accounts[a].home;
         if !root.is_empty() {
             match ns.get(&view.inner(&root)) {
                 None => {
-                    return Reply::route_error(
+                    return Err(Reply::route_error(
                         409,
                         serde_json::json!({ ".tag": "path", "path": { ".tag": "not_found" } }),
-                    )
+                    ))
                 }
                 Some(n) if !n.is_folder => {
-                    return Reply::route_error(
+                    return Err(Reply::route_error(
                         409,
                         serde_json::json!({ ".tag": "path", "path": { ".tag": "not_folder" } }),
-                    )
+                    ))
                 }
                 _ => {}
             }
@@ -1001,7 +1031,7 @@ impl State {
             seq: ns.seq(),
             delta: false,
         };
-        self.page(state)
+        Ok(state)
     }
 
     /// `POST /2/files/list_folder/continue`.
@@ -1171,5 +1201,26 @@ mod tests {
         assert_eq!(r.status, 409);
         assert!(String::from_utf8_lossy(&r.body).contains("not_found"));
         assert_eq!(s.list_folder(None, br#"{"path":""}"#, None).status, 401);
+    }
+
+    #[test]
+    fn the_latest_cursor_lists_nothing_and_then_replays_later_changes() {
+        let mut s = state();
+        let token = connect(&mut s);
+        let r = s.get_latest_cursor(Some(&token), br#"{"path":"","recursive":true}"#, None);
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let cursor = v["cursor"].as_str().unwrap().to_string();
+        let body = format!(r#"{{"cursor":"{cursor}"}}"#);
+        let page: serde_json::Value =
+            serde_json::from_slice(&s.list_folder_continue(Some(&token), body.as_bytes(), None).body).unwrap();
+        assert_eq!(page["entries"].as_array().unwrap().len(), 0, "nothing changed yet");
+        s.accounts[0].home.add("/after the cursor.txt", false, 5).unwrap();
+        let page: serde_json::Value =
+            serde_json::from_slice(&s.list_folder_continue(Some(&token), body.as_bytes(), None).body).unwrap();
+        assert_eq!(page["entries"][0]["path_lower"], "/after the cursor.txt");
+        // The same argument checks as list_folder.
+        assert_eq!(s.get_latest_cursor(Some(&token), br#"{"path":"/nope"}"#, None).status, 409);
+        assert_eq!(s.get_latest_cursor(Some(&token), br#"{"path":"/"}"#, None).status, 400);
     }
 }

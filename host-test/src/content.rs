@@ -9,7 +9,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::Document;
+use crate::documents::Documents;
 use crate::store::{Result, Store, StoreError};
 
 /// Transient failures before a file is marked failed (until it changes).
@@ -105,7 +105,7 @@ pub enum Decision {
 }
 
 /// The decision the listing alone allows (the component checks the same again).
-pub fn decide(path_lower: &str, file: &crate::runtime::FileFacts, s: &ContentSettings) -> Decision {
+pub fn decide(path_lower: &str, file: &crate::documents::FileFacts<'_>, s: &ContentSettings) -> Decision {
     if !file.downloadable {
         return Decision::Fetch { kind: "export".into() };
     }
@@ -173,7 +173,7 @@ pub(crate) fn settings_in(conn: &Connection, id: &str) -> Result<ContentSettings
 }
 
 /// Record (or keep) the content row of each upserted file, in the page's transaction.
-pub(crate) fn enqueue(tx: &Transaction<'_>, id: &str, docs: &[Document], s: &ContentSettings) -> Result<u64> {
+pub(crate) fn enqueue(tx: &Transaction<'_>, id: &str, docs: &Documents, s: &ContentSettings) -> Result<u64> {
     if !s.enabled {
         return Ok(0);
     }
@@ -207,10 +207,10 @@ pub(crate) fn enqueue(tx: &Transaction<'_>, id: &str, docs: &[Document], s: &Con
         .as_str(),
     )?;
     let mut queued = 0;
-    for d in docs {
+    for d in docs.iter() {
         let Some(f) = &d.file else { continue };
-        let name = d.path_lower.rsplit('/').next().unwrap_or(&d.path_lower);
-        let (kind, state, reason, detail) = match decide(&d.path_lower, f, s) {
+        let name = d.path_lower.rsplit('/').next().unwrap_or(d.path_lower);
+        let (kind, state, reason, detail) = match decide(d.path_lower, f, s) {
             Decision::Fetch { kind } => {
                 queued += 1;
                 (kind, "pending", None, None)
@@ -318,11 +318,11 @@ pub(crate) fn doomed(tx: &Transaction<'_>, id: &str, deletes: &[String]) -> Resu
 }
 
 /// Forget the content of documents that left the index (see [`doomed`]).
-pub(crate) fn forget(tx: &Transaction<'_>, id: &str, doomed: &[String], kept: &[Document]) -> Result<()> {
+pub(crate) fn forget(tx: &Transaction<'_>, id: &str, doomed: &[String], kept: &Documents) -> Result<()> {
     if doomed.is_empty() {
         return Ok(());
     }
-    let kept: std::collections::HashSet<&str> = kept.iter().map(|d| d.id.as_str()).collect();
+    let kept: std::collections::HashSet<&str> = kept.iter().map(|d| d.id).collect();
     let mut delete = tx.prepare_cached("DELETE FROM content WHERE datasource_id = ?1 AND doc_id = ?2")?;
     for doc in doomed.iter().filter(|d| !kept.contains(d.as_str())) {
         delete.execute(params![id, doc])?;
@@ -648,13 +648,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::FileFacts;
+    use crate::documents::FileFacts;
 
-    fn facts(size: u64, downloadable: bool) -> FileFacts {
+    fn facts(size: u64, downloadable: bool) -> FileFacts<'static> {
         FileFacts {
-            file_id: "id:x".into(),
+            file_id: "id:x",
             size,
-            content_hash: Some("h".into()),
+            content_hash: Some("h"),
             downloadable,
             export_as: None,
             export_options: vec![],

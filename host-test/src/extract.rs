@@ -77,7 +77,7 @@ pub fn outcome_of(
         }
         // The parser ran out of memory, stack or time, or panicked: deterministic for these
         // bytes, so wait for the file to change.
-        Err(e @ (RuntimeError::Trap(_) | RuntimeError::Timeout(_))) => {
+        Err(e @ (RuntimeError::Trap(_) | RuntimeError::Timeout(_) | RuntimeError::Malformed(_))) => {
             (Outcome::Skipped { reason: "crashed".into(), detail: e.to_string() }, 0, 0)
         }
         Err(e @ RuntimeError::Instantiate(_)) => {

@@ -51,6 +51,8 @@ pub struct SyncReport {
     pub rate_limited: u64,
     pub rate_limit_wait: Duration,
     pub resets: u64,
+    /// Subtrees a parallel initial listing found to list on their own.
+    pub shards: u64,
     pub elapsed: Duration,
     /// Documents in the index after the run.
     pub documents_now: u64,
@@ -82,6 +84,8 @@ pub struct Host {
     pub default_page_limit: u32,
     /// Refresh access tokens expiring within this many seconds (None: the component's 300).
     pub refresh_margin_secs: Option<u32>,
+    /// Listings in flight during an initial listing (1: sequential; more: `shards`).
+    pub listing_parallelism: usize,
 }
 
 /// A sync lease. It is renewed at half-life and before every rate-limit wait, so the longest
@@ -139,7 +143,7 @@ impl From<&RootRecord> for RootInfo {
     }
 }
 
-fn tokens_record(t: &Tokens) -> TokensRecord {
+pub(crate) fn tokens_record(t: &Tokens) -> TokensRecord {
     TokensRecord {
         access_token: Secret::new(t.access_token.clone()),
         expires_at: t.expires_at,
@@ -156,6 +160,7 @@ impl Host {
             retry: RetryPolicy::default(),
             default_page_limit: 0,
             refresh_margin_secs: None,
+            listing_parallelism: 1,
         }
     }
 
@@ -245,7 +250,7 @@ impl Host {
         Ok(outcome)
     }
 
-    fn page_request(&self, ds: &DatasourceRecord, cursor: Option<String>, batch: &str) -> PageRequest {
+    pub fn page_request(&self, ds: &DatasourceRecord, cursor: Option<String>, batch: &str) -> PageRequest {
         PageRequest {
             datasource_id: ds.id.clone(),
             datasource_name: ds.name.clone(),
@@ -261,6 +266,7 @@ impl Host {
                 // The component decides from the account's root whether to root calls there.
                 root_info: Some(RootInfo::from(&ds.profile.root_info)),
                 max_page_bytes: None,
+                recursive: true,
             },
             batch_number: batch.to_string(),
             now: now_unix(),
@@ -311,11 +317,12 @@ impl Host {
                 Step::Restarted { why } => observe(&SyncEvent::Restart { why }),
             }
         };
-        // A crash skips this; the next process sees the holder is gone and takes over.
-        let released = self.store.release_lease(id, &self.lease_holder);
+        // A finished run gave its lease back with its last page. Otherwise give it back here;
+        // a crash skips this, and the next process sees the holder is gone and takes over.
+        let released = if result.is_ok() { Ok(()) } else { self.store.release_lease(id, &self.lease_holder) };
         result?;
         released?;
-        run.report.documents_now = self.store.document_count(id)?;
+        run.report.documents_now = self.store.document_total(id)?;
         run.report.elapsed = run.started.elapsed();
         Ok(run.report)
     }
@@ -332,6 +339,9 @@ impl Host {
             });
         }
         let state = self.store.sync_state(id)?;
+        if crate::parallel::applies(self, &ds, &state) {
+            return self.parallel_step(id, &ds, &state, run).await;
+        }
         let req = self.page_request(&ds, state.cursor.clone(), &run.batch);
         let failure = match self.runtime.sync_page(&req).await {
             Ok(Ok(page)) => {
@@ -346,6 +356,7 @@ impl Host {
                         cursor: &page.cursor,
                         has_more: page.has_more,
                         tokens: tokens.as_ref(),
+                        release_lease: Some(&self.lease_holder),
                     },
                 )?;
                 let r = &mut run.report;
@@ -360,7 +371,7 @@ impl Host {
                 if !state.listing {
                     // Deltas: how long after the change in Dropbox each file reached the index.
                     let now = now_unix();
-                    run.change_lags.extend(page.documents.iter().filter_map(|d| change_lag(&d.json, now)));
+                    run.change_lags.extend(page.documents.iter().filter_map(|d| change_lag(d.json, now)));
                 }
                 if !page.has_more {
                     if ds.status != Status::Ok || ds.status_detail.is_some() {
@@ -389,6 +400,16 @@ impl Host {
             // A trap or a timeout: the store is gone and nothing was applied.
             Err(e) => Some(Err(e.to_string())),
         };
+        self.after_failure(id, run, failure)
+    }
+
+    /// What a failed (or stalled: `None`) step means, by the retry policy: the next step.
+    pub(crate) fn after_failure(
+        &self,
+        id: &str,
+        run: &mut Run,
+        failure: Option<Result<WitError, String>>,
+    ) -> Result<Step, HostError> {
         run.last_failure = failure.as_ref().map(|f| match f {
             Ok(e) => (error_class(e), describe(e)),
             Err(why) => ("trap", why.clone()),

@@ -4,16 +4,19 @@
 
 pub mod content;
 pub mod deliver;
+pub mod documents;
 pub mod extract;
 pub mod host;
 pub mod info;
 pub mod keys;
 pub mod outbox;
+pub mod parallel;
 pub mod paths;
 pub mod policy;
 pub mod registration;
 pub mod runtime;
 pub mod secret;
 pub mod serve;
+pub mod shards;
 pub mod sinks;
 pub mod store;

@@ -113,6 +113,9 @@ struct ServeArgs {
     /// list_folder limit for datasources that set none (Dropbox's maximum, 2000, by default).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=2000))]
     page_limit: u32,
+    /// List pages in flight per datasource during its initial listing (see `sync`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=32))]
+    listing_parallelism: u64,
     /// Do not keep longpolls on idle datasources (interval polling and webhooks only).
     #[arg(long)]
     no_longpoll: bool,
@@ -266,6 +269,10 @@ struct SyncArgs {
     path: Option<String>,
     #[arg(long)]
     page_limit: Option<u32>,
+    /// List pages in flight during an initial listing: the account's cursor first, then its
+    /// subtrees side by side (1: one page at a time).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=32))]
+    listing_parallelism: u64,
     /// Content calls in flight (download + extraction, one file each).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     content_concurrency: u64,
@@ -509,7 +516,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sync(args) => {
-            let host = Arc::new(open_host(&cli, Keys::from_env()?)?);
+            let mut host = open_host(&cli, Keys::from_env()?)?;
+            host.listing_parallelism = args.listing_parallelism as usize;
+            let host = Arc::new(host);
             let ds = host.store.datasource(&args.datasource_id)?;
             if args.path.is_some() || args.page_limit.is_some() {
                 let path = args.path.clone().unwrap_or(ds.path.clone());
@@ -646,6 +655,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     let mut host = open_host(cli, Keys::from_env()?)?;
     host.default_page_limit = args.page_limit;
+    host.listing_parallelism = args.listing_parallelism as usize;
     match (&args.client_id, &args.client_secret) {
         (Some(id), Some(secret)) => {
             let existing = host.store.connector(&args.connector_id)?;

@@ -265,7 +265,7 @@ fn delivered_seq(conn: &Connection, sink: &str, datasource_id: &str) -> Result<i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::Document;
+    use crate::documents::{Document, Documents};
     use crate::store::tests::{datasource, keys, KEY};
     use crate::store::PageApply;
 
@@ -291,10 +291,11 @@ mod tests {
                     expected_cursor: st.cursor.as_deref(),
                     expected_generation: st.generation,
                     deletes: &deletes,
-                    documents: docs,
+                    documents: &Documents::from_docs(docs),
                     cursor: &next,
                     has_more,
                     tokens: None,
+                    release_lease: None,
                 },
             )
             .unwrap();

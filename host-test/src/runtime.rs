@@ -30,8 +30,9 @@ pub use coco::dropbox::types::{AppCredentials, Endpoints, Error as WitError, Pro
 pub use exports::coco::dropbox::oauth_redirect::{
     ConnectRequest, Datasource, DatasourceConfig, RedirectRequest, RevokeRequest,
 };
-pub use exports::coco::dropbox::sync_page::FileFacts;
-pub use exports::coco::dropbox::sync_page::{Document, PageRequest, PageResult, PageStats, SyncFailure, SyncOptions};
+pub use exports::coco::dropbox::sync_page::{
+    Document, DocumentBatch, PageRequest, PageResult, PageStats, Span, SyncFailure, SyncOptions,
+};
 pub use exports::coco::dropbox::watch::{Changes, WaitRequest};
 
 /// The second component's bindings (`world extractor`): its own copy of the shared types.
@@ -71,6 +72,14 @@ impl From<content_api::Error> for WitError {
             E::Transient(m) => WitError::Transient(m),
             E::Api(m) => WitError::Api(m),
         }
+    }
+}
+
+/// Check a page's batch once, so everything after reads it without re-checking.
+fn checked(raw: Result<PageResult, SyncFailure>) -> Result<crate::documents::PageOutcome, RuntimeError> {
+    match raw {
+        Ok(page) => crate::documents::Page::check(page).map(Ok).map_err(|e| RuntimeError::Malformed(e.to_string())),
+        Err(f) => Ok(Err(f)),
     }
 }
 
@@ -124,6 +133,9 @@ pub enum RuntimeError {
     Timeout(Duration),
     #[error("could not instantiate the component: {0}")]
     Instantiate(String),
+    /// The component broke the WIT's promises (e.g. a span outside its batch).
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// Outbound HTTP only to the origins (scheme, host, port) the datasource is configured for.
@@ -336,6 +348,10 @@ impl Runtime {
         // Every call runs on a fiber: a smaller stack is cheaper to map and touch. The guest's
         // own stack stays at wasmtime's default (512 KiB); Dropbox JSON is shallow.
         config.async_stack_size(1 << 20);
+        // `perf record` can name the component's functions (./dev bench profiling, operators).
+        if std::env::var_os("COCO_DROPBOX_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if limits.pooling {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(256)
@@ -497,13 +513,27 @@ impl Runtime {
         .await
     }
 
-    pub async fn sync_page(&self, req: &PageRequest) -> Result<Result<PageResult, SyncFailure>, RuntimeError> {
+    pub async fn sync_page(&self, req: &PageRequest) -> Result<crate::documents::PageOutcome, RuntimeError> {
         let e = &req.endpoints;
-        self.bounded(async {
-            let (mut store, stderr, c) = self.instance(&[e.api.as_str()]).await?;
-            c.coco_dropbox_sync_page().call_sync(&mut store, req).await.map_err(|e| trap(e, &stderr))
-        })
-        .await
+        let raw = self
+            .bounded(async {
+                let (mut store, stderr, c) = self.instance(&[e.api.as_str()]).await?;
+                c.coco_dropbox_sync_page().call_sync(&mut store, req).await.map_err(|e| trap(e, &stderr))
+            })
+            .await?;
+        checked(raw)
+    }
+
+    /// The cursor of "now" for `req.options` (`get_latest_cursor`): a page without documents.
+    pub async fn latest_cursor(&self, req: &PageRequest) -> Result<crate::documents::PageOutcome, RuntimeError> {
+        let e = &req.endpoints;
+        let raw = self
+            .bounded(async {
+                let (mut store, stderr, c) = self.instance(&[e.api.as_str()]).await?;
+                c.coco_dropbox_sync_page().call_latest_cursor(&mut store, req).await.map_err(|e| trap(e, &stderr))
+            })
+            .await?;
+        checked(raw)
     }
 
     /// Block on Dropbox's longpoll for `req.cursor`. The call may last the timeout plus Dropbox's

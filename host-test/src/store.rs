@@ -202,10 +202,13 @@ pub struct PageApply<'a> {
     pub expected_cursor: Option<&'a str>,
     pub expected_generation: i64,
     pub deletes: &'a [String],
-    pub documents: &'a [crate::runtime::Document],
+    pub documents: &'a crate::documents::Documents,
     pub cursor: &'a str,
     pub has_more: bool,
     pub tokens: Option<&'a TokensRecord>,
+    /// The lease holder whose lease ends with the last page (`has_more = false`), in the
+    /// same transaction: an idle re-sync writes once after taking its lease.
+    pub release_lease: Option<&'a str>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -372,6 +375,27 @@ fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
     move |e| StoreError::Corrupt { what, why: e.to_string() }
 }
 
+/// The index changed: its document count is taken again, once, when the run ends
+/// ([`Store::document_total`]).
+fn forget_document_total(conn: &Connection, id: &str) -> Result<()> {
+    conn.execute("UPDATE sync_state SET documents = NULL WHERE datasource_id = ?1", [id])?;
+    Ok(())
+}
+
+/// Columns added after a release, added to older state files at open.
+fn migrate(conn: &Connection) -> Result<()> {
+    let has_documents: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('sync_state') WHERE name = 'documents')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_documents {
+        // NULL: not counted yet.
+        conn.execute_batch("ALTER TABLE sync_state ADD COLUMN documents INTEGER")?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Open (creating if needed) the state database at `path`.
     pub fn open(path: &Path, keys: Keys) -> Result<Self> {
@@ -384,6 +408,8 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::content::SCHEMA)?;
+        conn.execute_batch(crate::shards::SCHEMA)?;
+        migrate(&conn)?;
         let sinks: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM sinks)", [], |r| r.get(0))?;
         let store = Store { conn: Mutex::new(conn), keys, outbox_on: std::sync::atomic::AtomicBool::new(sinks) };
         store.check_key()?;
@@ -612,45 +638,7 @@ impl Store {
         if cursor.as_deref() != page.expected_cursor || generation != page.expected_generation {
             return Err(StoreError::CursorConflict);
         }
-        let mut applied = Applied::default();
-        {
-            // Two statements, each served by the (datasource_id, path_lower) index: an `OR` of
-            // the two would make SQLite scan the whole datasource for every delete.
-            let mut delete_exact =
-                tx.prepare_cached("DELETE FROM documents WHERE datasource_id = ?1 AND path_lower = ?2")?;
-            let mut delete_below = tx.prepare_cached(
-                "DELETE FROM documents WHERE datasource_id = ?1
-                   AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
-            )?;
-            let outbox = self.outbox_on();
-            let doomed = crate::content::doomed(&tx, id, page.deletes)?;
-            for p in page.deletes {
-                if outbox {
-                    crate::outbox::record_subtree(&tx, id, p, crate::outbox::Op::Delete)?;
-                }
-                applied.deleted += delete_exact.execute(params![id, p])? as u64;
-                applied.deleted += delete_below.execute(params![id, p])? as u64;
-            }
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
-                     path_lower = excluded.path_lower, rev = excluded.rev,
-                     generation = excluded.generation, json = excluded.json",
-            )?;
-            for d in page.documents {
-                upsert.execute(params![id, d.id, d.path_lower, d.rev, generation, d.json])?;
-                if outbox {
-                    crate::outbox::record(&tx, id, &d.id, crate::outbox::Op::Upsert)?;
-                }
-                applied.upserted += 1;
-            }
-            crate::content::forget(&tx, id, &doomed, page.documents)?;
-        }
-        if page.documents.iter().any(|d| d.file.is_some()) {
-            let settings = crate::content::settings_in(&tx, id)?;
-            applied.content_queued = crate::content::enqueue(&tx, id, page.documents, &settings)?;
-        }
+        let mut applied = self.apply_changes(&tx, id, generation, page.deletes, page.documents)?;
         let finished_listing = listing && !page.has_more;
         if finished_listing {
             if self.outbox_on() {
@@ -671,7 +659,86 @@ impl Store {
         if let Some(t) = page.tokens {
             self.write_tokens(&tx, id, t)?;
         }
+        if applied.swept > 0 {
+            forget_document_total(&tx, id)?;
+        }
+        if let (Some(holder), false) = (page.release_lease, page.has_more) {
+            tx.execute("DELETE FROM sync_leases WHERE datasource_id = ?1 AND holder = ?2", params![id, holder])?;
+        }
         tx.commit()?;
+        Ok(applied)
+    }
+
+    /// Documents in the datasource's index: the count kept since the last change, or counted
+    /// (and kept) now. An idle re-sync reads one row instead of counting a large index.
+    pub fn document_total(&self, id: &str) -> Result<u64> {
+        let kept: Option<Option<i64>> = self
+            .conn()
+            .query_row("SELECT documents FROM sync_state WHERE datasource_id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        if let Some(Some(n)) = kept {
+            return Ok(n as u64);
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n: i64 = tx.query_row("SELECT COUNT(*) FROM documents WHERE datasource_id = ?1", [id], |r| r.get(0))?;
+        tx.execute("UPDATE sync_state SET documents = ?2 WHERE datasource_id = ?1", params![id, n])?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
+    /// A page's deletes, then its upserts stamped with `generation`, with their outbox records
+    /// and content decisions, inside the caller's transaction.
+    pub(crate) fn apply_changes(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        id: &str,
+        generation: i64,
+        deletes: &[String],
+        documents: &crate::documents::Documents,
+    ) -> Result<Applied> {
+        let mut applied = Applied::default();
+        {
+            // Two statements, each served by the (datasource_id, path_lower) index: an `OR` of
+            // the two would make SQLite scan the whole datasource for every delete.
+            let mut delete_exact =
+                tx.prepare_cached("DELETE FROM documents WHERE datasource_id = ?1 AND path_lower = ?2")?;
+            let mut delete_below = tx.prepare_cached(
+                "DELETE FROM documents WHERE datasource_id = ?1
+                   AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
+            )?;
+            let outbox = self.outbox_on();
+            let doomed = crate::content::doomed(tx, id, deletes)?;
+            for p in deletes {
+                if outbox {
+                    crate::outbox::record_subtree(tx, id, p, crate::outbox::Op::Delete)?;
+                }
+                applied.deleted += delete_exact.execute(params![id, p])? as u64;
+                applied.deleted += delete_below.execute(params![id, p])? as u64;
+            }
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
+                     path_lower = excluded.path_lower, rev = excluded.rev,
+                     generation = excluded.generation, json = excluded.json",
+            )?;
+            for d in documents.iter() {
+                upsert.execute(params![id, d.id, d.path_lower, d.rev, generation, d.json])?;
+                if outbox {
+                    crate::outbox::record(tx, id, d.id, crate::outbox::Op::Upsert)?;
+                }
+                applied.upserted += 1;
+            }
+            crate::content::forget(tx, id, &doomed, documents)?;
+        }
+        if applied.upserted + applied.deleted > 0 {
+            forget_document_total(tx, id)?;
+        }
+        if documents.iter().any(|d| d.file.is_some()) {
+            let settings = crate::content::settings_in(tx, id)?;
+            applied.content_queued = crate::content::enqueue(tx, id, documents, &settings)?;
+        }
         Ok(applied)
     }
 
@@ -735,7 +802,7 @@ impl Store {
             .optional()?)
     }
 
-    fn write_tokens(&self, conn: &Connection, id: &str, t: &TokensRecord) -> Result<()> {
+    pub(crate) fn write_tokens(&self, conn: &Connection, id: &str, t: &TokensRecord) -> Result<()> {
         conn.execute(
             "UPDATE datasources SET access_token_sealed = ?2, refresh_token_sealed = ?3, expires_at = ?4 WHERE id = ?1",
             params![
@@ -764,6 +831,8 @@ impl Store {
             "UPDATE sync_state SET cursor = NULL, listing = 1, generation = generation + 1 WHERE datasource_id = ?1",
             [id],
         )?;
+        // A parallel listing in progress belongs to the old generation.
+        conn.execute("DELETE FROM listing_plans WHERE datasource_id = ?1", [id])?;
         Ok(())
     }
 
@@ -966,10 +1035,11 @@ pub(crate) mod tests {
             expected_cursor: cursor,
             expected_generation: generation,
             deletes: &[],
-            documents: &[],
+            documents: &crate::documents::NO_DOCUMENTS,
             cursor: "C1",
             has_more: true,
             tokens: None,
+            release_lease: None,
         }
     }
 

@@ -447,6 +447,7 @@ fn sync_route<T: Transport>(app: &App, body: &[u8], transport: &mut T, now: u64)
             refresh_margin_secs: body.options.refresh_margin_secs,
             root_info: body.options.root_info.map(Into::into),
             max_page_bytes: body.options.max_page_bytes,
+            recursive: true,
         },
         batch_number: body.batch_number.unwrap_or_default(),
         now,
@@ -455,7 +456,7 @@ fn sync_route<T: Transport>(app: &App, body: &[u8], transport: &mut T, now: u64)
     let out = match page::sync_page(&req, transport) {
         Ok(r) => {
             let documents: Result<Vec<&RawValue>, _> =
-                r.documents.iter().map(|d| serde_json::from_str::<&RawValue>(&d.json)).collect();
+                r.documents.iter().map(|d| serde_json::from_str::<&RawValue>(d.json)).collect();
             let Ok(documents) = documents else {
                 return Outgoing::error(500, "internal", "a mapped document is not JSON");
             };

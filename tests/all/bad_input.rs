@@ -31,6 +31,7 @@ fn page_request(
             refresh_margin_secs: None,
             root_info: None,
             max_page_bytes: None,
+            recursive: true,
         },
         batch_number: "b".into(),
         now: now_unix(),

@@ -133,7 +133,7 @@ async fn component_exports_the_contract_and_imports_no_filesystem_or_sockets() {
     let rt = runtime(Limits::default());
     let exports = rt.exports();
     for interface in ["oauth-redirect", "sync-page", "watch"] {
-        let name = format!("coco:dropbox/{interface}@0.3.0");
+        let name = format!("coco:dropbox/{interface}@0.4.0");
         assert!(exports.contains(&name), "{name} not in {exports:?}");
     }
     // File content is the extractor component's alone.

@@ -7,4 +7,5 @@ mod content;
 mod facade_serve;
 mod incremental;
 mod oauth_lifecycle;
+mod parallel;
 mod spin_manifest;

@@ -191,8 +191,11 @@ async fn step_once(svc: &Arc<Service>, id: &str) -> Outcome {
         }
         _ => {
             locked(&svc.leased).remove(id);
-            // A crash skips this; the lease runs out or its dead holder is taken over.
-            let _ = svc.host.store.release_lease(id, &svc.host.lease_holder);
+            // A finished run gave its lease back with its last page. A crash skips this; the
+            // lease runs out or its dead holder is taken over.
+            if !matches!(outcome, Outcome::Done) {
+                let _ = svc.host.store.release_lease(id, &svc.host.lease_holder);
+            }
         }
     }
     outcome

@@ -1,0 +1,200 @@
+//! The host's side of a parallel initial listing ([`crate::shards`]): one step takes the base
+//! cursor, or runs one round of up to `listing_parallelism` shard pages at once, each one
+//! component call applied in its own transaction as soon as it returns. A rate limit on any
+//! shard pauses them all (one shared backoff: the step returns the wait).
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use crate::host::{now_unix, tokens_record, Host, HostError, Run, Step};
+use crate::runtime::WitError;
+use crate::shards::{Shard, ShardPage};
+use crate::store::{DatasourceRecord, Status, StoreError, SyncState};
+
+/// The configured folder as a shard path: "" for the root, else `/a/b` (no trailing slash).
+/// None for `id:`/`ns:` paths, whose children cannot be matched by path: those list
+/// sequentially.
+pub fn root_shard_path(configured: &str) -> Option<String> {
+    let trimmed = configured.trim_end_matches('/');
+    if trimmed.starts_with("id:") || trimmed.starts_with("ns:") {
+        return None;
+    }
+    Some(if trimmed.is_empty() || trimmed.starts_with('/') { trimmed.to_string() } else { format!("/{trimmed}") })
+}
+
+/// Whether this datasource's initial listing runs in parallel.
+pub fn applies(host: &Host, ds: &DatasourceRecord, state: &SyncState) -> bool {
+    host.listing_parallelism > 1 && state.listing && state.cursor.is_none() && root_shard_path(&ds.path).is_some()
+}
+
+impl Host {
+    /// One step of a parallel initial listing (the caller checked [`applies`]).
+    pub(crate) async fn parallel_step(
+        &self,
+        id: &str,
+        ds: &DatasourceRecord,
+        state: &SyncState,
+        run: &mut Run,
+    ) -> Result<Step, HostError> {
+        let Some(plan) = self.store.listing_plan(id, state.generation)? else {
+            return self.take_base_cursor(id, ds, state, run).await;
+        };
+        let margin = u64::from(self.refresh_margin_secs.unwrap_or(300));
+        // A token due for refresh is refreshed by one call, not by every shard at once.
+        let due = ds.tokens.expires_at <= now_unix() + margin;
+        let slots = if due { 1 } else { self.listing_parallelism };
+        let mut calls = JoinSet::new();
+        for (i, shard) in plan.pending.iter().take(slots).enumerate() {
+            let mut req = self.page_request(ds, shard.cursor.clone(), &run.batch);
+            req.options.path = shard.path.clone();
+            req.options.recursive = shard.recursive;
+            let runtime = Arc::clone(&self.runtime);
+            calls.spawn(async move { (i, runtime.sync_page(&req).await) });
+        }
+        let mut failure: Option<Result<WitError, String>> = None;
+        let mut rate_limit_ms = 0u64;
+        let mut progressed = false;
+        while let Some(joined) = calls.join_next().await {
+            let (i, outcome) = match joined {
+                Ok(done) => done,
+                Err(e) => {
+                    failure.get_or_insert(Err(format!("a shard call failed: {e}")));
+                    continue;
+                }
+            };
+            let shard: &Shard = &plan.pending[i];
+            match outcome {
+                Ok(Ok(page)) => {
+                    let tokens = page.tokens.as_ref().map(tokens_record);
+                    let applied = self.store.apply_shard_page(
+                        id,
+                        &ShardPage {
+                            generation: state.generation,
+                            shard,
+                            deletes: &page.deletes,
+                            documents: &page.documents,
+                            cursor: &page.cursor,
+                            has_more: page.has_more,
+                            tokens: tokens.as_ref(),
+                            parallelism: self.listing_parallelism,
+                        },
+                    );
+                    let applied = match applied {
+                        Ok(a) => a,
+                        // The listing restarted meanwhile (another process, a reset): this
+                        // round's pages belong to the old one.
+                        Err(StoreError::CursorConflict) => return Ok(Step::More),
+                        Err(e) => return Err(e.into()),
+                    };
+                    let r = &mut run.report;
+                    r.pages += 1;
+                    r.entries += u64::from(page.stats.entries);
+                    r.skipped += u64::from(page.stats.skipped);
+                    r.requests += u64::from(page.stats.requests);
+                    r.refreshes += u64::from(page.stats.refreshes);
+                    r.upserted += applied.applied.upserted;
+                    r.deleted += applied.applied.deleted;
+                    r.shards += applied.new_shards;
+                    progressed = true;
+                }
+                Ok(Err(f)) => {
+                    run.report.requests += u64::from(f.stats.requests);
+                    run.report.refreshes += u64::from(f.stats.refreshes);
+                    if let Some(t) = &f.tokens {
+                        self.store.save_tokens(id, &tokens_record(t))?;
+                    }
+                    match f.error {
+                        // A subfolder deleted since it was found: its deletion is replayed
+                        // from the base cursor.
+                        WitError::PathNotFound(_) if shard.depth > 0 => {
+                            self.settle(id, state.generation, shard, true)?;
+                            progressed = true;
+                        }
+                        WitError::CursorReset(_) => {
+                            self.settle(id, state.generation, shard, false)?;
+                            progressed = true;
+                        }
+                        WitError::RateLimited(ms) => rate_limit_ms = rate_limit_ms.max(ms),
+                        e => {
+                            failure.get_or_insert(Ok(e));
+                        }
+                    }
+                }
+                Err(e) => {
+                    failure.get_or_insert(Err(e.to_string()));
+                }
+            }
+        }
+        if rate_limit_ms > 0 {
+            return self.after_failure(id, run, Some(Ok(WitError::RateLimited(rate_limit_ms))));
+        }
+        if let Some(f) = failure {
+            return self.after_failure(id, run, Some(f));
+        }
+        if progressed {
+            run.counters.progressed();
+            if ds.status != Status::Ok {
+                self.store.set_status(id, Status::Ok, None)?;
+            }
+        }
+        Ok(Step::More)
+    }
+
+    /// The first step: the cursor of "now" for the whole folder, and the first shard.
+    async fn take_base_cursor(
+        &self,
+        id: &str,
+        ds: &DatasourceRecord,
+        state: &SyncState,
+        run: &mut Run,
+    ) -> Result<Step, HostError> {
+        let root = root_shard_path(&ds.path).expect("checked by applies");
+        let req = self.page_request(ds, None, &run.batch);
+        let failure = match self.runtime.latest_cursor(&req).await {
+            Ok(Ok(page)) => {
+                run.report.requests += u64::from(page.stats.requests);
+                run.report.refreshes += u64::from(page.stats.refreshes);
+                let tokens = page.tokens.as_ref().map(tokens_record);
+                match self.store.start_listing_plan(id, state.generation, &page.cursor, &root, tokens.as_ref()) {
+                    Ok(()) | Err(StoreError::CursorConflict) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                run.counters.progressed();
+                return Ok(Step::More);
+            }
+            Ok(Err(f)) => {
+                run.report.requests += u64::from(f.stats.requests);
+                run.report.refreshes += u64::from(f.stats.refreshes);
+                if let Some(t) = &f.tokens {
+                    self.store.save_tokens(id, &tokens_record(t))?;
+                }
+                Ok(f.error)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        self.after_failure(id, run, Some(failure))
+    }
+
+    fn settle(&self, id: &str, generation: i64, shard: &Shard, gone: bool) -> Result<(), HostError> {
+        match self.store.settle_shard(id, generation, shard, gone) {
+            Ok(()) | Err(StoreError::CursorConflict) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_roots() {
+        assert_eq!(root_shard_path("").as_deref(), Some(""));
+        assert_eq!(root_shard_path("/").as_deref(), Some(""));
+        assert_eq!(root_shard_path("/Docs/").as_deref(), Some("/Docs"));
+        assert_eq!(root_shard_path("Docs").as_deref(), Some("/Docs"));
+        assert_eq!(root_shard_path("id:abc"), None);
+        assert_eq!(root_shard_path("ns:123/x"), None);
+    }
+}

@@ -1,0 +1,274 @@
+//! Parallel initial listing: the account's cursor first (`get_latest_cursor`), then subtrees
+//! listed as independent shards, each with its own cursor, then the sync continues from that
+//! first cursor so every change made during the listing is replayed in order.
+//!
+//! A shard is a folder listed either `recursive` (a whole subtree: a walk) or not (its direct
+//! children: an expansion, whose child folders become shards in the same transaction as the
+//! page that listed them). Expanding the root, and its children while there are too few
+//! shards, splits an account whose data sits under one or two top-level folders. Everything
+//! lives in the store, so a crash resumes each shard from its last committed page.
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::store::{Applied, Result, Store, StoreError, TokensRecord};
+
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS listing_plans (
+    datasource_id TEXT PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
+    generation INTEGER NOT NULL,
+    base_cursor TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS listing_shards (
+    datasource_id TEXT NOT NULL REFERENCES listing_plans(datasource_id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    recursive INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    cursor TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (datasource_id, path, recursive)
+);
+"#;
+
+/// Expansions go this deep at most (0 = the configured folder, 1 = its children).
+const MAX_EXPAND_DEPTH: u32 = 2;
+/// Keep expanding while there are fewer than this many shards per listing in flight.
+const SHARDS_PER_SLOT: usize = 4;
+
+/// One shard still to list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// The folder, as list_folder takes it ("" = the account root).
+    pub path: String,
+    /// A walk (the whole subtree) or an expansion (direct children).
+    pub recursive: bool,
+    pub depth: u32,
+    /// None: the shard's listing has not started.
+    pub cursor: Option<String>,
+}
+
+/// A parallel listing in progress: its base cursor and the shards not finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub base_cursor: String,
+    pub pending: Vec<Shard>,
+}
+
+/// One shard page to apply.
+pub struct ShardPage<'a> {
+    pub generation: i64,
+    pub shard: &'a Shard,
+    pub deletes: &'a [String],
+    pub documents: &'a crate::documents::Documents,
+    pub cursor: &'a str,
+    pub has_more: bool,
+    pub tokens: Option<&'a TokensRecord>,
+    /// Listings in flight at once: how many shards are worth having.
+    pub parallelism: usize,
+}
+
+/// What applying a shard page did.
+#[derive(Debug, Default)]
+pub struct ShardApplied {
+    pub applied: Applied,
+    /// New shards found (child folders of an expansion).
+    pub new_shards: u64,
+    /// The last shard finished: the sync continues from the base cursor.
+    pub finished: bool,
+}
+
+/// The folder `path_lower` sits in ("" for a top-level entry).
+fn parent_of(path_lower: &str) -> &str {
+    path_lower.rsplit_once('/').map_or("", |(parent, _)| parent)
+}
+
+/// Whether the children of an expansion at `depth` are expanded too (pure).
+pub fn expand_children(depth: u32, known_shards: usize, children: usize, parallelism: usize) -> bool {
+    depth + 1 < MAX_EXPAND_DEPTH && known_shards + children < parallelism * SHARDS_PER_SLOT
+}
+
+impl Store {
+    /// The parallel listing of this generation, if one is in progress. A plan left from an
+    /// older generation is ignored (and replaced when a new one starts).
+    pub fn listing_plan(&self, id: &str, generation: i64) -> Result<Option<Plan>> {
+        let conn = self.conn();
+        let base: Option<String> = conn
+            .query_row(
+                "SELECT base_cursor FROM listing_plans WHERE datasource_id = ?1 AND generation = ?2",
+                params![id, generation],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(base_cursor) = base else { return Ok(None) };
+        let mut stmt = conn.prepare_cached(
+            "SELECT path, recursive, depth, cursor FROM listing_shards
+             WHERE datasource_id = ?1 AND done = 0 ORDER BY depth, recursive, path",
+        )?;
+        let pending = stmt
+            .query_map([id], |r| {
+                Ok(Shard {
+                    path: r.get(0)?,
+                    recursive: r.get::<_, i64>(1)? != 0,
+                    depth: r.get::<_, i64>(2)? as u32,
+                    cursor: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(Plan { base_cursor, pending }))
+    }
+
+    /// Start a parallel listing of `root` at `base_cursor`, unless the initial listing of
+    /// `generation` has moved on meanwhile ([`StoreError::CursorConflict`]).
+    pub fn start_listing_plan(
+        &self,
+        id: &str,
+        generation: i64,
+        base_cursor: &str,
+        root: &str,
+        tokens: Option<&TokensRecord>,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let fresh: bool = tx
+            .query_row(
+                "SELECT cursor IS NULL AND listing = 1 AND generation = ?2 FROM sync_state WHERE datasource_id = ?1",
+                params![id, generation],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
+        if !fresh {
+            return Err(StoreError::CursorConflict);
+        }
+        tx.execute("DELETE FROM listing_plans WHERE datasource_id = ?1", [id])?;
+        tx.execute(
+            "INSERT INTO listing_plans (datasource_id, generation, base_cursor) VALUES (?1, ?2, ?3)",
+            params![id, generation, base_cursor],
+        )?;
+        tx.execute(
+            "INSERT INTO listing_shards (datasource_id, path, recursive, depth) VALUES (?1, ?2, 0, 0)",
+            params![id, root],
+        )?;
+        if let Some(t) = tokens {
+            self.write_tokens(&tx, id, t)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Apply one shard page atomically: its changes, its new child shards, its cursor, and,
+    /// when it was the last shard, the hand-over to the base cursor.
+    pub fn apply_shard_page(&self, id: &str, page: &ShardPage<'_>) -> Result<ShardApplied> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let shard = page.shard;
+        let current: Option<(Option<String>, bool)> = tx
+            .query_row(
+                "SELECT s.cursor, s.done FROM listing_shards s
+                   JOIN listing_plans p ON p.datasource_id = s.datasource_id
+                   JOIN sync_state st ON st.datasource_id = s.datasource_id
+                 WHERE s.datasource_id = ?1 AND s.path = ?2 AND s.recursive = ?3
+                   AND p.generation = ?4 AND st.generation = ?4 AND st.cursor IS NULL",
+                params![id, shard.path, shard.recursive, page.generation],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
+            )
+            .optional()?;
+        if current != Some((shard.cursor.clone(), false)) {
+            return Err(StoreError::CursorConflict);
+        }
+        let mut out = ShardApplied {
+            applied: self.apply_changes(&tx, id, page.generation, page.deletes, page.documents)?,
+            ..Default::default()
+        };
+        if !shard.recursive {
+            let folder = shard.path.to_lowercase();
+            let children: Vec<&str> = page
+                .documents
+                .iter()
+                .filter(|d| d.file.is_none() && d.path_lower != folder && parent_of(d.path_lower) == folder)
+                .map(|d| d.path_lower)
+                .collect();
+            if !children.is_empty() {
+                let known: i64 =
+                    tx.query_row("SELECT COUNT(*) FROM listing_shards WHERE datasource_id = ?1", [id], |r| r.get(0))?;
+                let expand = expand_children(shard.depth, known as usize, children.len(), page.parallelism);
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO listing_shards (datasource_id, path, recursive, depth) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for child in children {
+                    out.new_shards += insert.execute(params![id, child, !expand, shard.depth + 1])? as u64;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE listing_shards SET cursor = ?4, done = ?5 WHERE datasource_id = ?1 AND path = ?2 AND recursive = ?3",
+            params![id, shard.path, shard.recursive, page.cursor, !page.has_more],
+        )?;
+        out.finished = hand_over_if_done(&tx, id)?;
+        tx.execute("UPDATE sync_state SET pages = pages + 1 WHERE datasource_id = ?1", [id])?;
+        if let Some(t) = page.tokens {
+            self.write_tokens(&tx, id, t)?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// A shard whose folder is gone (its deletion arrives with the replay) is finished;
+    /// one whose cursor was reset starts over. Either way nothing else changes.
+    pub fn settle_shard(&self, id: &str, generation: i64, shard: &Shard, gone: bool) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let plan: Option<i64> = tx
+            .query_row("SELECT generation FROM listing_plans WHERE datasource_id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        if plan != Some(generation) {
+            return Err(StoreError::CursorConflict);
+        }
+        let sql = if gone {
+            "UPDATE listing_shards SET done = 1 WHERE datasource_id = ?1 AND path = ?2 AND recursive = ?3"
+        } else {
+            "UPDATE listing_shards SET cursor = NULL WHERE datasource_id = ?1 AND path = ?2 AND recursive = ?3"
+        };
+        tx.execute(sql, params![id, shard.path, shard.recursive])?;
+        hand_over_if_done(&tx, id)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// When no shard is left, every subtree is listed: the sync continues from the base cursor,
+/// which replays what changed since it was taken; the listing (and its sweep) ends with that
+/// replay. True when this handed over.
+fn hand_over_if_done(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<bool> {
+    let pending: i64 =
+        tx.query_row("SELECT COUNT(*) FROM listing_shards WHERE datasource_id = ?1 AND done = 0", [id], |r| r.get(0))?;
+    if pending > 0 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE sync_state SET cursor = (SELECT base_cursor FROM listing_plans WHERE datasource_id = ?1)
+         WHERE datasource_id = ?1",
+        [id],
+    )?;
+    tx.execute("DELETE FROM listing_plans WHERE datasource_id = ?1", [id])?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent_of("/a"), "");
+        assert_eq!(parent_of("/a/b"), "/a");
+        assert_eq!(parent_of("/a/b c/d"), "/a/b c");
+    }
+
+    #[test]
+    fn expansion_stops_at_depth_or_enough_shards() {
+        assert!(expand_children(0, 1, 10, 8), "the root's children, too few shards");
+        assert!(!expand_children(1, 1, 10, 8), "depth 2 is always walked");
+        assert!(!expand_children(0, 1, 40, 8), "40 top-level folders are enough for 8 in flight");
+        assert!(!expand_children(0, 1, 3, 1), "sequential: walk at once");
+    }
+}
