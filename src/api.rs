@@ -252,16 +252,36 @@ impl From<RootInfoJson> for RootInfo {
 /// error names where parsing stopped, never the body's bytes or serde's quote of a value: a
 /// token response carries the access token.
 pub fn parse_json<'a, T: Deserialize<'a>>(route: Route, body: &'a [u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|e| {
-        Error::Transient(format!(
-            "{}: unreadable response ({:?} JSON error at line {} column {} of {} bytes)",
+    serde_json::from_slice(body).map_err(|e| unreadable(route, &e, body.len()))
+}
+
+/// Parse a large body with `parse`: the UTF-8 check runs once over the whole body instead of
+/// once per string (serde_json's `from_str` trusts a `&str`).
+pub fn parse_json_with<'a, T>(
+    route: Route,
+    body: &'a [u8],
+    parse: impl FnOnce(&'a str) -> serde_json::Result<T>,
+) -> Result<T, Error> {
+    match std::str::from_utf8(body) {
+        Ok(text) => parse(text).map_err(|e| unreadable(route, &e, body.len())),
+        Err(e) => Err(Error::Transient(format!(
+            "{}: unreadable response (not UTF-8 at byte {} of {})",
             route.name(),
-            e.classify(),
-            e.line(),
-            e.column(),
+            e.valid_up_to(),
             body.len()
-        ))
-    })
+        ))),
+    }
+}
+
+fn unreadable(route: Route, e: &serde_json::Error, len: usize) -> Error {
+    Error::Transient(format!(
+        "{}: unreadable response ({:?} JSON error at line {} column {} of {} bytes)",
+        route.name(),
+        e.classify(),
+        e.line(),
+        e.column(),
+        len
+    ))
 }
 
 #[cfg(test)]

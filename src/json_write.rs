@@ -34,6 +34,14 @@ fn next_escape(bytes: &[u8], from: usize) -> usize {
 /// (nothing escaped), so a caller can point at the copy instead of storing `s` again.
 pub fn push_str(out: &mut String, s: &str) -> bool {
     out.push('"');
+    let verbatim = push_escaped(out, s);
+    out.push('"');
+    verbatim
+}
+
+/// Append the inside of `s` as a JSON string (no quotes): pieces of one string can be
+/// escaped one by one. Returns whether nothing needed escaping.
+pub fn push_escaped(out: &mut String, s: &str) -> bool {
     let bytes = s.as_bytes();
     let mut start = 0;
     let mut i = next_escape(bytes, 0);
@@ -60,7 +68,6 @@ pub fn push_str(out: &mut String, s: &str) -> bool {
         i = next_escape(bytes, start);
     }
     out.push_str(&s[start..]);
-    out.push('"');
     verbatim
 }
 

@@ -152,15 +152,17 @@ pub const FILE_ICON_KEYS: [&str; 9] = ["default", "docx", "xlsx", "pptx", "pdf",
 /// The directory components of `path_display`, as upstream derives categories:
 /// `filepath.Dir`, then nothing for the root, else the parts without the leading '/'.
 pub fn parent_parts(path_display: &str) -> Vec<&str> {
+    parent_dir(path_display).split('/').filter(|p| !p.is_empty()).collect()
+}
+
+/// The directory of `path_display` without its leading and trailing slashes ("" at the
+/// root): [`parent_parts`] are its non-empty `/`-separated pieces.
+fn parent_dir(path_display: &str) -> &str {
     let Some(slash) = path_display.rfind('/') else {
-        return Vec::new();
+        return "";
     };
     let dir = path_display[..slash].trim_end_matches('/');
-    let dir = dir.strip_prefix('/').unwrap_or(dir);
-    if dir.is_empty() {
-        return Vec::new();
-    }
-    dir.split('/').filter(|p| !p.is_empty()).collect()
+    dir.strip_prefix('/').unwrap_or(dir)
 }
 
 /// RFC 3339 as Go's `time.Parse(time.RFC3339, …)` accepts it; upstream leaves a field unset
@@ -248,6 +250,8 @@ pub struct PageMapper {
     source: String,
     /// The web base, JSON-escaped without its quotes (URLs are written unescaped after it).
     web_base: String,
+    /// The entry's category as a JSON string, written once and copied where it recurs.
+    category: String,
 }
 
 impl PageMapper {
@@ -272,7 +276,7 @@ impl PageMapper {
         json_write::push_str(&mut web_base, ctx.web_base);
         web_base.pop();
         web_base.remove(0);
-        PageMapper { id_prefix, owner, metadata_head, source, web_base }
+        PageMapper { id_prefix, owner, metadata_head, source, web_base, category: String::with_capacity(256) }
     }
 
     /// The Coco id of a Dropbox id, as lowercase hex.
@@ -288,7 +292,7 @@ impl PageMapper {
 
     /// Map one file or folder entry into `batch`. False for entries that are not indexed
     /// (no id).
-    pub fn map_into<'e>(&self, e: &'e Entry<'_>, batch: &mut DocumentBatch) -> bool {
+    pub fn map_into<'e>(&mut self, e: &'e Entry<'_>, batch: &mut DocumentBatch) -> bool {
         let Some(entry_id) = e.id.as_deref() else {
             return false;
         };
@@ -296,7 +300,23 @@ impl PageMapper {
         let kind = if is_folder { "folder" } else { "file" };
         let path_display = opt(&e.path_display);
         let path_lower = opt(&e.path_lower);
-        let parts = parent_parts(path_display);
+        let dir = parent_dir(path_display);
+        let parts = || dir.split('/').filter(|p| !p.is_empty());
+        // `"/A/B/"`: the pieces escaped one by one ('/' never needs it).
+        // Taken for the entry and given back at the end: its buffer is reused page-long.
+        let mut category_buf = std::mem::take(&mut self.category);
+        let category = &mut category_buf;
+        category.clear();
+        let has_category = parts().next().is_some();
+        if has_category {
+            category.push_str("\"/");
+            for p in parts() {
+                json_write::push_escaped(category, p);
+                category.push('/');
+            }
+            category.push('"');
+        }
+        let category = category.as_str();
         let out = &mut batch.text;
         let start = out.len();
         out.reserve(700 + 4 * path_display.len() + e.name.len());
@@ -319,16 +339,7 @@ impl PageMapper {
             json_write::push_str(out, t);
         }
         // `_system`: owner_id and parent_path (= category), each only when present.
-        let mut category = String::new();
-        if !parts.is_empty() {
-            category.reserve(path_display.len() + 1);
-            for p in &parts {
-                category.push('/');
-                category.push_str(p);
-            }
-            category.push('/');
-        }
-        match (&self.owner, parts.is_empty()) {
+        match (&self.owner, !has_category) {
             (Some(owner), true) => {
                 out.push(',');
                 out.push_str(owner);
@@ -339,12 +350,12 @@ impl PageMapper {
                 out.push_str(owner);
                 out.push(',');
                 json_write::push_key(out, "parent_path");
-                json_write::push_str(out, &category);
+                out.push_str(category);
                 out.push('}');
             }
             (None, false) => {
                 out.push_str(",\"_system\":{\"parent_path\":");
-                json_write::push_str(out, &category);
+                out.push_str(category);
                 out.push('}');
             }
             (None, true) => {}
@@ -389,12 +400,12 @@ impl PageMapper {
         out.push_str(",\"type\":\"");
         out.push_str(kind);
         out.push('"');
-        if !parts.is_empty() {
+        if has_category {
             out.push(',');
             json_write::push_key(out, "category");
-            json_write::push_str(out, &category);
+            out.push_str(category);
             out.push_str(",\"categories\":[");
-            for (i, p) in parts.iter().enumerate() {
+            for (i, p) in parts().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -443,6 +454,7 @@ impl PageMapper {
                 .unwrap_or_default(),
         });
         batch.rows.push(DocRow { id, path_lower, rev: e.rev.is_some().then_some(rev_span), json, file });
+        self.category = category_buf;
         true
     }
 }
@@ -458,38 +470,190 @@ pub fn is_at_or_below(path: &str, prefix: &str) -> bool {
     path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// Map a page's entries in order: files and folders become documents, `deleted` entries
-/// become path deletes, `.DS_Store` and unmountable entries are skipped.
-pub fn map_entries(ctx: &MapContext<'_>, entries: &[Entry<'_>]) -> MappedPage {
-    let mapper = PageMapper::new(ctx);
-    // A document is ~700 bytes of JSON plus its paths.
-    let mut documents = DocumentBatch::with_capacity(entries.len(), entries.len() * 900);
-    let mut deletes = Vec::new();
-    let mut skipped = 0;
-    for e in entries {
+/// Builds a page's index operations entry by entry, in Dropbox's order: files and folders
+/// become documents, `deleted` entries become path deletes, `.DS_Store` and unmountable
+/// entries are skipped.
+pub struct PageBuilder {
+    mapper: PageMapper,
+    page: MappedPage,
+    entries: u32,
+}
+
+impl PageBuilder {
+    /// `body_bytes`: the answer's size, to size the batch's text once.
+    pub fn new(ctx: &MapContext<'_>, body_bytes: usize) -> Self {
+        // Each entry's ~450 bytes of listing JSON become ~800 bytes of document JSON.
+        let documents = DocumentBatch::with_capacity(body_bytes / 450 + 1, body_bytes * 2);
+        PageBuilder { mapper: PageMapper::new(ctx), page: MappedPage { documents, ..Default::default() }, entries: 0 }
+    }
+
+    pub fn push(&mut self, e: &Entry<'_>) {
+        self.entries += 1;
+        let page = &mut self.page;
         match e.tag.as_ref() {
             "deleted" => match e.path_lower.as_deref() {
                 Some(p) if !p.is_empty() => {
                     // Earlier upserts in this page at or below the deleted path are void, so
                     // the host may apply all deletes first and all upserts after. (Their
                     // bytes stay in the text; such pages are rare and small.)
+                    let documents = &mut page.documents;
                     if !documents.rows.is_empty() {
                         let text = &documents.text;
                         documents.rows.retain(|d| !is_at_or_below(&text[d.path_lower.range()], p));
                     }
-                    deletes.push(p.to_string());
+                    page.deletes.push(p.to_string());
                 }
-                _ => skipped += 1,
+                _ => page.skipped += 1,
             },
             "file" | "folder" if !is_skipped(&e.name) => {
-                if !mapper.map_into(e, &mut documents) {
-                    skipped += 1;
+                if !self.mapper.map_into(e, &mut page.documents) {
+                    page.skipped += 1;
                 }
             }
-            _ => skipped += 1,
+            _ => page.skipped += 1,
         }
     }
-    MappedPage { documents, deletes, skipped }
+
+    /// Entries seen so far.
+    pub fn entries(&self) -> u32 {
+        self.entries
+    }
+
+    pub fn finish(self) -> MappedPage {
+        self.page
+    }
+}
+
+/// Map a page's entries in order (see [`PageBuilder`]).
+pub fn map_entries(ctx: &MapContext<'_>, entries: &[Entry<'_>]) -> MappedPage {
+    let mut b = PageBuilder::new(ctx, entries.len() * 450);
+    for e in entries {
+        b.push(e);
+    }
+    b.finish()
+}
+
+/// A `list_folder` answer read and mapped in one pass.
+pub struct MappedListing<'a> {
+    pub page: MappedPage,
+    pub entries: u32,
+    pub cursor: Cow<'a, str>,
+    pub has_more: bool,
+}
+
+/// Parse a `list_folder` answer and map each entry as soon as it is read: no list of parsed
+/// entries is ever built, so a 2,000-entry page needs a fraction of the memory.
+pub fn map_listing<'a>(ctx: &MapContext<'_>, body: &'a str) -> serde_json::Result<MappedListing<'a>> {
+    let mut builder = PageBuilder::new(ctx, body.len());
+    let mut de = serde_json::Deserializer::from_str(body);
+    let (cursor, has_more) =
+        serde::de::DeserializeSeed::deserialize(stream::PageSeed { builder: &mut builder }, &mut de)?;
+    de.end()?;
+    let entries = builder.entries();
+    Ok(MappedListing { page: builder.finish(), entries, cursor, has_more })
+}
+
+/// The serde plumbing of [`map_listing`]: the page object, then its `entries` array element
+/// by element.
+mod stream {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::Deserialize;
+
+    use super::{Entry, PageBuilder};
+
+    #[derive(Deserialize)]
+    #[serde(field_identifier, rename_all = "snake_case")]
+    enum Key {
+        Entries,
+        Cursor,
+        HasMore,
+        #[serde(other)]
+        Other,
+    }
+
+    /// A borrowed string when it has no escapes.
+    struct CowStr<'a>(Cow<'a, str>);
+
+    impl<'de> Deserialize<'de> for CowStr<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrap<'a>(#[serde(borrow)] Cow<'a, str>);
+            Wrap::deserialize(d).map(|w| CowStr(w.0))
+        }
+    }
+
+    pub struct PageSeed<'b> {
+        pub builder: &'b mut PageBuilder,
+    }
+
+    impl<'de> DeserializeSeed<'de> for PageSeed<'_> {
+        type Value = (Cow<'de, str>, bool);
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for PageSeed<'_> {
+        type Value = (Cow<'de, str>, bool);
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list_folder result")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (mut cursor, mut has_more, mut entries) = (None, None, false);
+            while let Some(key) = map.next_key::<Key>()? {
+                match key {
+                    Key::Entries => {
+                        map.next_value_seed(EntriesSeed { builder: &mut *self.builder })?;
+                        entries = true;
+                    }
+                    Key::Cursor => cursor = Some(map.next_value::<CowStr<'de>>()?.0),
+                    Key::HasMore => has_more = Some(map.next_value::<bool>()?),
+                    Key::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            if !entries {
+                return Err(A::Error::missing_field("entries"));
+            }
+            let cursor = cursor.ok_or_else(|| A::Error::missing_field("cursor"))?;
+            let has_more = has_more.ok_or_else(|| A::Error::missing_field("has_more"))?;
+            Ok((cursor, has_more))
+        }
+    }
+
+    struct EntriesSeed<'b> {
+        builder: &'b mut PageBuilder,
+    }
+
+    impl<'de> DeserializeSeed<'de> for EntriesSeed<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for EntriesSeed<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of entries")
+        }
+
+        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+            while let Some(e) = seq.next_element::<Entry<'de>>()? {
+                self.builder.push(&e);
+            }
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -878,5 +1042,31 @@ mod tests {
             }
         }
         assert_eq!(n, 72);
+    }
+
+    #[test]
+    fn mapping_while_parsing_gives_the_same_page_as_parsing_first() {
+        let body = r#"{"entries":[
+            {".tag":"folder","name":"A","id":"id:A","path_lower":"/a","path_display":"/A","extra":[1,{"x":2}]},
+            {".tag":"file","name":"caf\u00e9 \"q\".pdf","id":"id:c","path_lower":"/a/caf\u00e9 \"q\".pdf","path_display":"/A/caf\u00e9 \"q\".pdf","size":3,"rev":"0123456789"},
+            {".tag":"deleted","name":"A","path_lower":"/a","path_display":"/A"},
+            {".tag":"file","name":".DS_Store","id":"id:ds","path_lower":"/.ds_store","path_display":"/.DS_Store"},
+            {".tag":"file","name":"b.docx","id":"id:b","path_lower":"/b.docx","path_display":"/b.docx"}
+        ],"unknown":{"nested":true},"cursor":"CUR\u0041","has_more":true}"#;
+        let parsed: ListFolderResult = serde_json::from_str(body).unwrap();
+        let whole = map_entries(&ctx(), &parsed.entries);
+        let streamed = map_listing(&ctx(), body).unwrap();
+        assert_eq!(streamed.page, whole);
+        assert_eq!((streamed.cursor.as_ref(), streamed.has_more, streamed.entries), ("CURA", true, 5));
+        assert_eq!(streamed.page.documents.len(), 1, "the deleted folder voided its earlier upserts");
+        for broken in [
+            r#"{"entries":[],"has_more":false}"#,
+            r#"{"cursor":"c","has_more":false}"#,
+            r#"{"entries":[{".tag":"file","name":1}],"cursor":"c","has_more":false}"#,
+            r#"{"entries":[],"cursor":"c","has_more":false} trailing"#,
+            r#"[]"#,
+        ] {
+            assert!(map_listing(&ctx(), broken).is_err(), "{broken}");
+        }
     }
 }

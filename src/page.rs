@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::api::{self, Route};
 use crate::error::Error;
 use crate::http::Transport;
-use crate::mapping::{self, ListFolderResult, MapContext};
+use crate::mapping::{self, MapContext};
 use crate::session::{Session, DEFAULT_REFRESH_MARGIN_SECS};
 use crate::types::{PageRequest, PageResult, SyncFailure};
 
@@ -176,10 +176,6 @@ fn fetch_and_map<T: Transport>(
         };
         return Ok((result, 0, 0));
     }
-    let page: ListFolderResult = api::parse_json(route, &bytes)?;
-    if page.cursor.is_empty() {
-        return Err(Error::Transient(format!("{route:?}: response has no cursor")));
-    }
     let web_base = req.endpoints.authorize.trim_end_matches('/');
     let ctx = MapContext {
         datasource_id: &req.datasource_id,
@@ -188,18 +184,21 @@ fn fetch_and_map<T: Transport>(
         batch_number: &req.batch_number,
         web_base,
     };
-    let mapped = mapping::map_entries(&ctx, &page.entries);
-    let entries = page.entries.len() as u32;
+    let listing = api::parse_json_with(route, &bytes, |text| mapping::map_listing(&ctx, text))?;
+    if listing.cursor.is_empty() {
+        return Err(Error::Transient(format!("{route:?}: response has no cursor")));
+    }
+    let mapped = listing.page;
     Ok((
         PageResult {
             documents: mapped.documents,
             deletes: mapped.deletes,
-            cursor: page.cursor.into_owned(),
-            has_more: page.has_more,
+            cursor: listing.cursor.into_owned(),
+            has_more: listing.has_more,
             tokens: None,
             stats: Default::default(),
         },
-        entries,
+        listing.entries,
         mapped.skipped,
     ))
 }

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS content (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (datasource_id, doc_id),
     FOREIGN KEY (datasource_id) REFERENCES datasources(id) ON DELETE CASCADE
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS content_queue ON content(datasource_id, not_before) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS content_settings (
     datasource_id TEXT PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,

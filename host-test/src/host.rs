@@ -13,7 +13,7 @@ pub use crate::policy::RetryPolicy;
 use crate::policy::{describe, next_action, Action, Counters, Event};
 use crate::runtime::{
     AppCredentials, ConnectRequest, Endpoints, PageRequest, RedirectRequest, RevokeRequest, RootInfo, Runtime,
-    RuntimeError, SyncOptions, Tokens, WitError,
+    RuntimeError, SyncFailure, SyncOptions, Tokens, WitError,
 };
 use crate::secret::Secret;
 use crate::store::{
@@ -56,6 +56,20 @@ pub struct SyncReport {
     pub elapsed: Duration,
     /// Documents in the index after the run.
     pub documents_now: u64,
+}
+
+impl SyncReport {
+    /// One applied page's counts.
+    pub(crate) fn count_page(&mut self, stats: &crate::runtime::PageStats, applied: &Applied) {
+        self.pages += 1;
+        self.entries += u64::from(stats.entries);
+        self.skipped += u64::from(stats.skipped);
+        self.requests += u64::from(stats.requests);
+        self.refreshes += u64::from(stats.refreshes);
+        self.upserted += applied.upserted;
+        self.deleted += applied.deleted;
+        self.swept += applied.swept;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,15 +373,7 @@ impl Host {
                         release_lease: Some(&self.lease_holder),
                     },
                 )?;
-                let r = &mut run.report;
-                r.pages += 1;
-                r.entries += u64::from(page.stats.entries);
-                r.skipped += u64::from(page.stats.skipped);
-                r.requests += u64::from(page.stats.requests);
-                r.refreshes += u64::from(page.stats.refreshes);
-                r.upserted += applied.upserted;
-                r.deleted += applied.deleted;
-                r.swept += applied.swept;
+                run.report.count_page(&page.stats, &applied);
                 if !state.listing {
                     // Deltas: how long after the change in Dropbox each file reached the index.
                     let now = now_unix();
@@ -390,17 +396,23 @@ impl Host {
                 None
             }
             Ok(Err(f)) => {
-                run.report.requests += u64::from(f.stats.requests);
-                run.report.refreshes += u64::from(f.stats.refreshes);
-                if let Some(t) = &f.tokens {
-                    self.store.save_tokens(id, &tokens_record(t))?;
-                }
+                self.count_failed_call(id, run, &f)?;
                 Some(Ok(f.error))
             }
             // A trap or a timeout: the store is gone and nothing was applied.
             Err(e) => Some(Err(e.to_string())),
         };
         self.after_failure(id, run, failure)
+    }
+
+    /// A call that failed still counts its requests, and keeps the tokens it refreshed.
+    pub(crate) fn count_failed_call(&self, id: &str, run: &mut Run, f: &SyncFailure) -> Result<(), HostError> {
+        run.report.requests += u64::from(f.stats.requests);
+        run.report.refreshes += u64::from(f.stats.refreshes);
+        if let Some(t) = &f.tokens {
+            self.store.save_tokens(id, &tokens_record(t))?;
+        }
+        Ok(())
     }
 
     /// What a failed (or stalled: `None`) step means, by the retry policy: the next step.

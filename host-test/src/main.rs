@@ -419,13 +419,25 @@ fn load_runtime(cli: &Cli, cache: &Path, keys: &Keys) -> anyhow::Result<Arc<Runt
         content_timeout: Duration::from_secs(cli.content_timeout_secs),
         ..Limits::default()
     };
-    Ok(Arc::new(Runtime::load_with(&cli.component, Some(&cli.extractor), Some(cache), limits)?))
+    let runtime = Runtime::load_with(&cli.component, Some(&cli.extractor), Some(cache), limits)?;
+    // The extractor loads on its first call; commands load it now, so a missing or broken one
+    // is reported at start (and compiled into the cache) rather than mid-sync.
+    let _ = runtime.extractor_status();
+    Ok(Arc::new(runtime))
 }
 
 fn open_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
     let store = Store::open(&cli.state.join("coco.sqlite"), keys)?;
     let runtime = load_runtime(cli, &cli.state.join("cache"), store.keys())?;
     Ok(Host::new(runtime, store))
+}
+
+/// A host for listing only (`sync --no-content`): the extractor is never loaded.
+fn open_listing_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
+    let store = Store::open(&cli.state.join("coco.sqlite"), keys)?;
+    let cache = CompileCache { dir: &cli.state.join("cache"), key: store.keys().cache_key() };
+    let runtime = Runtime::load_with(&cli.component, Some(&cli.extractor), Some(cache), Limits::default())?;
+    Ok(Host::new(Arc::new(runtime), store))
 }
 
 /// List and fetch content side by side: content calls run on their own tasks while the
@@ -516,7 +528,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sync(args) => {
-            let mut host = open_host(&cli, Keys::from_env()?)?;
+            let mut host = if args.no_content {
+                open_listing_host(&cli, Keys::from_env()?)?
+            } else {
+                open_host(&cli, Keys::from_env()?)?
+            };
             host.listing_parallelism = args.listing_parallelism as usize;
             let host = Arc::new(host);
             let ds = host.store.datasource(&args.datasource_id)?;

@@ -1,8 +1,9 @@
 //! The host's side of a parallel initial listing ([`crate::shards`]): one step takes the base
-//! cursor, or runs one round of up to `listing_parallelism` shard pages at once, each one
-//! component call applied in its own transaction as soon as it returns. A rate limit on any
-//! shard pauses them all (one shared backoff: the step returns the wait).
+//! cursor, or keeps up to `listing_parallelism` shard pages in flight, each one component call
+//! applied in its own transaction as soon as it returns. A rate limit on any shard pauses them
+//! all (one shared backoff: the step lets the calls in flight finish and returns the wait).
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
@@ -11,6 +12,10 @@ use crate::host::{now_unix, tokens_record, Host, HostError, Run, Step};
 use crate::runtime::WitError;
 use crate::shards::{Shard, ShardPage};
 use crate::store::{DatasourceRecord, Status, StoreError, SyncState};
+
+/// Pages one step may start per listing in flight: long enough that calls rarely wait for
+/// each other, short enough that a scheduler interleaves other datasources between steps.
+const PAGES_PER_SLOT: usize = 4;
 
 /// The configured folder as a shard path: "" for the root, else `/a/b` (no trailing slash).
 /// None for `id:`/`ns:` paths, whose children cannot be matched by path: those list
@@ -29,7 +34,10 @@ pub fn applies(host: &Host, ds: &DatasourceRecord, state: &SyncState) -> bool {
 }
 
 impl Host {
-    /// One step of a parallel initial listing (the caller checked [`applies`]).
+    /// One step of a parallel initial listing (the caller checked [`applies`]): up to
+    /// `listing_parallelism` shard pages in flight, each applied as soon as it returns and
+    /// followed at once by its shard's next page (or the next shard), until the step's budget
+    /// of pages is spent. No call waits for a slower one.
     pub(crate) async fn parallel_step(
         &self,
         id: &str,
@@ -44,26 +52,40 @@ impl Host {
         // A token due for refresh is refreshed by one call, not by every shard at once.
         let due = ds.tokens.expires_at <= now_unix() + margin;
         let slots = if due { 1 } else { self.listing_parallelism };
+        let mut budget = if due { 1 } else { slots * PAGES_PER_SLOT };
+        let mut queue: VecDeque<Shard> = plan.pending.into();
+        let mut claimed: HashSet<(String, bool)> = HashSet::new();
         let mut calls = JoinSet::new();
-        for (i, shard) in plan.pending.iter().take(slots).enumerate() {
-            let mut req = self.page_request(ds, shard.cursor.clone(), &run.batch);
+        let batch = run.batch.clone();
+        let start = |shard: Shard, calls: &mut JoinSet<_>, budget: &mut usize| {
+            let mut req = self.page_request(ds, shard.cursor.clone(), &batch);
             req.options.path = shard.path.clone();
             req.options.recursive = shard.recursive;
             let runtime = Arc::clone(&self.runtime);
-            calls.spawn(async move { (i, runtime.sync_page(&req).await) });
+            *budget -= 1;
+            calls.spawn(async move {
+                let outcome = runtime.sync_page(&req).await;
+                (shard, outcome)
+            });
+        };
+        while calls.len() < slots && budget > 0 {
+            let Some(shard) = queue.pop_front() else { break };
+            claimed.insert((shard.path.clone(), shard.recursive));
+            start(shard, &mut calls, &mut budget);
         }
         let mut failure: Option<Result<WitError, String>> = None;
         let mut rate_limit_ms = 0u64;
         let mut progressed = false;
         while let Some(joined) = calls.join_next().await {
-            let (i, outcome) = match joined {
+            let (shard, outcome) = match joined {
                 Ok(done) => done,
                 Err(e) => {
                     failure.get_or_insert(Err(format!("a shard call failed: {e}")));
                     continue;
                 }
             };
-            let shard: &Shard = &plan.pending[i];
+            // What this shard does next: continue from a cursor, start over, or nothing.
+            let mut next: Option<Shard> = None;
             match outcome {
                 Ok(Ok(page)) => {
                     let tokens = page.tokens.as_ref().map(tokens_record);
@@ -71,7 +93,7 @@ impl Host {
                         id,
                         &ShardPage {
                             generation: state.generation,
-                            shard,
+                            shard: &shard,
                             deletes: &page.deletes,
                             documents: &page.documents,
                             cursor: &page.cursor,
@@ -82,38 +104,31 @@ impl Host {
                     );
                     let applied = match applied {
                         Ok(a) => a,
-                        // The listing restarted meanwhile (another process, a reset): this
-                        // round's pages belong to the old one.
+                        // The listing restarted meanwhile (another process, a reset): the
+                        // pages still in flight belong to the old one.
                         Err(StoreError::CursorConflict) => return Ok(Step::More),
                         Err(e) => return Err(e.into()),
                     };
-                    let r = &mut run.report;
-                    r.pages += 1;
-                    r.entries += u64::from(page.stats.entries);
-                    r.skipped += u64::from(page.stats.skipped);
-                    r.requests += u64::from(page.stats.requests);
-                    r.refreshes += u64::from(page.stats.refreshes);
-                    r.upserted += applied.applied.upserted;
-                    r.deleted += applied.applied.deleted;
-                    r.shards += applied.new_shards;
+                    run.report.count_page(&page.stats, &applied.applied);
+                    run.report.shards += applied.new_shards;
                     progressed = true;
+                    if page.has_more {
+                        next = Some(Shard { cursor: Some(page.cursor), ..shard });
+                    }
                 }
                 Ok(Err(f)) => {
-                    run.report.requests += u64::from(f.stats.requests);
-                    run.report.refreshes += u64::from(f.stats.refreshes);
-                    if let Some(t) = &f.tokens {
-                        self.store.save_tokens(id, &tokens_record(t))?;
-                    }
+                    self.count_failed_call(id, run, &f)?;
                     match f.error {
                         // A subfolder deleted since it was found: its deletion is replayed
                         // from the base cursor.
                         WitError::PathNotFound(_) if shard.depth > 0 => {
-                            self.settle(id, state.generation, shard, true)?;
+                            self.settle(id, state.generation, &shard, true)?;
                             progressed = true;
                         }
                         WitError::CursorReset(_) => {
-                            self.settle(id, state.generation, shard, false)?;
+                            self.settle(id, state.generation, &shard, false)?;
                             progressed = true;
+                            next = Some(Shard { cursor: None, ..shard });
                         }
                         WitError::RateLimited(ms) => rate_limit_ms = rate_limit_ms.max(ms),
                         e => {
@@ -124,6 +139,28 @@ impl Host {
                 Err(e) => {
                     failure.get_or_insert(Err(e.to_string()));
                 }
+            }
+            // After a failure or a rate limit, only let the calls in flight finish.
+            if failure.is_some() || rate_limit_ms > 0 || budget == 0 {
+                continue;
+            }
+            let following = match next {
+                Some(shard) => Some(shard),
+                None => {
+                    if queue.is_empty() {
+                        // Expansions add shards as they go: look for new ones.
+                        if let Some(plan) = self.store.listing_plan(id, state.generation)? {
+                            queue.extend(
+                                plan.pending.into_iter().filter(|s| !claimed.contains(&(s.path.clone(), s.recursive))),
+                            );
+                        }
+                    }
+                    queue.pop_front()
+                }
+            };
+            if let Some(shard) = following {
+                claimed.insert((shard.path.clone(), shard.recursive));
+                start(shard, &mut calls, &mut budget);
             }
         }
         if rate_limit_ms > 0 {
@@ -164,11 +201,7 @@ impl Host {
                 return Ok(Step::More);
             }
             Ok(Err(f)) => {
-                run.report.requests += u64::from(f.stats.requests);
-                run.report.refreshes += u64::from(f.stats.refreshes);
-                if let Some(t) = &f.tokens {
-                    self.store.save_tokens(id, &tokens_record(t))?;
-                }
+                self.count_failed_call(id, run, &f)?;
                 Ok(f.error)
             }
             Err(e) => Err(e.to_string()),

@@ -318,8 +318,8 @@ pub struct Runtime {
     engine: Engine,
     component: Component,
     pre: ConnectorPre<Ctx>,
-    /// The extractor component, when it was found (content calls fail without it).
-    extractor: Result<ExtractorPre<Ctx>, String>,
+    /// The extractor component, loaded on the first content call.
+    extractor: LazyExtractor,
     limits: Limits,
     pub loaded_from: LoadedFrom,
     pub load_time: Duration,
@@ -373,22 +373,12 @@ impl Runtime {
         wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker))?;
         wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))?;
         let pre = wt(linker.instantiate_pre(&component).and_then(ConnectorPre::new))?;
-        let extractor = match extractor_path {
-            None => Err("no extractor component was configured".to_string()),
-            Some(path) => match std::fs::read(path) {
-                Err(e) => Err(format!(
-                    "cannot read the extractor component {} ({e}); build it: cargo build --target wasm32-wasip2 --release --features extractor --target-dir target/extractor",
-                    path.display()
-                )),
-                Ok(bytes) => {
-                    let (c, _) = load_component(&engine, &bytes, cache.as_ref())?;
-                    Ok(wt(linker.instantiate_pre(&c).and_then(ExtractorPre::new))?)
-                }
-            },
+        let extractor = LazyExtractor {
+            path: extractor_path.map(Path::to_path_buf),
+            cache: cache.map(|c| (c.dir.to_path_buf(), c.key)),
+            linker,
+            loaded: std::sync::OnceLock::new(),
         };
-        if let Err(why) = &extractor {
-            tracing::warn!("file content is unavailable: {why}");
-        }
         let ticker = EpochTicker::start(engine.clone());
         Ok(Runtime {
             engine,
@@ -420,7 +410,7 @@ impl Runtime {
 
     /// The extractor component's imports (empty when it is not loaded).
     pub fn extractor_imports(&self) -> Vec<String> {
-        match &self.extractor {
+        match self.extractor.get(&self.engine) {
             Ok(pre) => pre
                 .instance_pre()
                 .component()
@@ -434,7 +424,7 @@ impl Runtime {
 
     /// Whether content calls can run (the extractor component was loaded), and why not.
     pub fn extractor_status(&self) -> Result<(), String> {
-        self.extractor.as_ref().map(|_| ()).map_err(Clone::clone)
+        self.extractor.get(&self.engine).as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     fn store(&self, endpoints: &[&str]) -> (Store<Ctx>, MemoryOutputPipe) {
@@ -575,7 +565,7 @@ impl Runtime {
             ..self.limits.clone()
         };
         let timeout = limits.call_timeout;
-        let pre = self.extractor.as_ref().map_err(|why| RuntimeError::Instantiate(why.clone()))?;
+        let pre = self.extractor.get(&self.engine).as_ref().map_err(|why| RuntimeError::Instantiate(why.clone()))?;
         let work = async {
             let (mut store, stderr) = self.store_with(&[req.content.as_str(), req.endpoints.api.as_str()], &limits);
             let c = pre.instantiate_async(&mut store).await.map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
@@ -610,6 +600,40 @@ fn trap(e: wasmtime::Error, stderr: &MemoryOutputPipe) -> RuntimeError {
 
 fn wt<T>(r: wasmtime::Result<T>) -> anyhow::Result<T> {
     r.map_err(|e| anyhow::anyhow!("{e:#}"))
+}
+
+/// The extractor component, compiled (or loaded from the cache) on the first content call: a
+/// process that only lists never holds its ~2 MiB of parsers' machine code.
+struct LazyExtractor {
+    path: Option<PathBuf>,
+    cache: Option<(PathBuf, [u8; 32])>,
+    linker: Linker<Ctx>,
+    loaded: std::sync::OnceLock<Result<ExtractorPre<Ctx>, String>>,
+}
+
+impl LazyExtractor {
+    fn get(&self, engine: &Engine) -> &Result<ExtractorPre<Ctx>, String> {
+        self.loaded.get_or_init(|| {
+            let loaded = self.load(engine);
+            if let Err(why) = &loaded {
+                tracing::warn!("file content is unavailable: {why}");
+            }
+            loaded
+        })
+    }
+
+    fn load(&self, engine: &Engine) -> Result<ExtractorPre<Ctx>, String> {
+        let path = self.path.as_deref().ok_or("no extractor component was configured")?;
+        let bytes = std::fs::read(path).map_err(|e| {
+            format!(
+                "cannot read the extractor component {} ({e}); build it: cargo build --target wasm32-wasip2 --release --features extractor --target-dir target/extractor",
+                path.display()
+            )
+        })?;
+        let cache = self.cache.as_ref().map(|(dir, key)| CompileCache { dir, key: *key });
+        let (c, _) = load_component(engine, &bytes, cache.as_ref()).map_err(|e| format!("{e:#}"))?;
+        self.linker.instantiate_pre(&c).and_then(ExtractorPre::new).map_err(|e| format!("{e:#}"))
+    }
 }
 
 /// Where compiled components are cached, and the key that authenticates them.

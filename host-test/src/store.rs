@@ -273,7 +273,7 @@ CREATE TABLE IF NOT EXISTS documents (
     generation INTEGER NOT NULL,
     json TEXT NOT NULL,
     PRIMARY KEY (datasource_id, doc_id)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS documents_by_path ON documents(datasource_id, path_lower);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -344,6 +344,12 @@ pub fn hostname() -> String {
 }
 
 /// A lease holder id: `host:pid:nonce`.
+/// SQLite's page cache per connection, in KiB: `COCO_SQLITE_CACHE_MIB` (default 8 MiB).
+fn sqlite_cache_kib() -> u64 {
+    std::env::var("COCO_SQLITE_CACHE_MIB").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(8).clamp(1, 4096)
+        * 1024
+}
+
 pub fn new_lease_holder() -> String {
     format!("{}:{}:{:08x}", hostname(), std::process::id(), rand::random::<u32>())
 }
@@ -382,8 +388,40 @@ fn forget_document_total(conn: &Connection, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Rebuild a table of an older state file that was `WITHOUT ROWID` as an ordinary rowid table
+/// (same columns, constraints and indexes). Rows of ~1 KB made every insert of a listing a
+/// random write into a fat clustered tree; now rows append and only the small key index takes
+/// random inserts.
+fn rowid_table(conn: &Connection, table: &str) -> Result<()> {
+    let sql: Option<String> = conn
+        .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
+        .optional()?;
+    let Some(sql) = sql.filter(|s| s.contains("WITHOUT ROWID")) else { return Ok(()) };
+    let columns = sql
+        .find('(')
+        .map(|i| &sql[i..])
+        .ok_or_else(|| StoreError::Corrupt { what: "table definition", why: format!("{table}: {sql}") })?;
+    let rebuilt = format!("CREATE TABLE {table}_rowid {}", columns.replace("WITHOUT ROWID", ""));
+    let mut stmt =
+        conn.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL")?;
+    let indexes = stmt.query_map([table], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut batch = format!(
+        "BEGIN IMMEDIATE; {rebuilt}; INSERT INTO {table}_rowid SELECT * FROM {table}; DROP TABLE {table};
+         ALTER TABLE {table}_rowid RENAME TO {table};"
+    );
+    for index in indexes {
+        batch.push_str(&index);
+        batch.push(';');
+    }
+    batch.push_str("COMMIT;");
+    conn.execute_batch(&batch)?;
+    Ok(())
+}
+
 /// Columns added after a release, added to older state files at open.
 fn migrate(conn: &Connection) -> Result<()> {
+    rowid_table(conn, "documents")?;
+    rowid_table(conn, "content")?;
     let has_documents: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM pragma_table_info('sync_state') WHERE name = 'documents')",
         [],
@@ -407,6 +445,9 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        // Interior pages of the index trees stay cached across a listing's pages; a bounded
+        // cache keeps the host's memory flat whatever the account's size.
+        conn.execute_batch(&format!("PRAGMA cache_size = -{};", sqlite_cache_kib()))?;
         conn.execute_batch(crate::content::SCHEMA)?;
         conn.execute_batch(crate::shards::SCHEMA)?;
         migrate(&conn)?;
@@ -1125,5 +1166,50 @@ pub(crate) mod tests {
         store.conn().execute("UPDATE sync_leases SET holder = ?1", [&dead]).unwrap();
         store.acquire_lease("ds", &me, ttl).unwrap();
         assert!(matches!(store.acquire_lease("nope", &me, ttl), Err(StoreError::NoDatasource(_))));
+    }
+
+    #[test]
+    fn an_older_state_file_with_clustered_tables_is_rebuilt_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        {
+            let store = Store::open(&path, keys(KEY)).unwrap();
+            store.save_connected(&datasource("ds")).unwrap();
+        }
+        {
+            // As releases before 0.4 created it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP TABLE documents;
+                 CREATE TABLE documents (
+                     datasource_id TEXT NOT NULL REFERENCES datasources(id) ON DELETE CASCADE,
+                     doc_id TEXT NOT NULL, path_lower TEXT NOT NULL, rev TEXT,
+                     generation INTEGER NOT NULL, json TEXT NOT NULL,
+                     PRIMARY KEY (datasource_id, doc_id)) WITHOUT ROWID;
+                 CREATE INDEX documents_by_path ON documents(datasource_id, path_lower);
+                 INSERT INTO documents VALUES ('ds', 'd1', '/a', 'r', 1, '{\"id\":\"d1\"}');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path, keys(KEY)).unwrap();
+        let sql: String =
+            store.conn().query_row("SELECT sql FROM sqlite_master WHERE name = 'documents'", [], |r| r.get(0)).unwrap();
+        assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+        let indexes: i64 = store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'documents_by_path'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 1);
+        assert_eq!(store.document_count("ds").unwrap(), 1);
+        // Upserts still find the row by its key.
+        let err = store.conn().execute(
+            "INSERT INTO documents (datasource_id, doc_id, path_lower, generation, json) VALUES ('ds', 'd1', '/b', 1, '{}')",
+            [],
+        );
+        assert!(err.is_err(), "the key stays unique");
     }
 }

@@ -21,8 +21,13 @@ use rand::{Rng, SeedableRng};
 pub(crate) const MASTER_KEY: &str = "crash-test-master-key-0123456789abcdef";
 
 fn sync_process(state: &Path, id: &str) -> Command {
+    sync_process_with(state, id, 1)
+}
+
+/// `sync` with `parallelism` list pages in flight during the initial listing.
+fn sync_process_with(state: &Path, id: &str, parallelism: u32) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coco-host"));
-    cmd.args(["sync", id, "--page-limit", "100"])
+    cmd.args(["sync", id, "--page-limit", "100", "--listing-parallelism", &parallelism.to_string()])
         .env("COCO_STATE_DIR", state)
         .env("COCO_DROPBOX_WASM", wasm())
         .env("COCO_MASTER_KEY", MASTER_KEY)
@@ -54,7 +59,8 @@ pub(crate) async fn connected_host(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_nothing() {
-    for seed in [1u64, 2, 3] {
+    // Seed 4 lists in parallel: its kills land between shard pages of the first listing.
+    for (seed, parallelism) in [(1u64, 1), (2, 1), (3, 1), (4, 4)] {
         let emu =
             Emulator::start(Config::single(seed, 15_000, "crash-app", "crash-secret"), "127.0.0.1:0".parse().unwrap())
                 .await
@@ -66,7 +72,7 @@ async fn sigkill_at_random_points_loses_nothing() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut kills = 0;
         for round in 0..6 {
-            let mut child = sync_process(&state, &ds.id).spawn().unwrap();
+            let mut child = sync_process_with(&state, &ds.id, parallelism).spawn().unwrap();
             let wait = Duration::from_millis(rng.random_range(20..300));
             tokio::time::sleep(wait).await;
             if child.try_wait().unwrap().is_none() {
@@ -92,7 +98,7 @@ async fn sigkill_at_random_points_loses_nothing() {
             drop(ns);
         }
         assert!(kills >= 2, "seed {seed}: the kills must land mid-sync ({kills})");
-        let status = sync_process(&state, &ds.id).status().unwrap();
+        let status = sync_process_with(&state, &ds.id, parallelism).status().unwrap();
         assert!(status.success(), "seed {seed}: the final sync completes");
 
         // Index == account, no duplicates (ids are the primary key; paths must be unique too).
