@@ -86,14 +86,18 @@ pub fn is_skipped(name: &str) -> bool {
 }
 
 pub fn md5_hex(input: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Md5::digest(input.as_bytes());
     let mut out = String::with_capacity(32);
-    for b in digest {
+    push_hex(&mut out, &Md5::digest(input.as_bytes()));
+    out
+}
+
+/// Append `bytes` as lowercase hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
         out.push(HEX[(b >> 4) as usize] as char);
         out.push(HEX[(b & 0xf) as usize] as char);
     }
-    out
 }
 
 /// `md5_hex("{datasource_id}_{dropbox id}")`; the Dropbox id keeps its `id:` prefix.
@@ -273,21 +277,15 @@ impl PageMapper {
         json_write::push_str(&mut source, ctx.datasource_id);
         source.push('}');
         let mut web_base = String::new();
-        json_write::push_str(&mut web_base, ctx.web_base);
-        web_base.pop();
-        web_base.remove(0);
+        json_write::push_escaped(&mut web_base, ctx.web_base);
         PageMapper { id_prefix, owner, metadata_head, source, web_base, category: String::with_capacity(256) }
     }
 
     /// The Coco id of a Dropbox id, as lowercase hex.
     fn push_id(&self, out: &mut String, entry_id: &str) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut h = self.id_prefix.clone();
         h.update(entry_id.as_bytes());
-        for b in h.finalize() {
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0xf) as usize] as char);
-        }
+        push_hex(out, &h.finalize());
     }
 
     /// Map one file or folder entry into `batch`. False for entries that are not indexed

@@ -413,17 +413,22 @@ fn fail(e: anyhow::Error) -> ExitCode {
 }
 
 fn load_runtime(cli: &Cli, cache: &Path, keys: &Keys) -> anyhow::Result<Arc<Runtime>> {
+    let runtime = load_runtime_lazily(cli, cache, keys)?;
+    // The extractor loads on its first call; commands load it now, so a missing or broken one
+    // is reported at start (and compiled into the cache) rather than mid-sync.
+    let _ = runtime.extractor_status();
+    Ok(runtime)
+}
+
+/// The runtime with the extractor left unloaded until a content call needs it.
+fn load_runtime_lazily(cli: &Cli, cache: &Path, keys: &Keys) -> anyhow::Result<Arc<Runtime>> {
     let cache = CompileCache { dir: cache, key: keys.cache_key() };
     let limits = Limits {
         content_memory_bytes: (cli.content_memory_mib << 20) as usize,
         content_timeout: Duration::from_secs(cli.content_timeout_secs),
         ..Limits::default()
     };
-    let runtime = Runtime::load_with(&cli.component, Some(&cli.extractor), Some(cache), limits)?;
-    // The extractor loads on its first call; commands load it now, so a missing or broken one
-    // is reported at start (and compiled into the cache) rather than mid-sync.
-    let _ = runtime.extractor_status();
-    Ok(Arc::new(runtime))
+    Ok(Arc::new(Runtime::load_with(&cli.component, Some(&cli.extractor), Some(cache), limits)?))
 }
 
 fn open_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
@@ -435,9 +440,8 @@ fn open_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
 /// A host for listing only (`sync --no-content`): the extractor is never loaded.
 fn open_listing_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
     let store = Store::open(&cli.state.join("coco.sqlite"), keys)?;
-    let cache = CompileCache { dir: &cli.state.join("cache"), key: store.keys().cache_key() };
-    let runtime = Runtime::load_with(&cli.component, Some(&cli.extractor), Some(cache), Limits::default())?;
-    Ok(Host::new(Arc::new(runtime), store))
+    let runtime = load_runtime_lazily(cli, &cli.state.join("cache"), store.keys())?;
+    Ok(Host::new(runtime, store))
 }
 
 /// List and fetch content side by side: content calls run on their own tasks while the
