@@ -11,10 +11,13 @@ pub const STATE_SECRET: &str = "FUZZ-state-secret-000000004";
 pub const API_TOKEN: &str = "FUZZ-api-token-0005";
 pub const CALLBACK_TOKEN: &str = "FUZZ-callback-token-0006";
 /// Appears inside generated token responses: a parser's error must not quote it.
+/// The datasource the key-value facade target's store holds (tokens sealed).
+pub const KV_DATASOURCE: &str = "0335b4e59c687f2666f7d7e5d5d17686";
+pub const SEAL_SECRET: &str = "FUZZ-seal-secret-0008-0123456789abcdef";
 pub const ISSUED_TOKEN: &str = "sl.FUZZ-issued-token-0007";
 
-pub const SECRETS: [&str; 7] =
-    [CLIENT_SECRET, ACCESS_TOKEN, REFRESH_TOKEN, STATE_SECRET, API_TOKEN, CALLBACK_TOKEN, ISSUED_TOKEN];
+pub const SECRETS: [&str; 8] =
+    [CLIENT_SECRET, ACCESS_TOKEN, REFRESH_TOKEN, STATE_SECRET, API_TOKEN, CALLBACK_TOKEN, ISSUED_TOKEN, SEAL_SECRET];
 
 /// The first secret found in `text`.
 pub fn leaked(text: &str) -> Option<&'static str> {
@@ -200,6 +203,12 @@ pub fn facade_request() -> impl Strategy<Value = FuzzRequest> {
         Just("/connector/dropbox/dropbox/connect".to_string()),
         Just("/api/coco/connector/dropbox/dropbox/oauth_redirect".to_string()),
         nasty_string().prop_map(|s| format!("/connector/{s}/dropbox/connect")),
+        // The key-value build's routes, on the seeded datasource and on anything else.
+        Just("/datasources".to_string()),
+        Just(format!("/datasources/{KV_DATASOURCE}")),
+        Just(format!("/sync/{KV_DATASOURCE}")),
+        nasty_string().prop_map(|s| format!("/datasources/{s}")),
+        nasty_string().prop_map(|s| format!("/sync/{s}")),
         "/[ -~]{0,40}",
     ];
     let header = prop_oneof![
@@ -221,7 +230,13 @@ pub fn facade_request() -> impl Strategy<Value = FuzzRequest> {
         .unwrap()),
         prop::collection::vec(any::<u8>(), 0..256),
     ];
-    let method = prop_oneof![Just("GET".to_string()), Just("POST".to_string()), Just("PUT".to_string()), "[A-Z]{1,7}"];
+    let method = prop_oneof![
+        Just("GET".to_string()),
+        Just("POST".to_string()),
+        Just("DELETE".to_string()),
+        Just("PUT".to_string()),
+        "[A-Z]{1,7}"
+    ];
     (method, path, redirect_query(), prop::collection::vec(header, 0..5), body).prop_map(
         |(method, path, query, headers, body)| FuzzRequest {
             method,

@@ -2,6 +2,8 @@
 //! `Err` when the property breaks; a panic is caught by the runner and counted as a failure.
 
 use coco_dropbox::api::{self, Route};
+use coco_dropbox::facade::serverless::kv::{KvStore, MemoryKv};
+use coco_dropbox::facade::serverless::record::{self, Record};
 use coco_dropbox::facade::{self, FacadeConfig, Incoming, Randomness};
 use coco_dropbox::http::{HttpRequest, HttpResponse, Transport, TransportError};
 use coco_dropbox::oauth::{self, Grant};
@@ -156,20 +158,64 @@ pub fn facade_config() -> FacadeConfig {
             facade::ENV_CALLBACK_URL => "http://127.0.0.1:9/cb",
             facade::ENV_CALLBACK_TOKEN => gen::CALLBACK_TOKEN,
             facade::ENV_BASE_URL => "http://127.0.0.1:9",
+            facade::ENV_SEAL_SECRET => gen::SEAL_SECRET,
+            facade::ENV_SERVER_URL => "http://127.0.0.1:9/coco",
+            facade::ENV_SERVER_TOKEN => gen::CALLBACK_TOKEN,
             _ => return None,
         };
         Some(v.to_string())
     })
 }
 
-/// Any request to the facade: an answer, never a secret in it, never a token to the browser.
+/// The key-value build's store, holding one connected datasource with sealed tokens.
+fn seeded_store(config: &FacadeConfig) -> MemoryKv {
+    let mut kv = MemoryKv::default();
+    let Ok(seal) = &config.seal else { return kv };
+    let mut r = Record {
+        id: gen::KV_DATASOURCE.into(),
+        name: "Fuzz's Dropbox".into(),
+        connector_id: "dropbox".into(),
+        tokens: String::new(),
+        root_info: None,
+        cursor: Some("C1".into()),
+        generation: 1,
+        listing: false,
+        coco_created: true,
+        documents: 0,
+        pages: 1,
+        connected_at: 1,
+        last_sync_at: None,
+        last_error: None,
+        reauth_required: false,
+    };
+    let tokens = Tokens {
+        access_token: Secret::new(gen::ACCESS_TOKEN),
+        expires_at: 0,
+        refresh_token: Secret::new(gen::REFRESH_TOKEN),
+    };
+    r.seal_tokens(seal, &tokens, &[7; 24]);
+    let _ = record::save(&mut kv, &r);
+    kv
+}
+
+/// Any request to the facade, stateless and with a store: an answer, never a secret in it,
+/// never a token to the browser, and nothing in clear in the store.
 pub fn facade_request(r: &FuzzRequest) -> Result<(), String> {
     let config = facade_config();
+    let mut kv = seeded_store(&config);
+    facade_request_with(&config, r, None)?;
+    facade_request_with(&config, r, Some(&mut kv))?;
+    let stored: String = kv.map.values().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    no_leak("the store", &stored)
+}
+
+fn facade_request_with(config: &FacadeConfig, r: &FuzzRequest, kv: Option<&mut dyn KvStore>) -> Result<(), String> {
     let incoming = Incoming { method: &r.method, path: &r.path, query: &r.query, headers: &r.headers, body: &r.body };
     // The planted tokens ride in /sync bodies; a refresh at "Dropbox" answers with another.
     let token = br#"{"access_token":"sl.FUZZ-issued-token-0007","expires_in":14400}"#.to_vec();
     let mut t = Canned { answer: Some(HttpResponse { status: 200, headers: vec![], body: token }), sent: vec![] };
-    let out = facade::handle(&config, &incoming, &mut t, 1_000, &Randomness { nonce: [1; 16], cookie: [2; 32] });
+    let random = Randomness { nonce: [1; 16], cookie: [2; 32], seal_nonce: [3; 24], holder: [4; 16] };
+    let out = facade::handle(config, &incoming, &mut t, 1_000, &random, kv);
     let text = format!("{} {:?}", String::from_utf8_lossy(&out.body), out.headers);
     let authenticated =
         r.headers.iter().any(|(k, v)| k == "authorization" && v == &format!("Bearer {}", gen::API_TOKEN));

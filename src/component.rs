@@ -173,7 +173,7 @@ export!(Component);
 /// The HTTP facade (`--features http-handler`): `wasi:http/incoming-handler` for `wasmtime serve`
 /// and Spin, configured from environment variables.
 #[cfg(feature = "http-handler")]
-mod http_handler {
+pub(crate) mod http_handler {
     use crate::facade;
     use crate::http::{read_body_capped, ReadCapped};
     use crate::transport::WakiTransport;
@@ -212,9 +212,59 @@ mod http_handler {
         }
     }
 
+    /// The stateless build: no store.
+    #[cfg(not(feature = "keyvalue"))]
+    fn serve(
+        config: &facade::FacadeConfig,
+        req: &facade::Incoming<'_>,
+        now: u64,
+        random: &facade::Randomness,
+    ) -> facade::Outgoing {
+        facade::handle(config, req, &mut WakiTransport, now, random, None)
+    }
+
+    /// The key-value build: the runtime's store, opened once per instance.
+    #[cfg(feature = "keyvalue")]
+    fn serve(
+        config: &facade::FacadeConfig,
+        req: &facade::Incoming<'_>,
+        now: u64,
+        random: &facade::Randomness,
+    ) -> facade::Outgoing {
+        match super::kv_glue::with_store(config.kv_store.as_deref(), |kv| {
+            facade::handle(config, req, &mut WakiTransport, now, random, Some(kv))
+        }) {
+            Ok(out) => out,
+            Err(e) => facade::Outgoing::error(503, "store-unavailable", &e.to_string()),
+        }
+    }
+
+    /// The facade's settings for this request (or cron tick).
+    pub(super) fn config() -> facade::FacadeConfig {
+        facade::FacadeConfig::from_lookup(lookup)
+    }
+
+    pub(super) fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+
+    pub(super) fn randomness() -> Result<facade::Randomness, getrandom::Error> {
+        let mut random = facade::Randomness {
+            nonce: [0; crate::oauth::NONCE_LEN],
+            cookie: [0; 32],
+            seal_nonce: [0; facade::serverless::seal::NONCE_LEN],
+            holder: [0; 16],
+        };
+        getrandom::fill(&mut random.nonce)?;
+        getrandom::fill(&mut random.cookie)?;
+        getrandom::fill(&mut random.seal_nonce)?;
+        getrandom::fill(&mut random.holder)?;
+        Ok(random)
+    }
+
     #[waki::handler]
     fn handle(req: waki::Request) -> Result<waki::Response, waki::ErrorCode> {
-        let config = facade::FacadeConfig::from_lookup(lookup);
+        let config = config();
         let method = method_name(&req.method());
         let path = req.path().to_string();
         let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(req.query()).finish();
@@ -232,17 +282,10 @@ mod http_handler {
                 facade::Outgoing::error(400, "bad-request", &format!("reading the body: {e}"))
             }
             Ok(body) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let mut random = facade::Randomness { nonce: [0; crate::oauth::NONCE_LEN], cookie: [0; 32] };
-                getrandom::fill(&mut random.nonce)
-                    .and_then(|()| getrandom::fill(&mut random.cookie))
-                    .map_err(|e| waki::ErrorCode::InternalError(Some(e.to_string())))?;
+                let random = randomness().map_err(|e| waki::ErrorCode::InternalError(Some(e.to_string())))?;
                 let incoming =
                     facade::Incoming { method: &method, path: &path, query: &query, headers: &headers, body: &body };
-                facade::handle(&config, &incoming, &mut WakiTransport, now, &random)
+                serve(&config, &incoming, now(), &random)
             }
         };
         let mut builder = waki::Response::builder().status_code(out.status);
@@ -251,4 +294,194 @@ mod http_handler {
         }
         builder.body(out.body).build()
     }
+}
+
+/// The runtime's key-value store behind the facade's [`crate::facade::serverless::kv::KvStore`]:
+/// `wasi:keyvalue@0.2.0-draft` (wasmtime) or Spin's key-value store plus draft2 atomics (Spin).
+#[cfg(feature = "keyvalue")]
+mod kv_glue {
+    use std::cell::RefCell;
+
+    use crate::facade::serverless::kv::{KvError, KvStore};
+
+    #[cfg(not(feature = "spin"))]
+    mod wit {
+        wit_bindgen::generate!({ path: "wit/keyvalue", world: "facade-store" });
+    }
+
+    #[cfg(feature = "spin")]
+    mod wit {
+        wit_bindgen::generate!({ path: "wit/spin", world: "spin-key-value", generate_all });
+    }
+
+    /// wasmtime's in-memory provider gives each `open` its own copy of the data: the bucket
+    /// stays open for the life of the instance, so a reused instance keeps what it wrote.
+    const DEFAULT_STORE: &str = if cfg!(feature = "spin") { "default" } else { "" };
+
+    thread_local! {
+        static OPEN: RefCell<Option<(String, Store)>> = const { RefCell::new(None) };
+    }
+
+    /// Run `f` with the named store (opened on first use).
+    pub fn with_store<R>(name: Option<&str>, f: impl FnOnce(&mut dyn KvStore) -> R) -> Result<R, KvError> {
+        let name = name.unwrap_or(DEFAULT_STORE);
+        OPEN.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(n, _)| n != name) {
+                *slot = Some((name.to_string(), Store::open(name)?));
+            }
+            let (_, store) = slot.as_mut().expect("opened above");
+            Ok(f(store))
+        })
+    }
+
+    #[cfg(not(feature = "spin"))]
+    struct Store(wit::wasi::keyvalue::store::Bucket);
+
+    #[cfg(not(feature = "spin"))]
+    fn error(e: wit::wasi::keyvalue::store::Error) -> KvError {
+        use wit::wasi::keyvalue::store::Error as E;
+        KvError(match e {
+            E::NoSuchStore => "no such store".into(),
+            E::AccessDenied => "access denied".into(),
+            E::Other(m) => m,
+        })
+    }
+
+    #[cfg(not(feature = "spin"))]
+    impl Store {
+        fn open(name: &str) -> Result<Store, KvError> {
+            wit::wasi::keyvalue::store::open(name).map(Store).map_err(error)
+        }
+    }
+
+    #[cfg(not(feature = "spin"))]
+    impl KvStore for Store {
+        fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+            self.0.get(key).map_err(error)
+        }
+
+        fn set(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
+            self.0.set(key, value).map_err(error)
+        }
+
+        fn delete(&mut self, key: &str) -> Result<(), KvError> {
+            self.0.delete(key).map_err(error)
+        }
+
+        fn keys_with_prefix(&mut self, prefix: &str) -> Result<Vec<String>, KvError> {
+            let mut out = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = self.0.list_keys(cursor).map_err(error)?;
+                out.extend(page.keys.into_iter().filter(|k| k.starts_with(prefix)));
+                match page.cursor {
+                    Some(next) if Some(next) != cursor => cursor = Some(next),
+                    _ => return Ok(out),
+                }
+            }
+        }
+
+        fn increment(&mut self, key: &str, delta: u64) -> Result<u64, KvError> {
+            wit::wasi::keyvalue::atomics::increment(&self.0, key, delta).map_err(error)
+        }
+    }
+
+    /// Spin: data through fermyon:spin/key-value, the counter through wasi:keyvalue atomics.
+    #[cfg(feature = "spin")]
+    struct Store {
+        data: wit::fermyon::spin::key_value::Store,
+        atomics: wit::wasi::keyvalue::store::Bucket,
+    }
+
+    #[cfg(feature = "spin")]
+    fn error(e: wit::fermyon::spin::key_value::Error) -> KvError {
+        use wit::fermyon::spin::key_value::Error as E;
+        KvError(match e {
+            E::StoreTableFull => "too many stores open".into(),
+            E::NoSuchStore => "no such store (key_value_stores in spin.toml?)".into(),
+            E::AccessDenied => "access denied".into(),
+            E::Other(m) => m,
+        })
+    }
+
+    #[cfg(feature = "spin")]
+    fn atomics_error(e: wit::wasi::keyvalue::store::Error) -> KvError {
+        use wit::wasi::keyvalue::store::Error as E;
+        KvError(match e {
+            E::NoSuchStore => "no such store".into(),
+            E::AccessDenied => "access denied".into(),
+            E::Other(m) => m,
+        })
+    }
+
+    #[cfg(feature = "spin")]
+    impl Store {
+        fn open(name: &str) -> Result<Store, KvError> {
+            Ok(Store {
+                data: wit::fermyon::spin::key_value::Store::open(name).map_err(error)?,
+                atomics: wit::wasi::keyvalue::store::open(name).map_err(atomics_error)?,
+            })
+        }
+    }
+
+    #[cfg(feature = "spin")]
+    impl KvStore for Store {
+        fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+            self.data.get(key).map_err(error)
+        }
+
+        fn set(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
+            self.data.set(key, value).map_err(error)
+        }
+
+        fn delete(&mut self, key: &str) -> Result<(), KvError> {
+            self.data.delete(key).map_err(error)
+        }
+
+        fn keys_with_prefix(&mut self, prefix: &str) -> Result<Vec<String>, KvError> {
+            Ok(self.data.get_keys().map_err(error)?.into_iter().filter(|k| k.starts_with(prefix)).collect())
+        }
+
+        fn increment(&mut self, key: &str, delta: u64) -> Result<u64, KvError> {
+            let delta = i64::try_from(delta).map_err(|_| KvError("increment too large".into()))?;
+            let n = wit::wasi::keyvalue::atomics::increment(&self.atomics, key, delta).map_err(atomics_error)?;
+            u64::try_from(n).map_err(|_| KvError("a counter went negative".into()))
+        }
+    }
+}
+
+/// Spin's cron trigger (`spin-cron.toml`): each tick moves one page of every datasource.
+#[cfg(all(feature = "spin", feature = "keyvalue"))]
+mod cron {
+    use super::http_handler::{config, now, randomness};
+    use crate::facade::serverless;
+    use crate::transport::WakiTransport;
+
+    wit_bindgen::generate!({ path: "wit/spin-cron", world: "spin-cron" });
+
+    struct Cron;
+
+    impl Guest for Cron {
+        fn handle_cron_event(_metadata: Metadata) -> Result<(), Error> {
+            let config = config();
+            let outcome = super::kv_glue::with_store(config.kv_store.as_deref(), |kv| {
+                let fresh = || randomness().map_err(|e| format!("no randomness: {e}"));
+                serverless::tick(&config, kv, &mut WakiTransport, now(), fresh)
+            });
+            match outcome {
+                Ok(Ok(steps)) => {
+                    for (id, out) in &steps {
+                        // Ids and statuses only: answers carry no secret, but keep logs small.
+                        eprintln!("coco-dropbox cron: datasource {id}: {}", out.status);
+                    }
+                    Ok(())
+                }
+                Ok(Err(why)) => Err(Error::Other(why)),
+                Err(e) => Err(Error::Other(e.to_string())),
+            }
+        }
+    }
+
+    export!(Cron);
 }

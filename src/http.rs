@@ -12,6 +12,8 @@ pub const DEFAULT_MAX_PAGE_BYTES: usize = 32 << 20;
 
 #[derive(Clone)]
 pub struct HttpRequest {
+    /// `POST` for every Dropbox call; sinks also `DELETE`.
+    pub method: Method,
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
@@ -30,7 +32,18 @@ impl fmt::Debug for HttpRequest {
 impl HttpRequest {
     /// Every Dropbox call we make is a POST.
     pub fn post(url: String) -> Self {
-        HttpRequest { url, headers: Vec::new(), body: Vec::new(), max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES }
+        HttpRequest {
+            method: Method::Post,
+            url,
+            headers: Vec::new(),
+            body: Vec::new(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// A `DELETE` with a body (Coco Server's bulk document delete).
+    pub fn delete(url: String) -> Self {
+        HttpRequest { method: Method::Delete, ..HttpRequest::post(url) }
     }
 
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
@@ -56,6 +69,12 @@ impl HttpRequest {
         self.body = body.into();
         self
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Post,
+    Delete,
 }
 
 #[derive(Clone, Debug, Default)]

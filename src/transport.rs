@@ -11,7 +11,12 @@ pub struct WakiTransport;
 
 impl Transport for WakiTransport {
     fn send(&mut self, r: &HttpRequest) -> Result<HttpResponse, TransportError> {
-        let mut builder = waki::Client::new().post(&r.url).connect_timeout(CONNECT_TIMEOUT);
+        let client = waki::Client::new();
+        let builder = match r.method {
+            crate::http::Method::Post => client.post(&r.url),
+            crate::http::Method::Delete => client.delete(&r.url),
+        };
+        let mut builder = builder.connect_timeout(CONNECT_TIMEOUT);
         for (name, value) in &r.headers {
             builder = builder.header(*name, value.as_str());
         }

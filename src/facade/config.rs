@@ -1,6 +1,8 @@
 //! The facade's settings, from a lookup (environment variables, or Spin variables first).
 //! Nothing here fails as a whole: each route says which setting it is missing (`503`).
 
+use super::serverless::seal::SealKey;
+use super::serverless::sink::CocoSink;
 use crate::error::Error;
 use crate::oauth;
 use crate::secret::{Secret, SecretBytes};
@@ -27,12 +29,22 @@ pub const ENV_REDIRECT_URI: &str = "COCO_REDIRECT_URI";
 pub const ENV_TRUST_FORWARDED: &str = "COCO_TRUST_FORWARDED";
 /// Largest request body read, in bytes (default 1 MiB).
 pub const ENV_MAX_BODY_BYTES: &str = "COCO_MAX_BODY_BYTES";
+/// Key-value build: tokens at rest are sealed with a key derived from this (≥ 32 bytes).
+pub const ENV_SEAL_SECRET: &str = "COCO_SEAL_SECRET";
+/// Key-value build: Coco Server's base URL, where `POST /sync/{id}` hands documents on.
+pub const ENV_SERVER_URL: &str = "COCO_SERVER_URL";
+/// Sent as `X-API-TOKEN` to Coco Server.
+pub const ENV_SERVER_TOKEN: &str = "COCO_SERVER_TOKEN";
+/// Key-value build: the store's name (wasmtime's in-memory provider: empty; Spin: `default`).
+pub const ENV_KV_STORE: &str = "COCO_KV_STORE";
+/// Entries per list_folder page (1–2000; default 2000).
+pub const ENV_PAGE_LIMIT: &str = "COCO_PAGE_LIMIT";
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Spin component variables the `spin` build reads, and the environment variable each stands for.
 /// (Spin variable names are lower-case with underscores.)
-pub const SPIN_VARIABLES: [(&str, &str); 13] = [
+pub const SPIN_VARIABLES: [(&str, &str); 18] = [
     ("client_id", ENV_CLIENT_ID),
     ("client_secret", ENV_CLIENT_SECRET),
     ("state_secret", ENV_STATE_SECRET),
@@ -46,6 +58,11 @@ pub const SPIN_VARIABLES: [(&str, &str); 13] = [
     ("redirect_uri", ENV_REDIRECT_URI),
     ("trust_forwarded", ENV_TRUST_FORWARDED),
     ("max_body_bytes", ENV_MAX_BODY_BYTES),
+    ("seal_secret", ENV_SEAL_SECRET),
+    ("coco_server_url", ENV_SERVER_URL),
+    ("coco_server_token", ENV_SERVER_TOKEN),
+    ("kv_store", ENV_KV_STORE),
+    ("page_limit", ENV_PAGE_LIMIT),
 ];
 
 /// The Spin variable standing for an environment variable, if any.
@@ -75,6 +92,13 @@ pub struct FacadeConfig {
     pub redirect_uri: Option<String>,
     pub trust_forwarded: bool,
     pub max_body_bytes: usize,
+    /// Key-value build: seals tokens at rest.
+    pub seal: Result<SealKey, Error>,
+    /// Key-value build: where pages go.
+    pub sink: Result<CocoSink, Error>,
+    /// Key-value build: the store to open (`None`: the runtime's default for this build).
+    pub kv_store: Option<String>,
+    pub page_limit: Option<u32>,
 }
 
 impl FacadeConfig {
@@ -112,7 +136,24 @@ impl FacadeConfig {
             Some(Ok(n)) if n > 0 => n,
             _ => DEFAULT_MAX_BODY_BYTES,
         };
+        let seal = need(ENV_SEAL_SECRET).and_then(|s| SealKey::derive(&SecretBytes::new(s.into_bytes())));
+        let sink = (|| {
+            let url = need(ENV_SERVER_URL)?;
+            match url::Url::parse(&url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return Err(Error::InvalidInput(format!("{ENV_SERVER_URL} is not an http(s) URL"))),
+            }
+            Ok(CocoSink { url, token: Secret::new(need(ENV_SERVER_TOKEN)?) })
+        })();
+        let page_limit = match get(ENV_PAGE_LIMIT).map(|v| v.parse::<u32>()) {
+            Some(Ok(n)) if (1..=crate::page::MAX_PAGE_LIMIT).contains(&n) => Some(n),
+            _ => None,
+        };
         FacadeConfig {
+            seal,
+            sink,
+            kv_store: get(ENV_KV_STORE),
+            page_limit,
             app,
             api_token: get(ENV_API_TOKEN).map(Secret::new),
             callback,

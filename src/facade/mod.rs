@@ -13,6 +13,7 @@
 
 mod auth;
 mod config;
+pub mod serverless;
 mod shapes;
 
 pub use config::*;
@@ -26,6 +27,7 @@ use crate::http::{HttpRequest, Transport};
 use crate::secret::{Secret, SecretBytes};
 use crate::types::{AppCredentials, ConnectRequest, PageRequest, RedirectRequest, SyncOptions, Tokens};
 use crate::{connect, oauth, page};
+use serverless::kv::KvStore;
 use shapes::{ExchangeBody, StatsJson, SyncBody, SyncOut};
 
 /// Route patterns, as `spin.toml` must declare them (`{id}` is any connector id).
@@ -38,12 +40,20 @@ pub const ROUTES: [&str; 6] = [
     "/oauth/exchange",
 ];
 
+/// The routes only the key-value build serves (`{id}` is a datasource id), as
+/// `spin-kv.toml` must declare them besides the browser routes.
+pub const KV_ROUTES: [&str; 3] = ["/datasources", "/datasources/{id}", "/sync/{id}"];
+
 /// Fresh randomness for one request (the glue draws it from `wasi:random`).
 pub struct Randomness {
     /// The state's nonce.
     pub nonce: [u8; oauth::NONCE_LEN],
     /// A new browser session cookie.
     pub cookie: [u8; 32],
+    /// The nonce of the one value this request may seal (key-value build).
+    pub seal_nonce: [u8; serverless::seal::NONCE_LEN],
+    /// Names this request as a lease holder (key-value build).
+    pub holder: [u8; 16],
 }
 
 /// An incoming request, reduced to what the routes read.
@@ -106,13 +116,45 @@ enum Route<'a> {
     Redirect { connector_id: &'a str, prefix: &'static str },
     Sync,
     Exchange,
+    Datasources,
+    Datasource { id: &'a str },
+    SyncOne { id: &'a str },
+}
+
+impl Route<'_> {
+    /// The methods a route answers; the first is the one named in `405`s.
+    fn methods(&self) -> &'static [&'static str] {
+        match self {
+            Route::Connect { .. } | Route::Redirect { .. } | Route::Datasources => &["GET"],
+            Route::Sync | Route::Exchange | Route::SyncOne { .. } => &["POST"],
+            Route::Datasource { .. } => &["GET", "DELETE"],
+        }
+    }
+
+    /// Routes that are not a browser step: they need the API token.
+    fn needs_token(&self) -> bool {
+        !matches!(self, Route::Connect { .. } | Route::Redirect { .. })
+    }
+}
+
+/// A datasource id in a path: upstream's are md5 hex; nothing that could reach another key.
+fn datasource_id(s: &str) -> Option<&str> {
+    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then_some(s)
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
     match path {
         "/sync" => return Some(Route::Sync),
         "/oauth/exchange" => return Some(Route::Exchange),
+        "/datasources" => return Some(Route::Datasources),
         _ => {}
+    }
+    if let Some(id) = path.strip_prefix("/datasources/") {
+        return datasource_id(id).map(|id| Route::Datasource { id });
+    }
+    if let Some(id) = path.strip_prefix("/sync/") {
+        return datasource_id(id).map(|id| Route::SyncOne { id });
     }
     let (prefix, rest) = match path.strip_prefix("/api/coco") {
         Some(rest) => ("/api/coco", rest),
@@ -204,27 +246,43 @@ fn authenticate(config: &FacadeConfig, req: &Incoming<'_>) -> Result<(), Outgoin
     }
 }
 
-/// Serve one request. `now` is unix seconds.
+/// Serve one request. `now` is unix seconds. `kv`: the runtime's store (key-value build);
+/// without one, the stateful routes do not exist and the redirect delivers to the callback.
 pub fn handle<T: Transport>(
     config: &FacadeConfig,
     req: &Incoming<'_>,
     transport: &mut T,
     now: u64,
     random: &Randomness,
+    kv: Option<&mut dyn KvStore>,
 ) -> Outgoing {
     let Some(route) = route(req.path) else {
         return Outgoing::error(404, "not-found", "no such route");
     };
-    let expected = if matches!(route, Route::Sync | Route::Exchange) { "POST" } else { "GET" };
-    if !req.method.eq_ignore_ascii_case(expected) {
-        return Outgoing::error(405, "method-not-allowed", &format!("use {expected}")).with("allow", expected.into());
+    let stateful = matches!(route, Route::Datasources | Route::Datasource { .. } | Route::SyncOne { .. });
+    if stateful && kv.is_none() {
+        return Outgoing::error(404, "not-found", "no such route (this build keeps no state: use POST /sync)");
+    }
+    let methods = route.methods();
+    if !methods.iter().any(|m| req.method.eq_ignore_ascii_case(m)) {
+        return Outgoing::error(405, "method-not-allowed", &format!("use {}", methods.join(" or ")))
+            .with("allow", methods.join(", "));
     }
     if req.body.len() > config.max_body_bytes {
         return too_large(config.max_body_bytes);
     }
-    if matches!(route, Route::Sync | Route::Exchange) {
+    if route.needs_token() {
         if let Err(out) = authenticate(config, req) {
             return out;
+        }
+    }
+    // Reading the store needs no Dropbox app.
+    let mut kv = kv;
+    if let Some(store) = kv.as_deref_mut() {
+        match route {
+            Route::Datasources => return serverless::list(store),
+            Route::Datasource { id } if req.method.eq_ignore_ascii_case("GET") => return serverless::show(store, id),
+            _ => {}
         }
     }
     let app = match &config.app {
@@ -232,13 +290,25 @@ pub fn handle<T: Transport>(
         // Upstream answers 503 when the app credentials are not configured.
         Err(e) => return not_configured(e),
     };
-    match route {
-        Route::Connect { connector_id, prefix } => connect_route(config, app, req, connector_id, prefix, now, random),
-        Route::Redirect { connector_id, prefix } => {
-            redirect_route(config, app, req, connector_id, prefix, transport, now)
+    let browser = |connector_id, prefix| BrowserStep { config, app, req, connector_id, prefix, now, random };
+    match (route, kv) {
+        (Route::Connect { connector_id, prefix }, kv) => connect_route(browser(connector_id, prefix), kv.is_some()),
+        (Route::Redirect { connector_id, prefix }, kv) => redirect_route(browser(connector_id, prefix), transport, kv),
+        (Route::Exchange, _) => exchange_route(config, app, req, transport, now),
+        (Route::Sync, _) => sync_route(app, req.body, transport, now),
+        (Route::Datasources, Some(kv)) => serverless::list(kv),
+        (Route::Datasource { id }, Some(kv)) if req.method.eq_ignore_ascii_case("GET") => serverless::show(kv, id),
+        (Route::Datasource { id }, Some(kv)) => match &config.seal {
+            Ok(seal) => serverless::remove(kv, seal, app, id, transport, now, random),
+            Err(e) => not_configured(e),
+        },
+        (Route::SyncOne { id }, Some(kv)) => match (&config.seal, &config.sink) {
+            (Ok(seal), Ok(sink)) => serverless::sync(config, kv, seal, sink, app, id, transport, now, random),
+            (Err(e), _) | (_, Err(e)) => not_configured(e),
+        },
+        (Route::Datasources | Route::Datasource { .. } | Route::SyncOne { .. }, None) => {
+            Outgoing::error(404, "not-found", "no such route")
         }
-        Route::Exchange => exchange_route(config, app, req, transport, now),
-        Route::Sync => sync_route(app, req.body, transport, now),
     }
 }
 
@@ -246,18 +316,24 @@ fn is_https(uri: &str) -> bool {
     uri.starts_with("https://")
 }
 
-/// `GET …/connect`: a new session cookie, a state bound to it, `302` to Dropbox.
-fn connect_route(
-    config: &FacadeConfig,
-    app: &App,
-    req: &Incoming<'_>,
-    connector_id: &str,
-    prefix: &str,
+/// What both browser routes read: the request, the app, and where the route was reached.
+#[derive(Clone, Copy)]
+struct BrowserStep<'a> {
+    config: &'a FacadeConfig,
+    app: &'a App,
+    req: &'a Incoming<'a>,
+    connector_id: &'a str,
+    prefix: &'static str,
     now: u64,
-    random: &Randomness,
-) -> Outgoing {
+    random: &'a Randomness,
+}
+
+/// `GET …/connect`: a new session cookie, a state bound to it, `302` to Dropbox.
+fn connect_route(step: BrowserStep<'_>, stateful: bool) -> Outgoing {
+    let BrowserStep { config, app, req, connector_id, prefix, now, random } = step;
     // Without a place to deliver the result, a finished flow would have nowhere to go.
-    if let Err(e) = &config.callback {
+    let destination = if stateful { config.seal.as_ref().map(|_| ()) } else { config.callback.as_ref().map(|_| ()) };
+    if let Err(e) = destination {
         return not_configured(e);
     }
     let redirect_uri = redirect_uri(config, req, prefix, connector_id);
@@ -284,18 +360,18 @@ fn connect_route(
 
 /// `GET …/oauth_redirect`: only the browser that started the flow (its cookie) gets the code
 /// exchanged; the datasource goes to the callback, the browser gets its id and name.
-fn redirect_route<T: Transport>(
-    config: &FacadeConfig,
-    app: &App,
-    req: &Incoming<'_>,
-    connector_id: &str,
-    prefix: &str,
-    transport: &mut T,
-    now: u64,
-) -> Outgoing {
-    let callback = match &config.callback {
-        Ok(c) => c,
-        Err(e) => return not_configured(e),
+fn redirect_route<T: Transport>(step: BrowserStep<'_>, transport: &mut T, kv: Option<&mut dyn KvStore>) -> Outgoing {
+    let BrowserStep { config, app, req, connector_id, prefix, now, random } = step;
+    // Where the datasource goes: the store (key-value build) or the callback.
+    let destination = match kv {
+        Some(kv) => match &config.seal {
+            Ok(seal) => Destination::Store(kv, seal),
+            Err(e) => return not_configured(e),
+        },
+        None => match &config.callback {
+            Ok(c) => Destination::Callback(c),
+            Err(e) => return not_configured(e),
+        },
     };
     let redirect_uri = redirect_uri(config, req, prefix, connector_id);
     let https = is_https(&redirect_uri);
@@ -324,16 +400,30 @@ fn redirect_route<T: Transport>(
         Err(e) => return error_response(&e, None).with("set-cookie", clear).no_store(),
     };
     let (id, name) = (ds.id.clone(), ds.name.clone());
-    if let Err(why) = deliver(callback, &shapes::datasource_json(ds), transport) {
-        return Outgoing::error(
-            502,
-            "callback-failed",
-            &format!("the connected account could not be delivered: {why}"),
-        )
-        .with("set-cookie", clear)
-        .no_store();
+    match destination {
+        Destination::Store(kv, seal) => {
+            if let Err(out) = serverless::store_connected(kv, seal, &ds, now, random) {
+                return out.with("set-cookie", clear).no_store();
+            }
+        }
+        Destination::Callback(callback) => {
+            if let Err(why) = deliver(callback, &shapes::datasource_json(ds), transport) {
+                return Outgoing::error(
+                    502,
+                    "callback-failed",
+                    &format!("the connected account could not be delivered: {why}"),
+                )
+                .with("set-cookie", clear)
+                .no_store();
+            }
+        }
     }
     connected_response(config, &id, &name).with("set-cookie", clear).no_store()
+}
+
+enum Destination<'a> {
+    Store(&'a mut dyn KvStore, &'a serverless::seal::SealKey),
+    Callback(&'a Callback),
 }
 
 /// `POST` the datasource JSON (with its tokens) to the callback; any 2xx is delivered.

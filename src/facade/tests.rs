@@ -30,7 +30,7 @@ fn config_with(extra: &[(&'static str, &'static str)]) -> FacadeConfig {
 }
 
 fn random() -> Randomness {
-    Randomness { nonce: *b"nonce-0123456789", cookie: [7; 32] }
+    Randomness { nonce: *b"nonce-0123456789", cookie: [7; 32], seal_nonce: [3; 24], holder: [5; 16] }
 }
 
 fn request<'a>(
@@ -52,7 +52,7 @@ fn header<'a>(out: &'a Outgoing, name: &str) -> Option<&'a str> {
 }
 
 fn run(config: &FacadeConfig, req: &Incoming<'_>, t: &mut Scripted) -> Outgoing {
-    handle(config, req, t, 1_000, &random())
+    handle(config, req, t, 1_000, &random(), None)
 }
 
 fn connect(config: &FacadeConfig) -> (Outgoing, HashMap<String, String>, String) {

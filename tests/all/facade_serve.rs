@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use dropbox_emulator::{Config, Emulator, Fault, FaultKind};
 
-const CLIENT_ID: &str = "facade-app";
-const CLIENT_SECRET: &str = "FACADE-client-secret-9d8e";
+pub(crate) const CLIENT_ID: &str = "facade-app";
+pub(crate) const CLIENT_SECRET: &str = "FACADE-client-secret-9d8e";
 const STATE_SECRET: &str = "FACADE-state-secret-0123456789";
 
 fn facade_wasm() -> PathBuf {
@@ -39,7 +39,7 @@ fn wasmtime_cli() -> PathBuf {
     p
 }
 
-struct Served(Child);
+pub(crate) struct Served(Child);
 
 impl Drop for Served {
     fn drop(&mut self) {
@@ -48,26 +48,34 @@ impl Drop for Served {
     }
 }
 
-const API_TOKEN: &str = "FACADE-api-token-5c1e";
+pub(crate) const API_TOKEN: &str = "FACADE-api-token-5c1e";
 const CALLBACK_TOKEN: &str = "FACADE-callback-token-77aa";
 
 fn serve(emulator: &str, callback: &str) -> (Served, String) {
+    let env = [
+        ("COCO_DROPBOX_BASE_URL", emulator),
+        ("COCO_DATASOURCE_CALLBACK_URL", callback),
+        ("COCO_CALLBACK_TOKEN", CALLBACK_TOKEN),
+    ];
+    serve_component(&facade_wasm(), &["-Scli"], &env)
+}
+
+/// `wasmtime serve` on a free loopback port with `flags`, the app's settings and `env`.
+pub(crate) fn serve_component(wasm: &std::path::Path, flags: &[&str], env: &[(&str, &str)]) -> (Served, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(wasmtime_cli())
-        .args(["serve", "-Scli", "--addr", &addr])
-        .arg(format!("--env=COCO_DROPBOX_CLIENT_ID={CLIENT_ID}"))
-        .arg(format!("--env=COCO_DROPBOX_CLIENT_SECRET={CLIENT_SECRET}"))
-        .arg(format!("--env=COCO_STATE_SECRET={STATE_SECRET}"))
-        .arg(format!("--env=COCO_DROPBOX_BASE_URL={emulator}"))
-        .arg(format!("--env=COCO_API_TOKEN={API_TOKEN}"))
-        .arg(format!("--env=COCO_DATASOURCE_CALLBACK_URL={callback}"))
-        .arg(format!("--env=COCO_CALLBACK_TOKEN={CALLBACK_TOKEN}"))
-        .arg(facade_wasm())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start wasmtime serve");
+    let mut cmd = Command::new(wasmtime_cli());
+    cmd.arg("serve").args(flags).args(["--addr", &addr]);
+    let app = [
+        ("COCO_DROPBOX_CLIENT_ID", CLIENT_ID),
+        ("COCO_DROPBOX_CLIENT_SECRET", CLIENT_SECRET),
+        ("COCO_STATE_SECRET", STATE_SECRET),
+        ("COCO_API_TOKEN", API_TOKEN),
+    ];
+    for (k, v) in app.iter().chain(env) {
+        cmd.arg(format!("--env={k}={v}"));
+    }
+    let child = cmd.arg(wasm).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start wasmtime serve");
     let served = Served(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(&addr).is_err() {
@@ -103,16 +111,16 @@ async fn callback_receiver() -> (String, Delivered) {
     (url, seen)
 }
 
-struct Reply {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
 }
 
-fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+pub(crate) fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
     let agent: ureq::Agent = ureq::Agent::config_builder().max_redirects(0).http_status_as_error(false).build().into();
-    let resp = if method == "GET" {
-        let mut r = agent.get(url);
+    let resp = if method == "GET" || method == "DELETE" {
+        let mut r = if method == "GET" { agent.get(url) } else { agent.delete(url) };
         for (k, v) in headers {
             r = r.header(*k, *v);
         }
@@ -133,15 +141,15 @@ fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -
 }
 
 /// Validates real traffic against `wit/facade.schema.json`, one `$defs` entry at a time.
-struct Shapes(serde_json::Value);
+pub(crate) struct Shapes(serde_json::Value);
 
 impl Shapes {
-    fn load() -> Self {
+    pub(crate) fn load() -> Self {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/facade.schema.json");
         Shapes(serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap())
     }
 
-    fn check(&self, def: &str, value: &serde_json::Value) {
+    pub(crate) fn check(&self, def: &str, value: &serde_json::Value) {
         let mut schema = self.0.clone();
         schema["$ref"] = format!("#/$defs/{def}").into();
         let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
@@ -150,7 +158,7 @@ impl Shapes {
         assert!(errors.is_empty(), "{def} does not match the schema: {errors:?}\n{value}");
     }
 
-    fn check_str(&self, def: &str, text: &str) {
+    pub(crate) fn check_str(&self, def: &str, text: &str) {
         self.check(def, &serde_json::from_str(text).unwrap_or_else(|e| panic!("{def} is not JSON ({e}): {text}")));
     }
 }

@@ -4,8 +4,10 @@
 mod bad_input;
 mod connect_and_sync;
 mod content;
+mod facade_kv;
 mod facade_serve;
 mod incremental;
 mod oauth_lifecycle;
 mod parallel;
+mod spin_kv;
 mod spin_manifest;

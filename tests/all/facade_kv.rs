@@ -1,0 +1,255 @@
+//! The key-value build of the facade under a real `wasmtime serve -Scli -Skeyvalue`: connect in
+//! the browser, then only `POST /sync/{id}` calls, with the documents pushed to a loopback Coco
+//! Server. The runtime keeps the state; the test only calls routes and reads the receiver.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use dropbox_emulator::{Config, Emulator};
+
+use super::facade_serve::{http, serve_component, Reply, Shapes, API_TOKEN, CLIENT_ID, CLIENT_SECRET};
+#[allow(dead_code)]
+#[path = "../../host-test/tests/all/receivers.rs"]
+mod receivers;
+
+const SEAL_SECRET: &str = "KV-seal-secret-0123456789abcdef-0123456789";
+
+/// The flags that keep wasmtime 48's in-memory store alive across requests: one instance,
+/// reused, never dropped for idleness, one request at a time (see the README).
+pub const KEEP_ONE_INSTANCE: [&str; 5] = [
+    "-Scli",
+    "-Skeyvalue",
+    "--max-instance-reuse-count=1000000000",
+    "--idle-instance-timeout=31536000",
+    "--max-concurrent-requests=1",
+];
+
+fn kv_wasm() -> PathBuf {
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/facade-kv/wasm32-wasip2/release/coco_dropbox.wasm"
+    ));
+    assert!(
+        p.exists(),
+        "not built: cargo build --target wasm32-wasip2 --release --features keyvalue --target-dir target/facade-kv (./dev test does)"
+    );
+    p
+}
+
+fn api(method: &str, url: &str) -> (Reply, serde_json::Value) {
+    let r = http(method, url, &[("x-api-token", API_TOKEN)], if method == "POST" { Some("") } else { None });
+    let v = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+    (r, v)
+}
+
+/// `POST /sync/{id}` until `has_more` is false; the steps' answers.
+fn drain(base: &str, id: &str, transcript: &mut String) -> Vec<serde_json::Value> {
+    let shapes = Shapes::load();
+    let mut steps = Vec::new();
+    for _ in 0..200 {
+        let (r, step) = api("POST", &format!("{base}/sync/{id}"));
+        transcript.push_str(&r.body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        shapes.check("sync_step", &step);
+        assert_eq!(r.headers["cache-control"], "no-store");
+        let more = step["has_more"] == true;
+        steps.push(step);
+        if !more {
+            return steps;
+        }
+    }
+    panic!("no end to the listing after 200 calls");
+}
+
+fn upserted(steps: &[serde_json::Value]) -> u64 {
+    steps.iter().map(|s| s["upserted"].as_u64().unwrap()).sum()
+}
+
+/// doc id → path_display for everything in the account (the Coco receiver must hold exactly this).
+fn expected(emu: &Emulator, ds: &str) -> BTreeMap<String, String> {
+    emu.tree(0)
+        .into_iter()
+        .filter(|e| e.name != ".DS_Store")
+        .map(|e| (coco_e2e::document_id(ds, &e.id), e.path_display))
+        .collect()
+}
+
+fn received(coco: &receivers::Receiver) -> BTreeMap<String, String> {
+    coco.docs()
+        .into_iter()
+        .map(|(id, d)| (id, d["metadata"]["path_display"].as_str().unwrap_or("?").to_string()))
+        .collect()
+}
+
+fn assert_converged(emu: &Emulator, coco: &receivers::Receiver, ds: &str) {
+    let want = expected(emu, ds);
+    let got = received(coco);
+    if want != got {
+        let missing: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(5).collect();
+        let extra: Vec<_> = got.iter().filter(|(k, v)| want.get(*k) != Some(v)).take(5).collect();
+        panic!("Coco != account ({} vs {}): missing {missing:?}, extra {extra:?}", want.len(), got.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
+    let emu = Emulator::start(Config::single(91, 1_500, CLIENT_ID, CLIENT_SECRET), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut coco = receivers::Receiver::start(receivers::Kind::Coco).await;
+    let (emu_base, coco_url) = (emu.base_url(), coco.url());
+    let env = [
+        ("COCO_DROPBOX_BASE_URL", emu_base.as_str()),
+        ("COCO_SEAL_SECRET", SEAL_SECRET),
+        ("COCO_SERVER_URL", coco_url.as_str()),
+        ("COCO_SERVER_TOKEN", receivers::COCO_TOKEN),
+        ("COCO_PAGE_LIMIT", "300"),
+    ];
+    let (_served, base) = serve_component(&kv_wasm(), &KEEP_ONE_INSTANCE, &env);
+    let mut transcript = String::new();
+
+    // 1. The browser connects; the facade keeps the datasource itself (no callback).
+    let id = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            let r = http("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[], None);
+            assert_eq!(r.status, 302, "{}", r.body);
+            let cookie = r.headers["set-cookie"].split(';').next().unwrap().to_string();
+            let back = http("GET", &r.headers["location"], &[], None).headers["location"].clone();
+            let page = http("GET", &back, &[("cookie", &cookie)], None);
+            assert_eq!(page.status, 200, "{}", page.body);
+            let (r, list) = api("GET", &format!("{base}/datasources"));
+            assert_eq!(r.status, 200, "{}", r.body);
+            Shapes::load().check("datasource_list", &list);
+            let ds = &list["datasources"][0];
+            assert_eq!((ds["status"].as_str(), ds["documents"].as_u64()), (Some("listing"), Some(0)), "{list}");
+            assert!(page.body.contains(ds["id"].as_str().unwrap()));
+            // Without the API token: nothing.
+            assert_eq!(http("GET", &format!("{base}/datasources"), &[], None).status, 401);
+            let id = ds["id"].as_str().unwrap().to_string();
+            assert_eq!(http("POST", &format!("{base}/sync/{id}"), &[("x-api-token", "nope")], Some("")).status, 401);
+            (id, page.body + &r.body)
+        }
+    })
+    .await
+    .unwrap();
+    let (id, seen) = id;
+    transcript.push_str(&seen);
+
+    // 2. The scheduler's loop: POST /sync/{id} until has_more is false.
+    let steps = tokio::task::spawn_blocking({
+        let (base, id) = (base.clone(), id.clone());
+        move || {
+            let mut t = String::new();
+            let steps = drain(&base, &id, &mut t);
+            (steps, t)
+        }
+    })
+    .await
+    .unwrap();
+    transcript.push_str(&steps.1);
+    assert!(steps.0.len() >= 5, "several pages: {}", steps.0.len());
+    assert_converged(&emu, &coco, &id);
+    let total = expected(&emu, &id).len() as u64;
+    assert_eq!(steps.0.last().unwrap()["documents"].as_u64(), Some(total));
+
+    // 3. Changes arrive as deltas: a folder deleted with its subtree, a move, a modify, an add.
+    let (folder, children) = {
+        let tree = emu.tree(0);
+        let folder = tree
+            .iter()
+            .filter(|e| e.is_folder)
+            .max_by_key(|e| tree.iter().filter(|c| c.path_lower.starts_with(&format!("{}/", e.path_lower))).count())
+            .unwrap()
+            .clone();
+        let children = tree
+            .iter()
+            .filter(|c| c.name != ".DS_Store" && c.path_lower.starts_with(&format!("{}/", folder.path_lower)))
+            .count();
+        (folder, children)
+    };
+    assert!(children >= 3, "a folder with a subtree: {children}");
+    let file = emu.tree(0).into_iter().find(|e| !e.is_folder && !e.path_lower.starts_with(&folder.path_lower)).unwrap();
+    {
+        let mut ns = emu.edit(0);
+        ns.delete(&folder.path_display).unwrap();
+        ns.move_entry(&file.path_display, "/Moved here.txt").unwrap();
+        ns.add("/Fresh", true, 0).unwrap();
+        ns.add("/Fresh/new file.pdf", false, 1234).unwrap();
+    }
+    let deltas = tokio::task::spawn_blocking({
+        let (base, id) = (base.clone(), id.clone());
+        move || drain(&base, &id, &mut String::new())
+    })
+    .await
+    .unwrap();
+    assert_converged(&emu, &coco, &id);
+    assert!(upserted(&deltas) <= 5, "deltas only: {deltas:?}");
+    assert_eq!(deltas.iter().map(|s| s["deleted"].as_u64().unwrap()).sum::<u64>(), children as u64 + 1);
+
+    // 4. Coco down for a page: 502, the cursor stays, the next call sends the same page.
+    emu.edit(0).add("/while coco was down.txt", false, 7).unwrap();
+    coco.state.lock().unwrap().faults.push_back(receivers::Fault::Status(503));
+    let (failed, again) = tokio::task::spawn_blocking({
+        let (base, id) = (base.clone(), id.clone());
+        move || {
+            let (r, failed) = api("POST", &format!("{base}/sync/{id}"));
+            assert_eq!(r.status, 502, "{}", r.body);
+            Shapes::load().check("error", &failed);
+            (failed, drain(&base, &id, &mut String::new()))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(failed["error"]["kind"], "sink-failed");
+    assert_eq!(upserted(&again), 1, "the same page again: {again:?}");
+    assert_converged(&emu, &coco, &id);
+
+    // 5. Dropbox resets the cursor while something is deleted: a re-listing, then a sweep.
+    let victim = emu.tree(0).into_iter().find(|e| !e.is_folder).unwrap();
+    {
+        let mut ns = emu.edit(0);
+        ns.delete(&victim.path_display).unwrap();
+        ns.reset_cursors();
+    }
+    let relisted = tokio::task::spawn_blocking({
+        let (base, id) = (base.clone(), id.clone());
+        move || drain(&base, &id, &mut String::new())
+    })
+    .await
+    .unwrap();
+    assert_eq!(relisted[0]["reset"], true, "{:?}", relisted[0]);
+    assert!(!coco.docs().contains_key(&coco_e2e::document_id(&id, &victim.id)));
+    assert_converged(&emu, &coco, &id);
+
+    // 6. Nothing the API answered, and no stored state it shows, holds a token in clear.
+    let shown = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || api("GET", &format!("{base}/datasources")).0.body
+    })
+    .await
+    .unwrap();
+    transcript.push_str(&shown);
+    let tokens = emu.issued_tokens();
+    assert!(!tokens.is_empty());
+    for t in tokens {
+        assert!(!transcript.contains(&t), "a token reached a response");
+    }
+    assert!(!transcript.contains(SEAL_SECRET) && !transcript.contains("v1."), "no sealed value is shown");
+
+    // 7. DELETE revokes at Dropbox and forgets the datasource.
+    let (deleted, after) = tokio::task::spawn_blocking({
+        let (base, id) = (base.clone(), id.clone());
+        move || {
+            let (r, body) = api("DELETE", &format!("{base}/datasources/{id}"));
+            assert_eq!(r.status, 200, "{}", r.body);
+            Shapes::load().check("datasource_removed", &body);
+            (body, api("GET", &format!("{base}/datasources")).1)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(deleted["revoked"], true);
+    assert_eq!(after["datasources"], serde_json::json!([]));
+    coco.down();
+}
