@@ -212,31 +212,21 @@ pub(crate) mod http_handler {
         }
     }
 
-    /// The stateless build: no store.
-    #[cfg(not(feature = "keyvalue"))]
+    /// One request: with the runtime's store in the key-value build (opened once per
+    /// instance), without one otherwise.
     fn serve(
         config: &facade::FacadeConfig,
         req: &facade::Incoming<'_>,
         now: u64,
         random: &facade::Randomness,
     ) -> facade::Outgoing {
-        facade::handle(config, req, &mut WakiTransport, now, random, None)
-    }
-
-    /// The key-value build: the runtime's store, opened once per instance.
-    #[cfg(feature = "keyvalue")]
-    fn serve(
-        config: &facade::FacadeConfig,
-        req: &facade::Incoming<'_>,
-        now: u64,
-        random: &facade::Randomness,
-    ) -> facade::Outgoing {
-        match super::kv_glue::with_store(config.kv_store.as_deref(), |kv| {
+        #[cfg(feature = "keyvalue")]
+        return super::kv_glue::with_store(config.kv_store.as_deref(), |kv| {
             facade::handle(config, req, &mut WakiTransport, now, random, Some(kv))
-        }) {
-            Ok(out) => out,
-            Err(e) => facade::Outgoing::error(503, "store-unavailable", &e.to_string()),
-        }
+        })
+        .unwrap_or_else(|e| facade::Outgoing::error(503, "store-unavailable", &e.to_string()));
+        #[cfg(not(feature = "keyvalue"))]
+        facade::handle(config, req, &mut WakiTransport, now, random, None)
     }
 
     /// The facade's settings for this request (or cron tick).

@@ -124,27 +124,22 @@ impl FacadeConfig {
                 endpoints,
             })
         })();
-        let callback = (|| {
-            let url = need(ENV_CALLBACK_URL)?;
+        // An http(s) URL and the token sent with every call to it.
+        let endpoint = |url_var: &str, token_var: &str| {
+            let url = need(url_var)?;
             match url::Url::parse(&url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                _ => return Err(Error::InvalidInput(format!("{ENV_CALLBACK_URL} is not an http(s) URL"))),
+                _ => return Err(Error::InvalidInput(format!("{url_var} is not an http(s) URL"))),
             }
-            Ok(Callback { url, token: Secret::new(need(ENV_CALLBACK_TOKEN)?) })
-        })();
+            Ok((url, Secret::new(need(token_var)?)))
+        };
+        let callback = endpoint(ENV_CALLBACK_URL, ENV_CALLBACK_TOKEN).map(|(url, token)| Callback { url, token });
         let max_body_bytes = match get(ENV_MAX_BODY_BYTES).map(|v| v.parse::<usize>()) {
             Some(Ok(n)) if n > 0 => n,
             _ => DEFAULT_MAX_BODY_BYTES,
         };
         let seal = need(ENV_SEAL_SECRET).and_then(|s| SealKey::derive(&SecretBytes::new(s.into_bytes())));
-        let sink = (|| {
-            let url = need(ENV_SERVER_URL)?;
-            match url::Url::parse(&url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                _ => return Err(Error::InvalidInput(format!("{ENV_SERVER_URL} is not an http(s) URL"))),
-            }
-            Ok(CocoSink { url, token: Secret::new(need(ENV_SERVER_TOKEN)?) })
-        })();
+        let sink = endpoint(ENV_SERVER_URL, ENV_SERVER_TOKEN).map(|(url, token)| CocoSink { url, token });
         let page_limit = match get(ENV_PAGE_LIMIT).map(|v| v.parse::<u32>()) {
             Some(Ok(n)) if (1..=crate::page::MAX_PAGE_LIMIT).contains(&n) => Some(n),
             _ => None,

@@ -299,11 +299,13 @@ pub fn handle<T: Transport>(
         (Route::Datasources, Some(kv)) => serverless::list(kv),
         (Route::Datasource { id }, Some(kv)) if req.method.eq_ignore_ascii_case("GET") => serverless::show(kv, id),
         (Route::Datasource { id }, Some(kv)) => match &config.seal {
-            Ok(seal) => serverless::remove(kv, seal, app, id, transport, now, random),
+            Ok(seal) => serverless::remove(serverless::Call { config, app, seal, now, random }, kv, id, transport),
             Err(e) => not_configured(e),
         },
         (Route::SyncOne { id }, Some(kv)) => match (&config.seal, &config.sink) {
-            (Ok(seal), Ok(sink)) => serverless::sync(config, kv, seal, sink, app, id, transport, now, random),
+            (Ok(seal), Ok(sink)) => {
+                serverless::sync(serverless::Call { config, app, seal, now, random }, kv, sink, id, transport)
+            }
             (Err(e), _) | (_, Err(e)) => not_configured(e),
         },
         (Route::Datasources | Route::Datasource { .. } | Route::SyncOne { .. }, None) => {

@@ -53,6 +53,7 @@ fn drain(base: &str, id: &str, transcript: &mut String) -> Vec<serde_json::Value
         shapes.check("sync_step", &step);
         assert_eq!(r.headers["cache-control"], "no-store");
         let more = step["has_more"] == true;
+        assert_eq!(step["wait_secs"].as_u64(), Some(if more { 0 } else { 30 }), "{step}");
         steps.push(step);
         if !more {
             return steps;

@@ -78,12 +78,6 @@ pub fn release(kv: &mut dyn KvStore, lease: Lease) -> Result<(), KvError> {
     kv.delete(&counter_key(&lease.id))
 }
 
-/// Remove every trace of a datasource's lease (the datasource is being removed under it).
-pub fn forget(kv: &mut dyn KvStore, id: &str) -> Result<(), KvError> {
-    kv.delete(&until_key(id))?;
-    kv.delete(&counter_key(id))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::kv::MemoryKv;

@@ -49,8 +49,23 @@ fn not_found(id: &str) -> Outgoing {
 }
 
 fn holder(random: &Randomness) -> String {
-    crate::mapping::md5_hex(&format!("{:?}", random.holder))
+    random.holder.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// What every stateful route works with besides the store: settings, the app, the time, and
+/// this call's randomness.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    pub config: &'a FacadeConfig,
+    pub app: &'a App,
+    pub seal: &'a SealKey,
+    pub now: u64,
+    pub random: &'a Randomness,
+}
+
+/// A caught-up datasource has nothing more now: the wait suggested before the next call
+/// (upstream's default sync interval).
+pub const IDLE_WAIT_SECS: u64 = 30;
 
 /// Run `work` under the datasource's lease; the lease is given back whatever `work` answers.
 fn leased(
@@ -180,16 +195,9 @@ pub fn show(kv: &mut dyn KvStore, id: &str) -> Outgoing {
 
 /// `DELETE /datasources/{id}`: revoke the tokens at Dropbox, then forget the datasource.
 /// Tokens Dropbox already refuses need no revoking; any other failure keeps everything.
-pub fn remove<T: Transport>(
-    kv: &mut dyn KvStore,
-    seal: &SealKey,
-    app: &App,
-    id: &str,
-    transport: &mut T,
-    now: u64,
-    random: &Randomness,
-) -> Outgoing {
-    let out = leased(kv, id, now, random, |kv| {
+pub fn remove<T: Transport>(call: Call<'_>, kv: &mut dyn KvStore, id: &str, transport: &mut T) -> Outgoing {
+    let Call { app, seal, now, random, .. } = call;
+    leased(kv, id, now, random, |kv| {
         let r = match record::load(kv, id) {
             Ok(Some(r)) => r,
             Ok(None) => return not_found(id),
@@ -215,13 +223,9 @@ pub fn remove<T: Transport>(
         if let Err(e) = forget(kv, id) {
             return store_failed(&e);
         }
+        // The lease goes as `leased` gives it back.
         Outgoing::json(200, &serde_json::json!({ "id": id, "removed": true, "revoked": revoked }))
-    });
-    if out.status == 200 {
-        // The lease keys went with the datasource; `leased` gave back nothing it still holds.
-        let _ = lease::forget(kv, id);
-    }
-    out
+    })
 }
 
 /// The record first (the datasource is gone from the API at once), then its index.
@@ -251,25 +255,20 @@ struct Step {
 }
 
 /// `POST /sync/{id}`: one page, handed on, then the cursor.
-#[allow(clippy::too_many_arguments)]
 pub fn sync<T: Transport>(
-    config: &FacadeConfig,
+    call: Call<'_>,
     kv: &mut dyn KvStore,
-    seal: &SealKey,
     sink: &CocoSink,
-    app: &App,
     id: &str,
     transport: &mut T,
-    now: u64,
-    random: &Randomness,
 ) -> Outgoing {
-    leased(kv, id, now, random, |kv| {
+    leased(kv, id, call.now, call.random, |kv| {
         let mut r = match record::load(kv, id) {
             Ok(Some(r)) => r,
             Ok(None) => return not_found(id),
             Err(e) => return store_failed(&e),
         };
-        let out = step(config, kv, seal, sink, app, &mut r, transport, now, random);
+        let out = step(call, kv, sink, &mut r, transport);
         // Failed steps still keep what they learnt (refreshed tokens, the error, a reset).
         if let Err(e) = record::save(kv, &r) {
             return store_failed(&e);
@@ -279,23 +278,19 @@ pub fn sync<T: Transport>(
     .no_store()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn step<T: Transport>(
-    config: &FacadeConfig,
+    call: Call<'_>,
     kv: &mut dyn KvStore,
-    seal: &SealKey,
     sink: &CocoSink,
-    app: &App,
     r: &mut Record,
     transport: &mut T,
-    now: u64,
-    random: &Randomness,
 ) -> Outgoing {
+    let Call { config, app, seal, now, random } = call;
     let tokens = match r.open_tokens(seal) {
         Ok(t) => t,
         Err(e) => {
             r.reauth_required = true;
-            return error_response(&e, None);
+            return error_response(&Error::ReauthRequired(e.message()), None);
         }
     };
     let req = PageRequest {
@@ -403,7 +398,7 @@ fn step<T: Transport>(
             reset: false,
             listing: r.listing,
             documents: r.documents,
-            wait_secs: 0,
+            wait_secs: if page.has_more { 0 } else { IDLE_WAIT_SECS },
         },
     )
 }
@@ -457,8 +452,8 @@ pub fn tick<T: Transport>(
     let mut steps = Vec::with_capacity(ids.len());
     for id in ids {
         let random = fresh()?;
-        let out = sync(config, kv, seal, sink, app, &id, transport, now, &random);
-        steps.push((id, out));
+        let call = Call { config, app, seal, now, random: &random };
+        steps.push((id.clone(), sync(call, kv, sink, &id, transport)));
     }
     Ok(steps)
 }

@@ -149,6 +149,7 @@ fn sync_hands_each_page_to_coco_before_the_cursor_moves() {
     let (status, step) = w.api("POST", &format!("/sync/{DS}"), &mut t);
     assert_eq!(status, 200, "{step}");
     assert_eq!((step["has_more"].as_bool(), step["upserted"].as_u64()), (Some(true), Some(3)));
+    assert_eq!(step["wait_secs"].as_u64(), Some(0), "more to come: go on");
     assert!(t.seen[0].url.ends_with("/2/files/list_folder"));
     assert_eq!((t.seen[1].method, t.seen[1].url.as_str()), (Method::Post, "http://coco.test:9000/datasource/"));
     assert!(t.seen[2].url.ends_with(&format!("/datasource/{DS}/_doc/{}", doc_id("id:A"))));
@@ -178,6 +179,7 @@ fn sync_hands_each_page_to_coco_before_the_cursor_moves() {
     let mut t = Scripted::new([page(&[], "C3", false)]);
     let (status, step) = w.api("POST", &format!("/sync/{DS}"), &mut t);
     assert_eq!((status, step["upserted"].as_u64()), (200, Some(0)));
+    assert_eq!(step["wait_secs"].as_u64(), Some(super::IDLE_WAIT_SECS), "caught up: come back later");
     assert!(
         t.seen[0].url.ends_with("/list_folder/continue") && String::from_utf8_lossy(&t.seen[0].body).contains("C2")
     );
