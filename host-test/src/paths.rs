@@ -30,6 +30,16 @@ pub fn spin_wasm() -> PathBuf {
     workspace().join("target/spin/wasm32-wasip2/release/coco_dropbox.wasm")
 }
 
+/// The serverless facade for `wasmtime serve -Skeyvalue` (`--features keyvalue --target-dir target/facade-kv`).
+pub fn facade_kv_wasm() -> PathBuf {
+    workspace().join("target/facade-kv/wasm32-wasip2/release/coco_dropbox.wasm")
+}
+
+/// The serverless facade for Spin (`--features spin,keyvalue --target-dir target/spin-kv`).
+pub fn spin_kv_wasm() -> PathBuf {
+    workspace().join("target/spin-kv/wasm32-wasip2/release/coco_dropbox.wasm")
+}
+
 /// Create `dir` (and parents) readable by its owner only: it holds sealed secrets and
 /// compiled code the host will execute. An existing folder open to others is tightened.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {

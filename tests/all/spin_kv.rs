@@ -4,8 +4,9 @@
 //! copied from Spin's repositories), not against our vendored copies.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::spin_manifest::spin_route_matches;
 use wit_parser::{Function, Resolve, Type, TypeDefKind, WorldItem, WorldKey};
 
 fn root() -> &'static Path {
@@ -19,13 +20,6 @@ fn manifest(name: &str) -> serde_json::Value {
 
 fn template_var(s: &str) -> Vec<&str> {
     s.split("{{").skip(1).filter_map(|p| p.split_once("}}")).map(|(v, _)| v.trim()).collect()
-}
-
-fn spin_route_matches(route: &str, path: &str) -> bool {
-    match route.strip_suffix("/...") {
-        Some(prefix) => path.starts_with(&format!("{prefix}/")),
-        None => route == path,
-    }
 }
 
 #[test]
@@ -190,14 +184,7 @@ fn spin_platform_imports() -> Vec<String> {
 
 #[test]
 fn the_spin_key_value_build_uses_spins_wit_exactly() {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/spin-kv/wasm32-wasip2/release/coco_dropbox.wasm"
-    ));
-    assert!(
-        path.exists(),
-        "build it: cargo build --target wasm32-wasip2 --release --features spin,keyvalue --target-dir target/spin-kv"
-    );
+    let path = coco_e2e::built(coco_host::paths::spin_kv_wasm(), "spin,keyvalue", "target/spin-kv");
     let decoded = wit_component::decode(&std::fs::read(&path).unwrap()).expect("a component");
     let (ours, world) = (decoded.resolve(), decoded.package());
     let world = ours.packages[world].worlds.values().next().copied().expect("the component's world");

@@ -34,7 +34,7 @@ fn spin_toml_validates_against_the_manifest_schema() {
 }
 
 /// Spin route match: exact, or a `/...` wildcard prefix.
-fn spin_route_matches(route: &str, path: &str) -> bool {
+pub(crate) fn spin_route_matches(route: &str, path: &str) -> bool {
     match route.strip_suffix("/...") {
         Some(prefix) => path.starts_with(&format!("{prefix}/")),
         None => route == path,

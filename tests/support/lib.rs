@@ -155,3 +155,13 @@ pub fn facade_wasm_path() -> PathBuf {
 pub fn spin_wasm_path() -> PathBuf {
     coco_host::paths::spin_wasm()
 }
+
+/// A built component, or a failed test that names the command building it.
+pub fn built(path: PathBuf, features: &str, target_dir: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is not built: cargo build --target wasm32-wasip2 --release --features {features} --target-dir {target_dir} (./dev test does)",
+        path.display()
+    );
+    path
+}
