@@ -11,3 +11,4 @@ mod oauth_lifecycle;
 mod parallel;
 mod spin_kv;
 mod spin_manifest;
+mod spinkube;
