@@ -329,10 +329,34 @@ struct PageCost {
     parse_value_ms: f64,
     wasm_call_ms: f64,
     wasm_empty_ms: f64,
+    /// The same calls with the pooling allocator keeping linear memory resident.
+    pooled_call_ms: f64,
+    pooled_empty_ms: f64,
     peak_linear: usize,
 }
 
-async fn page_cost(runtime: &Runtime) -> anyhow::Result<PageCost> {
+/// Median whole-call and empty-page-call times of the component (after 5 warm-up calls).
+async fn wasm_page_calls(runtime: &Runtime, base: &str, iterations: usize) -> anyhow::Result<(f64, f64)> {
+    let full = page_request(base, None);
+    let empty = page_request(base, Some("AAEstart"));
+    let (mut call, mut empty_call) = (Vec::new(), Vec::new());
+    for i in 0..iterations + 5 {
+        let t = Instant::now();
+        let r = runtime.sync_page(&full).await?.map_err(|f| anyhow::anyhow!("{:?}", f.error))?;
+        let full_ms = t.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(r.documents.len() + r.stats.skipped as usize == 2000, "page mapped {} docs", r.documents.len());
+        let t = Instant::now();
+        runtime.sync_page(&empty).await?.map_err(|f| anyhow::anyhow!("{:?}", f.error))?;
+        let empty_ms = t.elapsed().as_secs_f64() * 1e3;
+        if i >= 5 {
+            call.push(full_ms);
+            empty_call.push(empty_ms);
+        }
+    }
+    Ok((median(&mut call), median(&mut empty_call)))
+}
+
+async fn page_cost(runtime: &Runtime, pooled: &Runtime) -> anyhow::Result<PageCost> {
     let bytes = page_bytes(2000);
     let ctx = bench_context();
     let iterations = 60;
@@ -372,22 +396,8 @@ async fn page_cost(runtime: &Runtime) -> anyhow::Result<PageCost> {
         Ok(out)
     })
     .await??;
-    let full = page_request(&base, None);
-    let empty = page_request(&base, Some("AAEstart"));
-    let (mut call, mut empty_call) = (Vec::new(), Vec::new());
-    for i in 0..iterations + 5 {
-        let t = Instant::now();
-        let r = runtime.sync_page(&full).await?.map_err(|f| anyhow::anyhow!("{:?}", f.error))?;
-        let full_ms = t.elapsed().as_secs_f64() * 1e3;
-        anyhow::ensure!(r.documents.len() + r.stats.skipped as usize == 2000, "page mapped {} docs", r.documents.len());
-        let t = Instant::now();
-        runtime.sync_page(&empty).await?.map_err(|f| anyhow::anyhow!("{:?}", f.error))?;
-        let empty_ms = t.elapsed().as_secs_f64() * 1e3;
-        if i >= 5 {
-            call.push(full_ms);
-            empty_call.push(empty_ms);
-        }
-    }
+    let (wasm_call_ms, wasm_empty_ms) = wasm_page_calls(runtime, &base, iterations).await?;
+    let (pooled_call_ms, pooled_empty_ms) = wasm_page_calls(pooled, &base, iterations).await?;
     Ok(PageCost {
         entries: 2000,
         bytes: bytes.len(),
@@ -395,8 +405,10 @@ async fn page_cost(runtime: &Runtime) -> anyhow::Result<PageCost> {
         native_http_ms: median(&mut native_http),
         parse_typed_ms: median(&mut typed),
         parse_value_ms: median(&mut value),
-        wasm_call_ms: median(&mut call),
-        wasm_empty_ms: median(&mut empty_call),
+        wasm_call_ms,
+        wasm_empty_ms,
+        pooled_call_ms,
+        pooled_empty_ms,
         peak_linear: runtime.peak_linear_memory(),
     })
 }
@@ -713,8 +725,12 @@ async fn run_all(args: &Args) -> anyhow::Result<()> {
     let runtime = Runtime::load(&args.component, Some(bench_cache(&cache)), Limits::default())?;
     if args.sections.contains(&1) {
         eprintln!("[1/6] page cost…");
-        let pc = page_cost(&runtime).await?;
+        let pooled =
+            Runtime::load(&args.component, Some(bench_cache(&cache)), Limits { pooling: true, ..Limits::default() })?;
+        let pc = page_cost(&runtime, &pooled).await?;
+        drop(pooled);
         let wasm_map = (pc.wasm_call_ms - pc.wasm_empty_ms).max(0.0);
+        let pooled_map = (pc.pooled_call_ms - pc.pooled_empty_ms).max(0.0);
         line("## 1. Page cost (2,000 entries)".into());
         line(String::new());
         line(format!("Page: {} entries, {:.0} KiB of JSON.", pc.entries, pc.bytes as f64 / 1024.0));
@@ -753,12 +769,21 @@ async fn run_all(args: &Args) -> anyhow::Result<()> {
             eps(wasm_map),
             wasm_map / pc.native_ms
         ));
+        line(format!(
+            "| wasm page cost, pooling allocator ({} MiB of linear memory kept resident per slot) | {:.2} | {} | {:.2}× |",
+            coco_host::runtime::KEEP_RESIDENT_BYTES >> 20,
+            pooled_map,
+            eps(pooled_map),
+            pooled_map / pc.native_ms
+        ));
         line(String::new());
         line(format!(
-            "Ratios: wasm call / native fetch+parse+map (like for like) = **{:.2}×**; wasm page / native parse+map = **{:.2}×** (target ≤ 1.5×); wasm page / bare typed parse = **{:.2}×** (target ≤ 3×); native parse+map / bare typed parse = **{:.2}×** (target ≤ 2×). Component peak linear memory: {:.1} MiB.",
+            "Ratios: wasm call / native fetch+parse+map (like for like) = **{:.2}×**; wasm page / native parse+map = **{:.2}×** (target ≤ 1.5×; pooled {:.2}×); wasm page / bare typed parse = **{:.2}×** (target ≤ 3×; pooled {:.2}×); native parse+map / bare typed parse = **{:.2}×** (target ≤ 2×). Component peak linear memory: {:.1} MiB.",
             pc.wasm_call_ms / pc.native_http_ms,
             wasm_map / pc.native_ms,
+            pooled_map / pc.native_ms,
             wasm_map / pc.parse_typed_ms,
+            pooled_map / pc.parse_typed_ms,
             pc.native_ms / pc.parse_typed_ms,
             pc.peak_linear as f64 / 1048576.0
         ));

@@ -92,6 +92,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 const STDERR_CAPTURE: usize = 16 * 1024;
 
 /// Sandbox limits for every call.
+/// With the pooling allocator: linear memory kept resident per slot between calls.
+pub const KEEP_RESIDENT_BYTES: usize = 16 << 20;
+
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Linear memory per instance.
@@ -358,7 +361,11 @@ impl Runtime {
                 .total_memories(256)
                 .total_tables(256)
                 .total_stacks(256)
-                .max_memory_size(limits.memory_bytes.max(limits.content_memory_bytes));
+                .max_memory_size(limits.memory_bytes.max(limits.content_memory_bytes))
+                // A page call touches ~8 MiB of fresh linear memory: reset a reused slot with
+                // memset instead of madvise, so the next call does not fault every page back in.
+                .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+                .table_keep_resident(1 << 20);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = wt(Engine::new(&config))?;
