@@ -35,6 +35,10 @@ struct Cli {
     /// Wall-clock limit of each content call, in seconds.
     #[arg(long, global = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     content_timeout_secs: u64,
+    /// wasmtime's pooling allocator: page calls cost ~13% less (bench section 1), and each of the
+    /// last few slots used keeps up to 16 MiB of memory resident.
+    #[arg(long, global = true, env = "COCO_POOLING")]
+    pooling: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -426,6 +430,7 @@ fn load_runtime_lazily(cli: &Cli, cache: &Path, keys: &Keys) -> anyhow::Result<A
     let limits = Limits {
         content_memory_bytes: (cli.content_memory_mib << 20) as usize,
         content_timeout: Duration::from_secs(cli.content_timeout_secs),
+        pooling: cli.pooling,
         ..Limits::default()
     };
     Ok(Arc::new(Runtime::load_with(&cli.component, Some(&cli.extractor), Some(cache), limits)?))

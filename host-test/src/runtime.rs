@@ -94,6 +94,8 @@ const STDERR_CAPTURE: usize = 16 * 1024;
 /// Sandbox limits for every call.
 /// With the pooling allocator: linear memory kept resident per slot between calls.
 pub const KEEP_RESIDENT_BYTES: usize = 16 << 20;
+/// With the pooling allocator: idle slots that keep their memory (so at most 8 × 16 MiB).
+pub const MAX_WARM_SLOTS: u32 = 8;
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -365,7 +367,9 @@ impl Runtime {
                 // A page call touches ~8 MiB of fresh linear memory: reset a reused slot with
                 // memset instead of madvise, so the next call does not fault every page back in.
                 .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-                .table_keep_resident(1 << 20);
+                .table_keep_resident(1 << 20)
+                // Bounds what stays resident: at most this many idle slots keep their memory.
+                .max_unused_warm_slots(MAX_WARM_SLOTS);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = wt(Engine::new(&config))?;

@@ -124,8 +124,10 @@ async fn scripted_cli_round_trip_leaks_no_secret() {
             assert!(content["done"].as_u64().unwrap() > 0 && content["pending"] == 0, "{content}");
             assert!(docs.contains("\"content\":\"token-"), "extracted text in the JSONL");
             assert!(cli.ok(&["status"]).contains("files with text"));
-            // JSONL to stdout, too.
+            // JSONL to stdout, too; and the same with the pooling allocator.
             let stdout = cli.ok(&["sync", &id, "--out", "-"]);
+            let pooled = cli.ok(&["--pooling", "sync", &id, "--out", "-"]);
+            assert_eq!(pooled.lines().count(), stdout.lines().count());
             assert_eq!(stdout.lines().count(), docs.lines().count());
             // Content settings: a bad format is refused; off forgets the text.
             let e = cli.fails(&["content", &id, "--formats", "pdf,exe"], true);
