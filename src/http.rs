@@ -77,6 +77,15 @@ pub enum Method {
     Delete,
 }
 
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct HttpResponse {
     pub status: u16,

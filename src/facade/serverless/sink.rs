@@ -52,7 +52,7 @@ impl CocoSink {
     }
 
     fn call<T: Transport>(&self, transport: &mut T, req: HttpRequest) -> Result<HttpResponse, SinkFailure> {
-        let what = format!("{:?} {}", req.method, without_query(&req.url));
+        let what = format!("{} {}", req.method.as_str(), without_query(&req.url));
         let req = req
             .header("content-type", "application/json")
             .header("x-api-token", self.token.expose())
@@ -180,7 +180,12 @@ mod tests {
         assert!(sink().push(&mut t, &target(), false, &[], [("d1", "{}")]).is_err());
         let mut t = Scripted::offline();
         let f = sink().push(&mut t, &target(), false, &["x".into()], []).unwrap_err();
-        assert!(f.message.contains("unreachable") && !f.message.contains("COCO-token"));
+        assert!(
+            f.message.starts_with("DELETE http://coco:9000/document/: Coco Server is unreachable"),
+            "{}",
+            f.message
+        );
+        assert!(!f.message.contains("COCO-token"));
         // Nothing to create for a page of deletes only.
         let mut t = Scripted::new([reply(200, "{}")]);
         sink().push(&mut t, &target(), true, &["x".into()], []).unwrap();
