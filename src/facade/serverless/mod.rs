@@ -444,7 +444,8 @@ pub fn tick<T: Transport>(
     now: u64,
     mut fresh: impl FnMut() -> Result<Randomness, String>,
 ) -> Result<Vec<(String, Outgoing)>, String> {
-    let ids: Vec<String> = record::all(kv).map_err(|e| e.to_string())?.into_iter().map(|r| r.id).collect();
+    // Each step loads its own record under the lease; the keys are enough here.
+    let ids = record::ids(kv).map_err(|e| e.to_string())?;
     let (app, seal, sink) = match (&config.app, &config.seal, &config.sink) {
         (Ok(app), Ok(seal), Ok(sink)) => (app, seal, sink),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(format!("not configured: {}", e.message())),

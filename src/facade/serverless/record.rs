@@ -84,13 +84,19 @@ pub fn save(kv: &mut dyn KvStore, r: &Record) -> Result<(), KvError> {
     kv.set(&record_key(&r.id), &serde_json::to_vec(r).map_err(|e| KvError(e.to_string()))?)
 }
 
+/// Every datasource id, sorted, from the keys alone.
+pub fn ids(kv: &mut dyn KvStore) -> Result<Vec<String>, KvError> {
+    let mut ids: Vec<String> =
+        kv.keys_with_prefix(RECORD_PREFIX)?.into_iter().map(|k| k[RECORD_PREFIX.len()..].to_string()).collect();
+    ids.sort();
+    Ok(ids)
+}
+
 /// Every record, by id.
 pub fn all(kv: &mut dyn KvStore) -> Result<Vec<Record>, KvError> {
-    let mut keys = kv.keys_with_prefix(RECORD_PREFIX)?;
-    keys.sort();
-    let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        if let Some(r) = load(kv, &key[RECORD_PREFIX.len()..])? {
+    let mut out = Vec::new();
+    for id in ids(kv)? {
+        if let Some(r) = load(kv, &id)? {
             out.push(r);
         }
     }
