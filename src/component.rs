@@ -304,10 +304,12 @@ mod kv_glue {
         wit_bindgen::generate!({ path: "wit/spin", world: "spin-key-value", generate_all });
     }
 
-    /// wasmtime's in-memory provider gives each `open` its own copy of the data: the bucket
-    /// stays open for the life of the instance, so a reused instance keeps what it wrote.
+    /// The store opened when `COCO_KV_STORE` is unset: wasmtime's in-memory provider is the
+    /// empty name, Spin's store is `default`.
     const DEFAULT_STORE: &str = if cfg!(feature = "spin") { "default" } else { "" };
 
+    // wasmtime's in-memory provider gives each `open` its own copy of the data: the bucket
+    // stays open for the life of the instance, so a reused instance keeps what it wrote.
     thread_local! {
         static OPEN: RefCell<Option<(String, Store)>> = const { RefCell::new(None) };
     }

@@ -296,8 +296,7 @@ pub fn handle<T: Transport>(
         (Route::Redirect { connector_id, prefix }, kv) => redirect_route(browser(connector_id, prefix), transport, kv),
         (Route::Exchange, _) => exchange_route(config, app, req, transport, now),
         (Route::Sync, _) => sync_route(app, req.body, transport, now),
-        (Route::Datasources, Some(kv)) => serverless::list(kv),
-        (Route::Datasource { id }, Some(kv)) if req.method.eq_ignore_ascii_case("GET") => serverless::show(kv, id),
+        // `DELETE` (the reads were answered above).
         (Route::Datasource { id }, Some(kv)) => match &config.seal {
             Ok(seal) => serverless::remove(serverless::Call { config, app, seal, now, random }, kv, id, transport),
             Err(e) => not_configured(e),
@@ -308,7 +307,8 @@ pub fn handle<T: Transport>(
             }
             (Err(e), _) | (_, Err(e)) => not_configured(e),
         },
-        (Route::Datasources | Route::Datasource { .. } | Route::SyncOne { .. }, None) => {
+        // Answered above: the list, and every stateful route of a build without a store.
+        (Route::Datasources, _) | (Route::Datasource { .. } | Route::SyncOne { .. }, None) => {
             Outgoing::error(404, "not-found", "no such route")
         }
     }
