@@ -15,7 +15,8 @@ mod receivers;
 const SEAL_SECRET: &str = "KV-seal-secret-0123456789abcdef-0123456789";
 
 /// The flags that keep wasmtime 48's in-memory store alive across requests: one instance,
-/// reused, never dropped for idleness, one request at a time (see the README).
+/// reused, never dropped for idleness, one request at a time (see the README; calls are also
+/// [`paced`]).
 pub const KEEP_ONE_INSTANCE: [&str; 5] = [
     "-Scli",
     "-Skeyvalue",
@@ -36,8 +37,20 @@ fn kv_wasm() -> PathBuf {
     p
 }
 
+/// wasmtime 48 frees its request slot when a response starts, and the instance is ready again only
+/// once the guest has returned; a request in between gets a fresh instance with an empty store. A
+/// scheduler therefore leaves a moment between calls, and so does this test.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// One request to the facade, then the pause that keeps the next one on the same instance.
+fn paced(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+    let r = http(method, url, headers, body);
+    std::thread::sleep(SETTLE);
+    r
+}
+
 fn api(method: &str, url: &str) -> (Reply, serde_json::Value) {
-    let r = http(method, url, &[("x-api-token", API_TOKEN)], if method == "POST" { Some("") } else { None });
+    let r = paced(method, url, &[("x-api-token", API_TOKEN)], if method == "POST" { Some("") } else { None });
     let v = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
     (r, v)
 }
@@ -113,11 +126,11 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
     let id = tokio::task::spawn_blocking({
         let base = base.clone();
         move || {
-            let r = http("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[], None);
+            let r = paced("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[], None);
             assert_eq!(r.status, 302, "{}", r.body);
             let cookie = r.headers["set-cookie"].split(';').next().unwrap().to_string();
             let back = http("GET", &r.headers["location"], &[], None).headers["location"].clone();
-            let page = http("GET", &back, &[("cookie", &cookie)], None);
+            let page = paced("GET", &back, &[("cookie", &cookie)], None);
             assert_eq!(page.status, 200, "{}", page.body);
             let (r, list) = api("GET", &format!("{base}/datasources"));
             assert_eq!(r.status, 200, "{}", r.body);
@@ -126,9 +139,9 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
             assert_eq!((ds["status"].as_str(), ds["documents"].as_u64()), (Some("listing"), Some(0)), "{list}");
             assert!(page.body.contains(ds["id"].as_str().unwrap()));
             // Without the API token: nothing.
-            assert_eq!(http("GET", &format!("{base}/datasources"), &[], None).status, 401);
+            assert_eq!(paced("GET", &format!("{base}/datasources"), &[], None).status, 401);
             let id = ds["id"].as_str().unwrap().to_string();
-            assert_eq!(http("POST", &format!("{base}/sync/{id}"), &[("x-api-token", "nope")], Some("")).status, 401);
+            assert_eq!(paced("POST", &format!("{base}/sync/{id}"), &[("x-api-token", "nope")], Some("")).status, 401);
             (id, page.body + &r.body)
         }
     })
