@@ -6,7 +6,7 @@
 //! type did; a rename or move keeps what was extracted. A skipped or failed file waits for its
 //! next change. Transient failures back off and give up after [`MAX_ATTEMPTS`].
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::db::{args, Conn, ConnExt, Tx, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::documents::Documents;
@@ -144,22 +144,14 @@ fn now_unix() -> i64 {
     crate::host::now_unix() as i64
 }
 
-pub(crate) fn settings_in(conn: &Connection, id: &str) -> Result<ContentSettings> {
-    let row = conn
-        .query_row(
-            "SELECT enabled, max_download_bytes, max_text_bytes, formats FROM content_settings WHERE datasource_id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, bool>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((enabled, download, text, formats)) = row else { return Ok(ContentSettings::default()) };
+pub(crate) fn settings_in(conn: &dyn Conn, id: &str) -> Result<ContentSettings> {
+    let row = conn.query_opt(
+        "SELECT enabled, max_download_bytes, max_text_bytes, formats FROM content_settings WHERE datasource_id = ?1",
+        &args![id],
+    )?;
+    let Some(row) = row else { return Ok(ContentSettings::default()) };
+    let (enabled, download, text, formats): (bool, Option<i64>, Option<i64>, Option<String>) =
+        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
     let d = ContentSettings::default();
     Ok(ContentSettings {
         enabled,
@@ -173,14 +165,13 @@ pub(crate) fn settings_in(conn: &Connection, id: &str) -> Result<ContentSettings
 }
 
 /// Record (or keep) the content row of each upserted file, in the page's transaction.
-pub(crate) fn enqueue(tx: &Transaction<'_>, id: &str, docs: &Documents, s: &ContentSettings) -> Result<u64> {
+pub(crate) fn enqueue(tx: &dyn Conn, id: &str, docs: &Documents, s: &ContentSettings) -> Result<u64> {
     if !s.enabled {
         return Ok(0);
     }
     let now = now_unix();
     // Same bytes (by hash, else by revision) read the same way: keep the outcome and text.
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO content (datasource_id, doc_id, file_id, name, rev, content_hash, size, downloadable,
+    let upsert = "INSERT INTO content (datasource_id, doc_id, file_id, name, rev, content_hash, size, downloadable,
                               export_json, kind, state, reason, detail, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
@@ -199,14 +190,13 @@ pub(crate) fn enqueue(tx: &Transaction<'_>, id: &str, docs: &Documents, s: &Cont
              updated_at = CASE WHEN same THEN content.updated_at ELSE excluded.updated_at END,
              rev = excluded.rev, content_hash = excluded.content_hash, kind = excluded.kind
          "
-        .replace(
-            "same",
-            "(content.kind = excluded.kind AND content.content_hash IS excluded.content_hash
-               AND (excluded.content_hash IS NOT NULL OR content.rev IS excluded.rev))",
-        )
-        .as_str(),
-    )?;
+    .replace(
+        "same",
+        "(content.kind = excluded.kind AND content.content_hash IS NOT DISTINCT FROM excluded.content_hash
+               AND (excluded.content_hash IS NOT NULL OR content.rev IS NOT DISTINCT FROM excluded.rev))",
+    );
     let mut queued = 0;
+    let mut rows: Vec<Vec<Value>> = Vec::new();
     for d in docs.iter() {
         let Some(f) = &d.file else { continue };
         let name = d.path_lower.rsplit('/').next().unwrap_or(d.path_lower);
@@ -219,23 +209,27 @@ pub(crate) fn enqueue(tx: &Transaction<'_>, id: &str, docs: &Documents, s: &Cont
         };
         let export = (!f.downloadable)
             .then(|| serde_json::json!({ "as": f.export_as, "options": f.export_options }).to_string());
-        upsert.execute(params![
-            id,
-            d.id,
-            f.file_id,
-            name,
-            d.rev,
-            f.content_hash,
-            f.size as i64,
-            f.downloadable,
-            export,
-            kind,
-            state,
-            reason,
-            detail,
-            now
-        ])?;
+        rows.push(
+            args![
+                id,
+                d.id,
+                f.file_id,
+                name,
+                d.rev,
+                f.content_hash,
+                f.size as i64,
+                f.downloadable,
+                export,
+                kind,
+                state,
+                reason,
+                detail,
+                now
+            ]
+            .to_vec(),
+        );
     }
+    tx.execute_many(&upsert, rows)?;
     Ok(queued)
 }
 
@@ -248,9 +242,9 @@ struct Applied {
 }
 
 /// Apply one outcome if the row still describes the fetched bytes.
-fn finish_in(tx: &Transaction<'_>, job: &ContentJob, outcome: &Outcome, now: i64) -> Result<Applied> {
+fn finish_in(tx: &dyn Conn, job: &ContentJob, outcome: &Outcome, now: i64) -> Result<Applied> {
     let guard = "datasource_id = ?1 AND doc_id = ?2 AND state = 'pending' AND kind = ?3
-                 AND content_hash IS ?4 AND rev IS ?5";
+                 AND content_hash IS NOT DISTINCT FROM ?4 AND rev IS NOT DISTINCT FROM ?5";
     let (ds, doc, kind, hash, rev) = (&job.datasource_id, &job.doc_id, &job.kind, &job.content_hash, &job.rev);
     let changed = match outcome {
         Outcome::Done { text, format, truncated, bytes } => tx.execute(
@@ -258,7 +252,7 @@ fn finish_in(tx: &Transaction<'_>, job: &ContentJob, outcome: &Outcome, now: i64
                 "UPDATE content SET state = 'done', reason = NULL, detail = NULL, text = ?6, format = ?7,
                      truncated = ?8, bytes = ?9, claimed_until = 0, updated_at = ?10 WHERE {guard}"
             ),
-            params![ds, doc, kind, hash, rev, text, format, truncated, *bytes as i64, now],
+            &args![ds, doc, kind, hash, rev, text, format, truncated, *bytes as i64, now],
         )?,
         Outcome::Skipped { reason, detail } | Outcome::Failed { class: reason, detail } => {
             let state = if matches!(outcome, Outcome::Skipped { .. }) { "skipped" } else { "failed" };
@@ -267,7 +261,7 @@ fn finish_in(tx: &Transaction<'_>, job: &ContentJob, outcome: &Outcome, now: i64
                     "UPDATE content SET state = ?6, reason = ?7, detail = ?8, text = NULL, claimed_until = 0,
                          updated_at = ?9 WHERE {guard}"
                 ),
-                params![ds, doc, kind, hash, rev, state, reason, detail, now],
+                &args![ds, doc, kind, hash, rev, state, reason, detail, now],
             )?
         }
         Outcome::Retry { class, detail, delay_secs, free } => {
@@ -278,7 +272,7 @@ fn finish_in(tx: &Transaction<'_>, job: &ContentJob, outcome: &Outcome, now: i64
                         "UPDATE content SET state = 'failed', reason = ?6, detail = ?7, attempts = ?8,
                              claimed_until = 0, updated_at = ?9 WHERE {guard}"
                     ),
-                    params![ds, doc, kind, hash, rev, class, detail, attempts, now],
+                    &args![ds, doc, kind, hash, rev, class, detail, attempts, now],
                 )?
             } else {
                 // Still pending: nothing for the sinks yet.
@@ -287,7 +281,7 @@ fn finish_in(tx: &Transaction<'_>, job: &ContentJob, outcome: &Outcome, now: i64
                         "UPDATE content SET attempts = ?6, not_before = ?7, detail = ?8, claimed_until = 0
                          WHERE {guard}"
                     ),
-                    params![ds, doc, kind, hash, rev, attempts, now + *delay_secs as i64, format!("{class}: {detail}")],
+                    &args![ds, doc, kind, hash, rev, attempts, now + *delay_secs as i64, format!("{class}: {detail}")],
                 )?;
                 return Ok(Applied { recorded: n > 0, finished: false });
             }
@@ -298,44 +292,39 @@ fn finish_in(tx: &Transaction<'_>, job: &ContentJob, outcome: &Outcome, now: i64
 
 /// The documents a page's deletes will remove (before they are applied): their content rows
 /// go too, unless the same page upserts them again (a move keeps a file's id and bytes).
-pub(crate) fn doomed(tx: &Transaction<'_>, id: &str, deletes: &[String]) -> Result<Vec<String>> {
+pub(crate) fn doomed(tx: &dyn Conn, id: &str, deletes: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     if deletes.is_empty() {
         return Ok(out);
     }
-    let mut stmt = tx.prepare_cached(
-        "SELECT doc_id FROM content WHERE datasource_id = ?1 AND doc_id IN (
+    let sql = "SELECT doc_id FROM content WHERE datasource_id = ?1 AND doc_id IN (
              SELECT doc_id FROM documents WHERE datasource_id = ?1 AND path_lower = ?2
              UNION ALL
-             SELECT doc_id FROM documents WHERE datasource_id = ?1 AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0')",
-    )?;
+             SELECT doc_id FROM documents WHERE datasource_id = ?1 AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0')";
     for p in deletes {
-        for doc in stmt.query_map(params![id, p], |r| r.get::<_, String>(0))? {
-            out.push(doc?);
-        }
+        out.extend(tx.column::<String>(sql, &args![id, p])?);
     }
     Ok(out)
 }
 
 /// Forget the content of documents that left the index (see [`doomed`]).
-pub(crate) fn forget(tx: &Transaction<'_>, id: &str, doomed: &[String], kept: &Documents) -> Result<()> {
+pub(crate) fn forget(tx: &dyn Conn, id: &str, doomed: &[String], kept: &Documents) -> Result<()> {
     if doomed.is_empty() {
         return Ok(());
     }
     let kept: std::collections::HashSet<&str> = kept.iter().map(|d| d.id).collect();
-    let mut delete = tx.prepare_cached("DELETE FROM content WHERE datasource_id = ?1 AND doc_id = ?2")?;
     for doc in doomed.iter().filter(|d| !kept.contains(d.as_str())) {
-        delete.execute(params![id, doc])?;
+        tx.execute("DELETE FROM content WHERE datasource_id = ?1 AND doc_id = ?2", &args![id, doc])?;
     }
     Ok(())
 }
 
 /// Before the end-of-listing sweep: the content of documents it will remove.
-pub(crate) fn forget_swept(tx: &Transaction<'_>, id: &str, generation: i64) -> Result<()> {
+pub(crate) fn forget_swept(tx: &dyn Conn, id: &str, generation: i64) -> Result<()> {
     tx.execute(
         "DELETE FROM content WHERE datasource_id = ?1 AND doc_id IN (
              SELECT doc_id FROM documents WHERE datasource_id = ?1 AND generation < ?2)",
-        params![id, generation],
+        &args![id, generation],
     )?;
     Ok(())
 }
@@ -412,14 +401,14 @@ pub const ATTACHED_COLUMNS: &str = "c.state, c.reason, c.detail, c.text, c.forma
 pub const ATTACHED_JOIN: &str = "LEFT JOIN content c ON c.datasource_id = d.datasource_id AND c.doc_id = d.doc_id";
 
 impl Attached {
-    pub fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+    pub fn from_row(r: &crate::db::Row, first: usize) -> crate::db::DbResult<Self> {
         Ok(Attached {
             state: r.get(first)?,
             reason: r.get(first + 1)?,
             detail: r.get(first + 2)?,
             text: r.get(first + 3)?,
             format: r.get(first + 4)?,
-            truncated: r.get::<_, Option<bool>>(first + 5)?.unwrap_or(false),
+            truncated: r.get::<Option<bool>>(first + 5)?.unwrap_or(false),
         })
     }
 }
@@ -462,7 +451,7 @@ pub fn merge(json: &str, a: &Attached) -> String {
 
 impl Store {
     pub fn content_settings(&self, id: &str) -> Result<ContentSettings> {
-        settings_in(&self.conn(), id)
+        settings_in(&**self.conn(), id)
     }
 
     /// Change a datasource's content settings. Turning content off forgets what was
@@ -471,8 +460,9 @@ impl Store {
     pub fn set_content_settings(&self, id: &str, s: &ContentSettings) -> Result<()> {
         s.validate().map_err(|why| StoreError::Corrupt { what: "content settings", why })?;
         let before = self.content_settings(id)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
         crate::store::require_datasource(&tx, id)?;
         tx.execute(
             "INSERT INTO content_settings (datasource_id, enabled, max_download_bytes, max_text_bytes, formats)
@@ -480,7 +470,7 @@ impl Store {
              ON CONFLICT(datasource_id) DO UPDATE SET enabled = excluded.enabled,
                  max_download_bytes = excluded.max_download_bytes, max_text_bytes = excluded.max_text_bytes,
                  formats = excluded.formats",
-            params![
+            &args![
                 id,
                 s.enabled,
                 s.max_download_bytes as i64,
@@ -494,18 +484,18 @@ impl Store {
                     "INSERT INTO outbox (datasource_id, doc_id, op)
                      SELECT datasource_id, doc_id, 'upsert' FROM content
                      WHERE datasource_id = ?1 AND state <> 'pending'",
-                    [id],
+                    &args![id],
                 )?;
             }
-            tx.execute("DELETE FROM content WHERE datasource_id = ?1", [id])?;
+            tx.execute("DELETE FROM content WHERE datasource_id = ?1", &args![id])?;
         } else if *s != before {
             // Every decision and every text depends on the settings (a narrower allow-list, a
             // larger text cap): decide again from a fresh listing. Documents stay; their text
             // comes back as files are fetched again.
-            tx.execute("DELETE FROM content WHERE datasource_id = ?1", [id])?;
+            tx.execute("DELETE FROM content WHERE datasource_id = ?1", &args![id])?;
             tx.execute(
                 "UPDATE sync_state SET cursor = NULL, listing = 1, generation = generation + 1 WHERE datasource_id = ?1",
-                [id],
+                &args![id],
             )?;
         }
         tx.commit()?;
@@ -514,59 +504,60 @@ impl Store {
 
     /// Datasources with a file due for fetching now, oldest due first.
     pub fn content_due(&self) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        Ok(self.conn().column(
             "SELECT datasource_id, MIN(not_before) AS due FROM content
              WHERE state = 'pending' AND not_before <= ?1 AND claimed_until <= ?1
              GROUP BY datasource_id ORDER BY due",
-        )?;
-        let rows = stmt.query_map([now_unix()], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            &args![now_unix()],
+        )?)
     }
 
     /// Claim up to `limit` due files of a datasource for `lease_secs`: another worker (or
     /// process) skips them until the lease ends.
     pub fn claim_content(&self, id: &str, limit: usize, lease_secs: u64) -> Result<Vec<ContentJob>> {
         let now = now_unix();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
         let jobs: Vec<ContentJob> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT doc_id, file_id, name, rev, content_hash, size, downloadable, export_json, kind, attempts
-                 FROM content WHERE datasource_id = ?1 AND state = 'pending'
-                   AND not_before <= ?2 AND claimed_until <= ?2
-                 ORDER BY not_before LIMIT ?3",
+            // Replicas claiming the same datasource's queue skip each other's rows.
+            let rows = tx.query(
+                &format!(
+                    "SELECT doc_id, file_id, name, rev, content_hash, size, downloadable, export_json, kind, attempts
+                     FROM content WHERE datasource_id = ?1 AND state = 'pending'
+                       AND not_before <= ?2 AND claimed_until <= ?2
+                     ORDER BY not_before LIMIT ?3{}",
+                    tx.skip_locked()
+                ),
+                &args![id, now, limit as i64],
             )?;
-            let rows = stmt.query_map(params![id, now, limit as i64], |r| {
-                let export: Option<String> = r.get(7)?;
-                let export: serde_json::Value = export.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default();
-                Ok(ContentJob {
-                    datasource_id: id.to_string(),
-                    doc_id: r.get(0)?,
-                    file_id: r.get(1)?,
-                    name: r.get(2)?,
-                    rev: r.get(3)?,
-                    content_hash: r.get(4)?,
-                    size: r.get::<_, i64>(5)?.max(0) as u64,
-                    downloadable: r.get(6)?,
-                    export_as: export["as"].as_str().map(str::to_string),
-                    export_options: export["options"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|o| o.as_str().map(str::to_string)).collect())
-                        .unwrap_or_default(),
-                    kind: r.get(8)?,
-                    attempts: r.get(9)?,
+            rows.iter()
+                .map(|r| {
+                    let export: Option<String> = r.get(7)?;
+                    let export: serde_json::Value =
+                        export.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default();
+                    Ok(ContentJob {
+                        datasource_id: id.to_string(),
+                        doc_id: r.get(0)?,
+                        file_id: r.get(1)?,
+                        name: r.get(2)?,
+                        rev: r.get(3)?,
+                        content_hash: r.get(4)?,
+                        size: r.get::<i64>(5)?.max(0) as u64,
+                        downloadable: r.get(6)?,
+                        export_as: export["as"].as_str().map(str::to_string),
+                        export_options: export["options"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|o| o.as_str().map(str::to_string)).collect())
+                            .unwrap_or_default(),
+                        kind: r.get(8)?,
+                        attempts: r.get(9)?,
+                    })
                 })
-            })?;
-            rows.collect::<rusqlite::Result<_>>()?
+                .collect::<Result<_>>()?
         };
-        {
-            let mut claim =
-                tx.prepare_cached("UPDATE content SET claimed_until = ?3 WHERE datasource_id = ?1 AND doc_id = ?2")?;
-            for j in &jobs {
-                claim.execute(params![id, j.doc_id, now + lease_secs as i64])?;
-            }
-        }
+        let claims: Vec<Vec<Value>> =
+            jobs.iter().map(|j| args![id, j.doc_id, now + lease_secs as i64].to_vec()).collect();
+        tx.execute_many("UPDATE content SET claimed_until = ?3 WHERE datasource_id = ?1 AND doc_id = ?2", claims)?;
         tx.commit()?;
         Ok(jobs)
     }
@@ -577,9 +568,18 @@ impl Store {
     /// changed meanwhile and the result was dropped).
     pub fn finish_content(&self, results: &[(ContentJob, Outcome)]) -> Result<Vec<bool>> {
         let now = now_unix();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
         let mut recorded = Vec::with_capacity(results.len());
+        let mut locked = std::collections::BTreeSet::new();
+        for (job, _) in results {
+            // In a stable order: two replicas finishing jobs of the same datasources never
+            // wait on each other's locks in a cycle.
+            locked.insert(job.datasource_id.as_str());
+        }
+        for id in locked {
+            tx.lock_datasource(id)?;
+        }
         for (job, outcome) in results {
             let applied = finish_in(&tx, job, outcome, now)?;
             if applied.finished && self.outbox_on() {
@@ -593,14 +593,10 @@ impl Store {
 
     /// Give claimed files back unfetched (a worker that stops early).
     pub fn release_content(&self, jobs: &[ContentJob]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for j in jobs {
-            tx.execute(
-                "UPDATE content SET claimed_until = 0 WHERE datasource_id = ?1 AND doc_id = ?2",
-                params![j.datasource_id, j.doc_id],
-            )?;
-        }
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        let rows: Vec<Vec<Value>> = jobs.iter().map(|j| args![j.datasource_id, j.doc_id].to_vec()).collect();
+        tx.execute_many("UPDATE content SET claimed_until = 0 WHERE datasource_id = ?1 AND doc_id = ?2", rows)?;
         tx.commit()?;
         Ok(())
     }
@@ -617,18 +613,18 @@ impl Store {
     pub fn all_content_counts(&self, only: Option<&str>) -> Result<std::collections::HashMap<String, ContentCounts>> {
         let conn = self.conn();
         let mut out: std::collections::HashMap<String, ContentCounts> = Default::default();
-        let mut ids = conn.prepare_cached("SELECT id FROM datasources WHERE ?1 IS NULL OR id = ?1")?;
-        for id in ids.query_map([only], |r| r.get::<_, String>(0))? {
-            let id = id?;
-            let enabled = settings_in(&conn, &id)?.enabled;
+        let ids: Vec<String> =
+            conn.column("SELECT id FROM datasources WHERE CAST(?1 AS TEXT) IS NULL OR id = ?1", &args![only])?;
+        for id in ids {
+            let enabled = settings_in(&**conn, &id)?.enabled;
             out.insert(id, ContentCounts { enabled, ..Default::default() });
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT datasource_id, state, COALESCE(reason, ''), COUNT(*), COALESCE(SUM(bytes), 0) FROM content
-             WHERE ?1 IS NULL OR datasource_id = ?1 GROUP BY datasource_id, state, reason",
+        let rows = conn.query(
+            "SELECT datasource_id, state, COALESCE(reason, ''), COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT)
+             FROM content WHERE CAST(?1 AS TEXT) IS NULL OR datasource_id = ?1 GROUP BY datasource_id, state, reason",
+            &args![only],
         )?;
-        let mut rows = stmt.query([only])?;
-        while let Some(r) = rows.next()? {
+        for r in &rows {
             let (id, state, reason, n, bytes): (String, String, String, i64, i64) =
                 (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
             let Some(counts) = out.get_mut(&id) else { continue };

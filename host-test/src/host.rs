@@ -370,7 +370,7 @@ impl Host {
                         cursor: &page.cursor,
                         has_more: page.has_more,
                         tokens: tokens.as_ref(),
-                        release_lease: Some(&self.lease_holder),
+                        lease: Some(&self.lease_holder),
                     },
                 )?;
                 run.report.count_page(&page.stats, &applied);

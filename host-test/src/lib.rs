@@ -1,8 +1,9 @@
-//! Reference host for the coco-dropbox component: wasmtime runtime, SQLite state, the sync
+//! Reference host for the coco-dropbox component: wasmtime runtime, SQLite or PostgreSQL state, the sync
 //! driver and its retry policy, and a CLI. Its only link to the component is the WIT
 //! (`wit/connector.wit`, bound in `runtime`) and the data file beside it (`info`).
 
 pub mod content;
+pub mod db;
 pub mod deliver;
 pub mod documents;
 pub mod extract;
@@ -12,6 +13,7 @@ pub mod keys;
 pub mod outbox;
 pub mod parallel;
 pub mod paths;
+mod pg_schema;
 pub mod policy;
 pub mod registration;
 pub mod runtime;

@@ -14,15 +14,20 @@ use coco_host::host::{Host, SyncEvent, SyncReport};
 use coco_host::keys::Keys;
 use coco_host::runtime::{CompileCache, Limits, Runtime};
 use coco_host::secret::Secret;
-use coco_host::store::{ConnectorRecord, EndpointsRecord, Status, Store};
+use coco_host::store::{ConnectorRecord, EndpointsRecord, StateLocation, Status, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(name = "coco-host", version, about = "Reference host for the coco-dropbox WebAssembly connector")]
 struct Cli {
-    /// Folder for the state database and the compiled-component cache.
-    #[arg(long, global = true, env = "COCO_STATE_DIR", default_value = ".coco-state")]
-    state: PathBuf,
+    /// Where the state lives: a folder (SQLite database and compiled-component cache), or a
+    /// PostgreSQL URL `postgres://user:password@host:port/db` that several replicas share
+    /// (the cache is then `--cache-dir`).
+    #[arg(long, global = true, env = "COCO_STATE_DIR", default_value = ".coco-state", value_parser = parse_state)]
+    state: StateLocation,
+    /// Compiled-component cache when the state is in PostgreSQL (default `.coco-cache`).
+    #[arg(long, global = true, env = "COCO_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// The connector component (.wasm).
     #[arg(long, global = true, env = "COCO_DROPBOX_WASM", default_value_os_t = coco_host::paths::connector_wasm())]
     component: PathBuf,
@@ -108,7 +113,7 @@ struct ServeArgs {
     /// Default re-sync interval in seconds (upstream's sync.interval is 30 s).
     #[arg(long, default_value_t = 30)]
     interval: u64,
-    /// Pages in flight across all datasources.
+    /// Pages in flight across all datasources (runs open at once: twice this).
     #[arg(long, default_value_t = 8)]
     max_in_flight: usize,
     /// Pages per minute per datasource (0 = unlimited).
@@ -436,16 +441,32 @@ fn load_runtime_lazily(cli: &Cli, cache: &Path, keys: &Keys) -> anyhow::Result<A
     Ok(Arc::new(Runtime::load_with(&cli.component, Some(&cli.extractor), Some(cache), limits)?))
 }
 
+fn parse_state(s: &str) -> Result<StateLocation, String> {
+    Ok(StateLocation::parse(s))
+}
+
+impl Cli {
+    /// `--cache-dir`, else the state's own place for it.
+    fn cache_dir_for(&self, state: &StateLocation) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| state.cache_dir())
+    }
+}
+
+fn open_store(cli: &Cli, keys: Keys) -> anyhow::Result<Store> {
+    // Errors name the place themselves (a PostgreSQL URL without its password).
+    Ok(Store::open_at(&cli.state, keys)?)
+}
+
 fn open_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
-    let store = Store::open(&cli.state.join("coco.sqlite"), keys)?;
-    let runtime = load_runtime(cli, &cli.state.join("cache"), store.keys())?;
+    let store = open_store(cli, keys)?;
+    let runtime = load_runtime(cli, &cli.cache_dir_for(&cli.state), store.keys())?;
     Ok(Host::new(runtime, store))
 }
 
 /// A host for listing only (`sync --no-content`): the extractor is never loaded.
 fn open_listing_host(cli: &Cli, keys: Keys) -> anyhow::Result<Host> {
-    let store = Store::open(&cli.state.join("coco.sqlite"), keys)?;
-    let runtime = load_runtime_lazily(cli, &cli.state.join("cache"), store.keys())?;
+    let store = open_store(cli, keys)?;
+    let runtime = load_runtime_lazily(cli, &cli.cache_dir_for(&cli.state), store.keys())?;
     Ok(Host::new(runtime, store))
 }
 
@@ -619,7 +640,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status(&cli, args),
         Command::Serve(args) => serve(&cli, args).await,
         Command::Content(args) => {
-            let store = Store::open(&cli.state.join("coco.sqlite"), Keys::from_env()?)?;
+            let store = open_store(&cli, Keys::from_env()?)?;
             store.datasource(&args.datasource_id)?;
             let mut s = store.content_settings(&args.datasource_id)?;
             let before = s.clone();
@@ -659,7 +680,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export(args) => {
-            let store = Store::open(&cli.state.join("coco.sqlite"), Keys::from_env()?)?;
+            let store = open_store(&cli, Keys::from_env()?)?;
             store.datasource(&args.datasource_id)?;
             let n = export_jsonl(&store, &args.datasource_id, &args.out)?;
             eprintln!("Wrote {n} documents to {}.", args.out.display());
@@ -722,7 +743,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<()> {
-    let store = Store::open(&cli.state.join("coco.sqlite"), Keys::from_env()?)?;
+    let store = open_store(cli, Keys::from_env()?)?;
     let mut rows = Vec::new();
     for ds in store.datasources()? {
         let st = store.sync_state(&ds.id)?;
@@ -865,7 +886,7 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         Ok(k) => (k, cli.state.clone(), None),
         Err(_) => {
             let tmp = tempfile::tempdir()?;
-            (Keys::ephemeral(), tmp.path().to_path_buf(), Some(tmp))
+            (Keys::ephemeral(), StateLocation::Folder(tmp.path().to_path_buf()), Some(tmp))
         }
     };
     // A few real files beside the generated ones (from tests/corpus; origins in ORIGINS.md).
@@ -876,8 +897,8 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
             account.upload(path, bytes.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
-    let store = Store::open(&state_dir.join("coco.sqlite"), keys)?;
-    let runtime = load_runtime(cli, &state_dir.join("cache"), store.keys())?;
+    let store = Store::open_at(&state_dir, keys)?;
+    let runtime = load_runtime(cli, &cli.cache_dir_for(&state_dir), store.keys())?;
     eprintln!(
         "Component {} {} in {:.0?}; emulator at {}.",
         cli.component.display(),

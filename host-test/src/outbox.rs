@@ -8,7 +8,7 @@
 //! keeps, per datasource, the highest sequence number it delivered; rows every sink has
 //! delivered are pruned. Nothing is written while no sink is registered.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::db::{args, Conn, ConnExt, Tx, Value};
 
 use crate::store::{Result, Store};
 
@@ -76,46 +76,52 @@ pub struct Backlog {
 
 /// Record `op` for every document of `id` whose path is `path_lower` or below it (a delete's
 /// subtree), before the page removes them.
-pub(crate) fn record_subtree(conn: &Connection, id: &str, path_lower: &str, op: Op) -> Result<()> {
-    let mut exact = conn.prepare_cached(
+pub(crate) fn record_subtree(conn: &dyn Conn, id: &str, path_lower: &str, op: Op) -> Result<()> {
+    conn.execute(
         "INSERT INTO outbox (datasource_id, doc_id, op)
          SELECT datasource_id, doc_id, ?3 FROM documents WHERE datasource_id = ?1 AND path_lower = ?2",
+        &args![id, path_lower, op.as_str()],
     )?;
-    exact.execute(params![id, path_lower, op.as_str()])?;
-    let mut below = conn.prepare_cached(
+    conn.execute(
         "INSERT INTO outbox (datasource_id, doc_id, op)
          SELECT datasource_id, doc_id, ?3 FROM documents WHERE datasource_id = ?1
            AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
+        &args![id, path_lower, op.as_str()],
     )?;
-    below.execute(params![id, path_lower, op.as_str()])?;
     Ok(())
 }
 
-pub(crate) fn record(conn: &Connection, id: &str, doc_id: &str, op: Op) -> Result<()> {
-    conn.prepare_cached("INSERT INTO outbox (datasource_id, doc_id, op) VALUES (?1, ?2, ?3)")?.execute(params![
-        id,
-        doc_id,
-        op.as_str()
-    ])?;
+pub(crate) fn record(conn: &dyn Conn, id: &str, doc_id: &str, op: Op) -> Result<()> {
+    conn.execute(
+        "INSERT INTO outbox (datasource_id, doc_id, op) VALUES (?1, ?2, ?3)",
+        &args![id, doc_id, op.as_str()],
+    )?;
+    Ok(())
+}
+
+/// One row per document, in order (a page's upserts).
+pub(crate) fn record_many<'a>(conn: &dyn Conn, id: &str, doc_ids: impl Iterator<Item = &'a str>, op: Op) -> Result<()> {
+    let rows: Vec<Vec<Value>> = doc_ids.map(|d| args![id, d, op.as_str()].to_vec()).collect();
+    conn.execute_many("INSERT INTO outbox (datasource_id, doc_id, op) VALUES (?1, ?2, ?3)", rows)?;
     Ok(())
 }
 
 /// Deletes for documents the end-of-listing sweep is about to remove.
-pub(crate) fn record_sweep(conn: &Connection, id: &str, generation: i64) -> Result<()> {
+pub(crate) fn record_sweep(conn: &dyn Conn, id: &str, generation: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO outbox (datasource_id, doc_id, op)
          SELECT datasource_id, doc_id, 'delete' FROM documents WHERE datasource_id = ?1 AND generation < ?2",
-        params![id, generation],
+        &args![id, generation],
     )?;
     Ok(())
 }
 
 /// Deletes for every document of a datasource that is being removed.
-pub(crate) fn record_all(conn: &Connection, id: &str, op: Op) -> Result<()> {
+pub(crate) fn record_all(conn: &dyn Conn, id: &str, op: Op) -> Result<()> {
     conn.execute(
         "INSERT INTO outbox (datasource_id, doc_id, op) SELECT datasource_id, doc_id, ?2 FROM documents
          WHERE datasource_id = ?1",
-        params![id, op.as_str()],
+        &args![id, op.as_str()],
     )?;
     Ok(())
 }
@@ -125,16 +131,16 @@ impl Store {
     /// upsert (other sinks get them again too, harmlessly: delivery is idempotent by id).
     /// Returns true if it was new.
     pub fn register_sink(&self, name: &str) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
         let added = tx.execute(
-            "INSERT INTO sinks (name, created_at) VALUES (?1, strftime('%s','now')) ON CONFLICT(name) DO NOTHING",
-            [name],
+            "INSERT INTO sinks (name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            &args![name, crate::store::now_unix()],
         )? == 1;
         if added {
             tx.execute(
                 "INSERT INTO outbox (datasource_id, doc_id, op) SELECT datasource_id, doc_id, 'upsert' FROM documents",
-                [],
+                &[],
             )?;
         }
         tx.commit()?;
@@ -144,12 +150,12 @@ impl Store {
 
     /// Forget a sink and its progress; with no sink left, the outbox is emptied and turned off.
     pub fn unregister_sink(&self, name: &str) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM sinks WHERE name = ?1", [name])?;
-        let any: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM sinks)", [], |r| r.get(0))?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.execute("DELETE FROM sinks WHERE name = ?1", &args![name])?;
+        let any: bool = tx.value("SELECT EXISTS (SELECT 1 FROM sinks)", &[])?;
         if !any {
-            tx.execute("DELETE FROM outbox", [])?;
+            tx.execute("DELETE FROM outbox", &[])?;
         }
         tx.commit()?;
         self.set_outbox_on(any);
@@ -159,46 +165,52 @@ impl Store {
     /// Up to `limit` rows of `datasource_id` that `sink` has not delivered, oldest first.
     pub fn outbox_pending(&self, sink: &str, datasource_id: &str, limit: usize) -> Result<Vec<Pending>> {
         let conn = self.conn();
-        let after = delivered_seq(&conn, sink, datasource_id)?;
+        let after = delivered_seq(&**conn, sink, datasource_id)?;
         use crate::content::{merge, Attached, ATTACHED_COLUMNS, ATTACHED_JOIN};
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT o.seq, o.doc_id, o.op, d.json, {ATTACHED_COLUMNS} FROM outbox o
-             LEFT JOIN documents d ON d.datasource_id = o.datasource_id AND d.doc_id = o.doc_id
-             {ATTACHED_JOIN}
-             WHERE o.datasource_id = ?1 AND o.seq > ?2 ORDER BY o.seq LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(params![datasource_id, after, limit as i64], |r| {
-            let op: String = r.get(2)?;
-            let json: Option<String> = r.get(3)?;
-            let attached = Attached::from_row(r, 4)?;
-            Ok(Pending {
-                seq: r.get(0)?,
-                doc_id: r.get(1)?,
-                op: if op == "delete" { Op::Delete } else { Op::Upsert },
-                json: json.map(|j| merge(&j, &attached)),
+        let rows = conn.query(
+            &format!(
+                "SELECT o.seq, o.doc_id, o.op, d.json, {ATTACHED_COLUMNS} FROM outbox o
+                 LEFT JOIN documents d ON d.datasource_id = o.datasource_id AND d.doc_id = o.doc_id
+                 {ATTACHED_JOIN}
+                 WHERE o.datasource_id = ?1 AND o.seq > ?2 ORDER BY o.seq LIMIT ?3"
+            ),
+            &args![datasource_id, after, limit as i64],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let op: String = r.get(2)?;
+                let json: Option<String> = r.get(3)?;
+                let attached = Attached::from_row(r, 4)?;
+                Ok(Pending {
+                    seq: r.get(0)?,
+                    doc_id: r.get(1)?,
+                    op: if op == "delete" { Op::Delete } else { Op::Upsert },
+                    json: json.map(|j| merge(&j, &attached)),
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
     }
 
     /// `sink` delivered `datasource_id`'s rows up to `seq` (`count` changes): record it, clear
     /// its last error, and prune what every sink has delivered.
     pub fn mark_delivered(&self, sink: &str, datasource_id: &str, seq: i64, count: u64) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
         tx.execute(
             "INSERT INTO sink_progress (sink, datasource_id, delivered_seq, delivered_total)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(sink, datasource_id) DO UPDATE SET
-                 delivered_seq = MAX(delivered_seq, ?3), delivered_total = delivered_total + ?4, last_error = NULL",
-            params![sink, datasource_id, seq, count as i64],
+                 delivered_seq = CASE WHEN sink_progress.delivered_seq > excluded.delivered_seq
+                     THEN sink_progress.delivered_seq ELSE excluded.delivered_seq END,
+                 delivered_total = sink_progress.delivered_total + excluded.delivered_total, last_error = NULL",
+            &args![sink, datasource_id, seq, count as i64],
         )?;
         // Rows below every sink's progress (a sink with no progress row has delivered none).
         tx.execute(
             "DELETE FROM outbox WHERE datasource_id = ?1 AND seq <= (
                  SELECT MIN(COALESCE(p.delivered_seq, 0)) FROM sinks s
                  LEFT JOIN sink_progress p ON p.sink = s.name AND p.datasource_id = ?1)",
-            [datasource_id],
+            &args![datasource_id],
         )?;
         tx.commit()?;
         Ok(())
@@ -209,27 +221,67 @@ impl Store {
         self.conn().execute(
             "INSERT INTO sink_progress (sink, datasource_id, delivered_seq, last_error) VALUES (?1, ?2, 0, ?3)
              ON CONFLICT(sink, datasource_id) DO UPDATE SET last_error = ?3",
-            params![sink, datasource_id, error],
+            &args![sink, datasource_id, error],
         )?;
         Ok(())
     }
 
     /// Datasources with changes `sink` has not delivered (removed ones included).
     pub fn outbox_datasources(&self, sink: &str) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        Ok(self.conn().column(
             "SELECT DISTINCT o.datasource_id FROM outbox o
              LEFT JOIN sink_progress p ON p.sink = ?1 AND p.datasource_id = o.datasource_id
              WHERE o.seq > COALESCE(p.delivered_seq, 0)",
+            &args![sink],
+        )?)
+    }
+
+    /// Take the right to deliver `datasource_id`'s changes to `sink` for `ttl`: replicas sharing
+    /// a state deliver each datasource's changes from one place at a time, so they reach the
+    /// sink in order. False while another live holder has it (a holder that is a finished
+    /// process of this machine, or whose lease ran out, is taken over).
+    pub fn acquire_delivery(
+        &self,
+        sink: &str,
+        datasource_id: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let now = crate::store::now_unix();
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(&format!("deliver:{sink}:{datasource_id}"))?;
+        let current = tx.query_opt(
+            "SELECT holder, expires_at FROM delivery_leases WHERE sink = ?1 AND datasource_id = ?2",
+            &args![sink, datasource_id],
         )?;
-        let rows = stmt.query_map([sink], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        if let Some(row) = current {
+            let (other, until): (String, i64) = (row.get(0)?, row.get(1)?);
+            if other != holder && until > now && crate::store::lease_holder_alive(&other) {
+                return Ok(false);
+            }
+        }
+        tx.execute(
+            "INSERT INTO delivery_leases (sink, datasource_id, holder, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(sink, datasource_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+            &args![sink, datasource_id, holder, now + ttl.as_secs() as i64],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Give the delivery lease back (only if still ours).
+    pub fn release_delivery(&self, sink: &str, datasource_id: &str, holder: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM delivery_leases WHERE sink = ?1 AND datasource_id = ?2 AND holder = ?3",
+            &args![sink, datasource_id, holder],
+        )?;
+        Ok(())
     }
 
     /// Every registered sink's backlog per datasource that has one or had an error.
     pub fn sink_backlogs(&self) -> Result<Vec<Backlog>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let rows = self.conn().query(
             "SELECT s.name, d.id,
                     (SELECT COUNT(*) FROM outbox o WHERE o.datasource_id = d.id
                         AND o.seq > COALESCE(p.delivered_seq, 0)),
@@ -237,28 +289,28 @@ impl Store {
              FROM sinks s CROSS JOIN datasources d
              LEFT JOIN sink_progress p ON p.sink = s.name AND p.datasource_id = d.id
              ORDER BY s.name, d.id",
+            &[],
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Backlog {
-                sink: r.get(0)?,
-                datasource_id: r.get(1)?,
-                pending: r.get::<_, i64>(2)?.max(0) as u64,
-                delivered: r.get::<_, i64>(3)?.max(0) as u64,
-                last_error: r.get(4)?,
+        rows.iter()
+            .map(|r| {
+                Ok(Backlog {
+                    sink: r.get(0)?,
+                    datasource_id: r.get(1)?,
+                    pending: r.get::<i64>(2)?.max(0) as u64,
+                    delivered: r.get::<i64>(3)?.max(0) as u64,
+                    last_error: r.get(4)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
     }
 }
 
-fn delivered_seq(conn: &Connection, sink: &str, datasource_id: &str) -> Result<i64> {
+fn delivered_seq(conn: &dyn Conn, sink: &str, datasource_id: &str) -> Result<i64> {
     Ok(conn
-        .query_row(
+        .value_opt(
             "SELECT delivered_seq FROM sink_progress WHERE sink = ?1 AND datasource_id = ?2",
-            params![sink, datasource_id],
-            |r| r.get(0),
-        )
-        .optional()?
+            &args![sink, datasource_id],
+        )?
         .unwrap_or(0))
 }
 
@@ -266,7 +318,7 @@ fn delivered_seq(conn: &Connection, sink: &str, datasource_id: &str) -> Result<i
 mod tests {
     use super::*;
     use crate::documents::{Document, Documents};
-    use crate::store::tests::{datasource, keys, KEY};
+    use crate::store::tests::datasource;
     use crate::store::PageApply;
 
     fn doc(id: &str, path: &str) -> Document {
@@ -295,7 +347,7 @@ mod tests {
                     cursor: &next,
                     has_more,
                     tokens: None,
-                    release_lease: None,
+                    lease: None,
                 },
             )
             .unwrap();
@@ -308,11 +360,10 @@ mod tests {
     #[test]
     fn pages_record_changes_only_with_a_sink_and_sinks_drain_and_prune() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.sqlite"), keys(KEY)).unwrap();
+        let store = crate::store::tests::open_test_store(dir.path());
         store.save_connected(&datasource("ds")).unwrap();
         page(&store, &[], &[doc("f", "/f"), doc("x", "/f/x"), doc("y", "/f/y"), doc("fx", "/fx")], true);
-        let outbox_rows =
-            |s: &Store| -> i64 { s.conn().query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).unwrap() };
+        let outbox_rows = |s: &Store| -> i64 { s.conn().value("SELECT COUNT(*) FROM outbox", &[]).unwrap() };
         assert_eq!(outbox_rows(&store), 0, "no sink, no outbox");
         // A new sink starts from a backfill of what is indexed.
         assert!(store.register_sink("es").unwrap());

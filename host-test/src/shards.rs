@@ -8,7 +8,7 @@
 //! shards, splits an account whose data sits under one or two top-level folders. Everything
 //! lives in the store, so a crash resumes each shard from its last committed page.
 
-use rusqlite::{params, OptionalExtension};
+use crate::db::{args, Conn, ConnExt, Tx, Value};
 
 use crate::store::{Applied, Result, Store, StoreError, TokensRecord};
 
@@ -91,28 +91,20 @@ impl Store {
     /// older generation is ignored (and replaced when a new one starts).
     pub fn listing_plan(&self, id: &str, generation: i64) -> Result<Option<Plan>> {
         let conn = self.conn();
-        let base: Option<String> = conn
-            .query_row(
-                "SELECT base_cursor FROM listing_plans WHERE datasource_id = ?1 AND generation = ?2",
-                params![id, generation],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let base: Option<String> = conn.value_opt(
+            "SELECT base_cursor FROM listing_plans WHERE datasource_id = ?1 AND generation = ?2",
+            &args![id, generation],
+        )?;
         let Some(base_cursor) = base else { return Ok(None) };
-        let mut stmt = conn.prepare_cached(
+        let rows = conn.query(
             "SELECT path, recursive, depth, cursor FROM listing_shards
              WHERE datasource_id = ?1 AND done = 0 ORDER BY depth, recursive, path",
+            &args![id],
         )?;
-        let pending = stmt
-            .query_map([id], |r| {
-                Ok(Shard {
-                    path: r.get(0)?,
-                    recursive: r.get::<_, i64>(1)? != 0,
-                    depth: r.get::<_, i64>(2)? as u32,
-                    cursor: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let pending = rows
+            .iter()
+            .map(|r| Ok(Shard { path: r.get(0)?, recursive: r.get(1)?, depth: r.get(2)?, cursor: r.get(3)? }))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Some(Plan { base_cursor, pending }))
     }
 
@@ -126,27 +118,27 @@ impl Store {
         root: &str,
         tokens: Option<&TokensRecord>,
     ) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
         let fresh: bool = tx
-            .query_row(
-                "SELECT cursor IS NULL AND listing = 1 AND generation = ?2 FROM sync_state WHERE datasource_id = ?1",
-                params![id, generation],
-                |r| r.get(0),
-            )
-            .optional()?
+            .value_opt(
+                "SELECT CASE WHEN cursor IS NULL AND listing = 1 AND generation = ?2 THEN 1 ELSE 0 END
+                 FROM sync_state WHERE datasource_id = ?1",
+                &args![id, generation],
+            )?
             .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
         if !fresh {
             return Err(StoreError::CursorConflict);
         }
-        tx.execute("DELETE FROM listing_plans WHERE datasource_id = ?1", [id])?;
+        tx.execute("DELETE FROM listing_plans WHERE datasource_id = ?1", &args![id])?;
         tx.execute(
             "INSERT INTO listing_plans (datasource_id, generation, base_cursor) VALUES (?1, ?2, ?3)",
-            params![id, generation, base_cursor],
+            &args![id, generation, base_cursor],
         )?;
         tx.execute(
             "INSERT INTO listing_shards (datasource_id, path, recursive, depth) VALUES (?1, ?2, 0, 0)",
-            params![id, root],
+            &args![id, root],
         )?;
         if let Some(t) = tokens {
             self.write_tokens(&tx, id, t)?;
@@ -158,20 +150,21 @@ impl Store {
     /// Apply one shard page atomically: its changes, its new child shards, its cursor, and,
     /// when it was the last shard, the hand-over to the base cursor.
     pub fn apply_shard_page(&self, id: &str, page: &ShardPage<'_>) -> Result<ShardApplied> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
         let shard = page.shard;
         let current: Option<(Option<String>, bool)> = tx
-            .query_row(
+            .query_opt(
                 "SELECT s.cursor, s.done FROM listing_shards s
                    JOIN listing_plans p ON p.datasource_id = s.datasource_id
                    JOIN sync_state st ON st.datasource_id = s.datasource_id
                  WHERE s.datasource_id = ?1 AND s.path = ?2 AND s.recursive = ?3
                    AND p.generation = ?4 AND st.generation = ?4 AND st.cursor IS NULL",
-                params![id, shard.path, shard.recursive, page.generation],
-                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
-            )
-            .optional()?;
+                &args![id, shard.path, shard.recursive, page.generation],
+            )?
+            .map(|r| Ok::<_, StoreError>((r.get(0)?, r.get(1)?)))
+            .transpose()?;
         if current != Some((shard.cursor.clone(), false)) {
             return Err(StoreError::CursorConflict);
         }
@@ -189,22 +182,23 @@ impl Store {
                 .collect();
             if !children.is_empty() {
                 let known: i64 =
-                    tx.query_row("SELECT COUNT(*) FROM listing_shards WHERE datasource_id = ?1", [id], |r| r.get(0))?;
+                    tx.value("SELECT COUNT(*) FROM listing_shards WHERE datasource_id = ?1", &args![id])?;
                 let expand = expand_children(shard.depth, known as usize, children.len(), page.parallelism);
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO listing_shards (datasource_id, path, recursive, depth) VALUES (?1, ?2, ?3, ?4)",
+                let rows: Vec<Vec<Value>> =
+                    children.iter().map(|child| args![id, child, !expand, shard.depth + 1].to_vec()).collect();
+                out.new_shards += tx.execute_many(
+                    "INSERT INTO listing_shards (datasource_id, path, recursive, depth) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    rows,
                 )?;
-                for child in children {
-                    out.new_shards += insert.execute(params![id, child, !expand, shard.depth + 1])? as u64;
-                }
             }
         }
         tx.execute(
             "UPDATE listing_shards SET cursor = ?4, done = ?5 WHERE datasource_id = ?1 AND path = ?2 AND recursive = ?3",
-            params![id, shard.path, shard.recursive, page.cursor, !page.has_more],
+            &args![id, shard.path, shard.recursive, page.cursor, !page.has_more],
         )?;
         out.finished = hand_over_if_done(&tx, id)?;
-        tx.execute("UPDATE sync_state SET pages = pages + 1 WHERE datasource_id = ?1", [id])?;
+        tx.execute("UPDATE sync_state SET pages = pages + 1 WHERE datasource_id = ?1", &args![id])?;
         if let Some(t) = page.tokens {
             self.write_tokens(&tx, id, t)?;
         }
@@ -215,11 +209,11 @@ impl Store {
     /// A shard whose folder is gone (its deletion arrives with the replay) is finished;
     /// one whose cursor was reset starts over. Either way nothing else changes.
     pub fn settle_shard(&self, id: &str, generation: i64, shard: &Shard, gone: bool) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let plan: Option<i64> = tx
-            .query_row("SELECT generation FROM listing_plans WHERE datasource_id = ?1", [id], |r| r.get(0))
-            .optional()?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
+        let plan: Option<i64> =
+            tx.value_opt("SELECT generation FROM listing_plans WHERE datasource_id = ?1", &args![id])?;
         if plan != Some(generation) {
             return Err(StoreError::CursorConflict);
         }
@@ -228,7 +222,7 @@ impl Store {
         } else {
             "UPDATE listing_shards SET cursor = NULL WHERE datasource_id = ?1 AND path = ?2 AND recursive = ?3"
         };
-        tx.execute(sql, params![id, shard.path, shard.recursive])?;
+        tx.execute(sql, &args![id, shard.path, shard.recursive])?;
         hand_over_if_done(&tx, id)?;
         tx.commit()?;
         Ok(())
@@ -238,18 +232,18 @@ impl Store {
 /// When no shard is left, every subtree is listed: the sync continues from the base cursor,
 /// which replays what changed since it was taken; the listing (and its sweep) ends with that
 /// replay. True when this handed over.
-fn hand_over_if_done(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<bool> {
+fn hand_over_if_done(tx: &dyn Conn, id: &str) -> Result<bool> {
     let pending: i64 =
-        tx.query_row("SELECT COUNT(*) FROM listing_shards WHERE datasource_id = ?1 AND done = 0", [id], |r| r.get(0))?;
+        tx.value("SELECT COUNT(*) FROM listing_shards WHERE datasource_id = ?1 AND done = 0", &args![id])?;
     if pending > 0 {
         return Ok(false);
     }
     tx.execute(
         "UPDATE sync_state SET cursor = (SELECT base_cursor FROM listing_plans WHERE datasource_id = ?1)
          WHERE datasource_id = ?1",
-        [id],
+        &args![id],
     )?;
-    tx.execute("DELETE FROM listing_plans WHERE datasource_id = ?1", [id])?;
+    tx.execute("DELETE FROM listing_plans WHERE datasource_id = ?1", &args![id])?;
     Ok(true)
 }
 

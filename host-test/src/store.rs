@@ -1,22 +1,25 @@
-//! Durable host state in SQLite: connectors (app credentials), datasources (tokens, profile,
-//! endpoints, options, status), sync state (cursor, generation) and the document index.
+//! Durable host state: connectors (app credentials), datasources (tokens, profile, endpoints,
+//! options, status), sync state (cursor, generation), the document index, leases, the outbox
+//! and the content queue. SQLite (a state folder) is the default; PostgreSQL (`--state
+//! postgres://…`) lets several host replicas share one state (see [`crate::db`]).
 //!
 //! A page is applied in ONE transaction together with its cursor and tokens, so a crash at any
 //! point loses nothing and replaying the same page is idempotent. Secrets are sealed at rest.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::db::{args, Conn, ConnExt, DbError, Sqlite, Tx};
 use crate::keys::{KeyError, Keys, MASTER_KEY_ENV};
 use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state database: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] DbError),
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error("state database holds unreadable {what}: {why}")]
@@ -31,6 +34,52 @@ pub enum StoreError {
     WrongKey,
     #[error("datasource {id} is being synced by another process ({holder}) until {until}; not syncing it twice")]
     Leased { id: String, holder: String, until: String },
+    #[error("this process no longer holds datasource {0}'s lease (it expired and another replica took it over); page discarded")]
+    LeaseLost(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(DbError::Sqlite(e))
+    }
+}
+
+/// Where the state lives: `--state` is a folder (SQLite) or a `postgres://` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    Folder(PathBuf),
+    Postgres(String),
+}
+
+/// The URL's password never shows.
+impl std::fmt::Debug for StateLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateLocation::Folder(dir) => f.debug_tuple("Folder").field(dir).finish(),
+            StateLocation::Postgres(url) => {
+                f.debug_tuple("Postgres").field(&crate::db::postgres_redacted(url)).finish()
+            }
+        }
+    }
+}
+
+impl StateLocation {
+    pub fn parse(s: &str) -> Self {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            StateLocation::Postgres(s.to_string())
+        } else {
+            StateLocation::Folder(PathBuf::from(s))
+        }
+    }
+
+    /// Where compiled components are cached: inside the state folder, or `.coco-cache` beside
+    /// a process whose state is in PostgreSQL (each replica compiles for its own machine).
+    pub fn cache_dir(&self) -> PathBuf {
+        match self {
+            StateLocation::Folder(dir) => dir.join("cache"),
+            StateLocation::Postgres(_) => PathBuf::from(".coco-cache"),
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -206,9 +255,11 @@ pub struct PageApply<'a> {
     pub cursor: &'a str,
     pub has_more: bool,
     pub tokens: Option<&'a TokensRecord>,
-    /// The lease holder whose lease ends with the last page (`has_more = false`), in the
-    /// same transaction: an idle re-sync writes once after taking its lease.
-    pub release_lease: Option<&'a str>,
+    /// The lease holder applying the page: it must still hold the lease (a replica whose
+    /// lease expired and was taken over cannot land a page), and the last page
+    /// (`has_more = false`) gives the lease back in the same transaction, so an idle re-sync
+    /// writes once after taking its lease.
+    pub lease: Option<&'a str>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -222,7 +273,7 @@ pub struct Applied {
 }
 
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Mutex<Box<dyn Conn + Send>>,
     keys: Keys,
     /// A sink is registered: pages also record their changes in the outbox.
     outbox_on: std::sync::atomic::AtomicBool,
@@ -308,6 +359,22 @@ CREATE TABLE IF NOT EXISTS sync_leases (
     holder TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lease_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    datasource_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    event TEXT NOT NULL,
+    previous TEXT,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lease_log_by_datasource ON lease_log(datasource_id, at_ms);
+CREATE TABLE IF NOT EXISTS delivery_leases (
+    sink TEXT NOT NULL,
+    datasource_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (sink, datasource_id)
+);
 "#;
 
 /// How a long-running host schedules a datasource (absent row: the defaults).
@@ -336,6 +403,24 @@ pub struct Overview {
     pub listing: bool,
     pub pages: i64,
     pub last_synced_at: Option<i64>,
+    /// Its sync lease, if one is recorded (it may have run out).
+    pub lease: Option<LeaseRecord>,
+}
+
+/// A datasource's sync lease as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub holder: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+impl LeaseRecord {
+    /// Held by someone other than `me` who can still use it: not run out, and not a process of
+    /// this machine that has died (that one is taken over at once).
+    pub fn held_by_another(&self, me: &str, now_unix: i64) -> bool {
+        self.holder != me && self.expires_at > now_unix && lease_holder_alive(&self.holder)
+    }
 }
 
 /// This machine's name, as lease holders record it.
@@ -355,7 +440,7 @@ pub fn new_lease_holder() -> String {
 }
 
 /// False only when the holder is a process of this machine that no longer runs.
-fn lease_holder_alive(holder: &str) -> bool {
+pub(crate) fn lease_holder_alive(holder: &str) -> bool {
     let mut parts = holder.split(':');
     let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return true };
     if host != hostname() {
@@ -373,7 +458,7 @@ pub fn rfc3339(unix: u64) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| unix.to_string())
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
@@ -383,8 +468,8 @@ fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
 
 /// The index changed: its document count is taken again, once, when the run ends
 /// ([`Store::document_total`]).
-fn forget_document_total(conn: &Connection, id: &str) -> Result<()> {
-    conn.execute("UPDATE sync_state SET documents = NULL WHERE datasource_id = ?1", [id])?;
+fn forget_document_total(conn: &dyn Conn, id: &str) -> Result<()> {
+    conn.execute("UPDATE sync_state SET documents = NULL WHERE datasource_id = ?1", &args![id])?;
     Ok(())
 }
 
@@ -451,7 +536,26 @@ impl Store {
         conn.execute_batch(crate::content::SCHEMA)?;
         conn.execute_batch(crate::shards::SCHEMA)?;
         migrate(&conn)?;
-        let sinks: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM sinks)", [], |r| r.get(0))?;
+        Self::with_conn(Box::new(Sqlite::new(conn)), keys)
+    }
+
+    /// Connect to a PostgreSQL state shared by replicas, applying missing migrations.
+    pub fn open_postgres(url: &str, keys: Keys) -> Result<Self> {
+        let conn = crate::db::Postgres::connect(url)?;
+        crate::pg_schema::migrate(&conn)?;
+        Self::with_conn(Box::new(conn), keys)
+    }
+
+    /// Open the state `--state` names: `<folder>/coco.sqlite`, or a PostgreSQL database.
+    pub fn open_at(location: &StateLocation, keys: Keys) -> Result<Self> {
+        match location {
+            StateLocation::Folder(dir) => Self::open(&dir.join("coco.sqlite"), keys),
+            StateLocation::Postgres(url) => Self::open_postgres(url, keys),
+        }
+    }
+
+    fn with_conn(conn: Box<dyn Conn + Send>, keys: Keys) -> Result<Self> {
+        let sinks: bool = conn.value("SELECT EXISTS (SELECT 1 FROM sinks)", &[])?;
         let store = Store { conn: Mutex::new(conn), keys, outbox_on: std::sync::atomic::AtomicBool::new(sinks) };
         store.check_key()?;
         Ok(store)
@@ -461,35 +565,32 @@ impl Store {
     /// master key fails here, before anything is written with it.
     fn check_key(&self) -> Result<()> {
         const CHECK: &str = "coco-dropbox key check v1";
-        let read = |conn: &Connection| -> Result<Option<String>> {
-            Ok(conn.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0)).optional()?)
+        let read = |conn: &dyn Conn| -> Result<Option<String>> {
+            Ok(conn.value_opt("SELECT value FROM meta WHERE key = 'key_check'", &[])?)
         };
         let conn = self.conn();
-        if read(&conn)?.is_none() {
+        if read(&**conn)?.is_none() {
             // A state written before key checks existed: the key must open what is there.
-            let existing: Option<(String, String)> = conn
-                .query_row("SELECT id, client_secret_sealed FROM connectors LIMIT 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            if let Some((id, sealed)) = existing {
+            let existing = conn.query_opt("SELECT id, client_secret_sealed FROM connectors LIMIT 1", &[])?;
+            if let Some(row) = existing {
+                let (id, sealed): (String, String) = (row.get(0)?, row.get(1)?);
                 if self.keys.open(&format!("client_secret:{id}"), &sealed).is_err() {
                     return Err(StoreError::WrongKey);
                 }
             }
             conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?1)",
-                [self.keys.seal("meta:key_check", CHECK)],
+                "INSERT INTO meta (key, value) VALUES ('key_check', ?1) ON CONFLICT (key) DO NOTHING",
+                &args![self.keys.seal("meta:key_check", CHECK)],
             )?;
         }
         // Whatever stuck (another process may have won the race with its own key) must open.
-        match read(&conn)?.map(|sealed| self.keys.open("meta:key_check", &sealed)) {
+        match read(&**conn)?.map(|sealed| self.keys.open("meta:key_check", &sealed)) {
             Some(Ok(v)) if v == CHECK => Ok(()),
             _ => Err(StoreError::WrongKey),
         }
     }
 
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Box<dyn Conn + Send>> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -519,23 +620,19 @@ impl Store {
             "INSERT INTO connectors (id, client_id, client_secret_sealed, redirect_uri, endpoints_json)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(id) DO UPDATE SET client_id = ?2, client_secret_sealed = ?3, redirect_uri = ?4, endpoints_json = ?5",
-            params![c.id, c.client_id, self.seal("client_secret", &c.id, &c.client_secret), c.redirect_uri, endpoints],
+            &args![c.id, c.client_id, self.seal("client_secret", &c.id, &c.client_secret), c.redirect_uri, endpoints],
         )?;
         Ok(())
     }
 
     pub fn connector(&self, id: &str) -> Result<Option<ConnectorRecord>> {
-        let row = self
-            .conn()
-            .query_row(
-                "SELECT client_id, client_secret_sealed, redirect_uri, endpoints_json FROM connectors WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-                },
-            )
-            .optional()?;
-        let Some((client_id, secret, redirect_uri, endpoints)) = row else { return Ok(None) };
+        let row = self.conn().query_opt(
+            "SELECT client_id, client_secret_sealed, redirect_uri, endpoints_json FROM connectors WHERE id = ?1",
+            &args![id],
+        )?;
+        let Some(row) = row else { return Ok(None) };
+        let (client_id, secret, redirect_uri, endpoints): (String, String, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
         Ok(Some(ConnectorRecord {
             id: id.to_string(),
             client_id,
@@ -551,8 +648,8 @@ impl Store {
     pub fn save_connected(&self, ds: &DatasourceRecord) -> Result<()> {
         let profile = serde_json::to_string(&ds.profile).map_err(corrupt("profile"))?;
         let endpoints = serde_json::to_string(&ds.endpoints).map_err(corrupt("endpoints"))?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
         tx.execute(
             "INSERT INTO datasources (id, name, connector_id, client_id, client_secret_sealed, access_token_sealed,
                  refresh_token_sealed, expires_at, profile_json, endpoints_json, path, page_limit, owner_id, status,
@@ -561,7 +658,7 @@ impl Store {
              ON CONFLICT(id) DO UPDATE SET name = ?2, client_id = ?4, client_secret_sealed = ?5,
                  access_token_sealed = ?6, refresh_token_sealed = ?7, expires_at = ?8, profile_json = ?9,
                  endpoints_json = ?10, status = 'ok', status_detail = NULL, connected_at = ?14",
-            params![
+            &args![
                 ds.id,
                 ds.name,
                 ds.connector_id,
@@ -578,12 +675,12 @@ impl Store {
                 now_unix(),
             ],
         )?;
-        tx.execute("INSERT OR IGNORE INTO sync_state (datasource_id) VALUES (?1)", [&ds.id])?;
+        tx.execute("INSERT INTO sync_state (datasource_id) VALUES (?1) ON CONFLICT DO NOTHING", &args![ds.id])?;
         tx.commit()?;
         Ok(())
     }
 
-    fn row_to_datasource(&self, r: &rusqlite::Row<'_>) -> Result<DatasourceRecord> {
+    fn row_to_datasource(&self, r: &crate::db::Row) -> Result<DatasourceRecord> {
         let id: String = r.get("id")?;
         let profile: String = r.get("profile_json")?;
         let endpoints: String = r.get("endpoints_json")?;
@@ -591,54 +688,45 @@ impl Store {
             name: r.get("name")?,
             connector_id: r.get("connector_id")?,
             client_id: r.get("client_id")?,
-            client_secret: self.open_secret("client_secret", &id, &r.get::<_, String>("client_secret_sealed")?)?,
+            client_secret: self.open_secret("client_secret", &id, &r.get::<String>("client_secret_sealed")?)?,
             tokens: TokensRecord {
-                access_token: self.open_secret("access_token", &id, &r.get::<_, String>("access_token_sealed")?)?,
-                expires_at: r.get::<_, i64>("expires_at")?.max(0) as u64,
-                refresh_token: self.open_secret("refresh_token", &id, &r.get::<_, String>("refresh_token_sealed")?)?,
+                access_token: self.open_secret("access_token", &id, &r.get::<String>("access_token_sealed")?)?,
+                expires_at: r.get::<i64>("expires_at")?.max(0) as u64,
+                refresh_token: self.open_secret("refresh_token", &id, &r.get::<String>("refresh_token_sealed")?)?,
             },
             profile: serde_json::from_str(&profile).map_err(corrupt("profile"))?,
             endpoints: serde_json::from_str(&endpoints).map_err(corrupt("endpoints"))?,
             path: r.get("path")?,
             page_limit: r.get("page_limit")?,
             owner_id: r.get("owner_id")?,
-            status: Status::parse(&r.get::<_, String>("status")?),
+            status: Status::parse(&r.get::<String>("status")?),
             status_detail: r.get("status_detail")?,
             id,
         })
     }
 
     pub fn datasource(&self, id: &str) -> Result<DatasourceRecord> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT * FROM datasources WHERE id = ?1")?;
-        let mut rows = stmt.query([id])?;
-        match rows.next()? {
-            Some(r) => self.row_to_datasource(r),
+        match self.conn().query_opt("SELECT * FROM datasources WHERE id = ?1", &args![id])? {
+            Some(r) => self.row_to_datasource(&r),
             None => Err(StoreError::NoDatasource(id.to_string())),
         }
     }
 
     pub fn datasources(&self) -> Result<Vec<DatasourceRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT * FROM datasources ORDER BY connected_at, id")?;
-        let mut rows = stmt.query([])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(self.row_to_datasource(r)?);
-        }
-        Ok(out)
+        let rows = self.conn().query("SELECT * FROM datasources ORDER BY connected_at, id", &[])?;
+        rows.iter().map(|r| self.row_to_datasource(r)).collect()
     }
 
     /// Set the folder to index and the page size; a changed folder restarts the listing.
     /// One transaction: a page fetched before the change cannot land after it.
     pub fn set_options(&self, id: &str, path: &str, page_limit: u32) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
         let old: String = tx
-            .query_row("SELECT path FROM datasources WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?
+            .value_opt("SELECT path FROM datasources WHERE id = ?1", &args![id])?
             .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
-        tx.execute("UPDATE datasources SET path = ?2, page_limit = ?3 WHERE id = ?1", params![id, path, page_limit])?;
+        tx.execute("UPDATE datasources SET path = ?2, page_limit = ?3 WHERE id = ?1", &args![id, path, page_limit])?;
         if old != path {
             Self::restart_listing_in(&tx, id)?;
         }
@@ -647,35 +735,36 @@ impl Store {
     }
 
     pub fn sync_state(&self, id: &str) -> Result<SyncState> {
-        self.conn()
-            .query_row(
+        let row = self
+            .conn()
+            .query_opt(
                 "SELECT cursor, generation, listing, pages, last_synced_at FROM sync_state WHERE datasource_id = ?1",
-                [id],
-                |r| {
-                    Ok(SyncState {
-                        cursor: r.get(0)?,
-                        generation: r.get(1)?,
-                        listing: r.get::<_, i64>(2)? != 0,
-                        pages: r.get(3)?,
-                        last_synced_at: r.get(4)?,
-                    })
-                },
-            )
-            .optional()?
-            .ok_or_else(|| StoreError::NoDatasource(id.to_string()))
+                &args![id],
+            )?
+            .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
+        Ok(SyncState {
+            cursor: row.get(0)?,
+            generation: row.get(1)?,
+            listing: row.get(2)?,
+            pages: row.get(3)?,
+            last_synced_at: row.get(4)?,
+        })
     }
 
     /// Apply one page atomically: deletes, then upserts, then the cursor (and tokens). When a
     /// full listing finishes, documents it did not see are swept.
     pub fn apply_page(&self, id: &str, page: &PageApply<'_>) -> Result<Applied> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (cursor, generation, listing): (Option<String>, i64, bool) = tx
-            .query_row("SELECT cursor, generation, listing FROM sync_state WHERE datasource_id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0))
-            })
-            .optional()?
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
+        let row = tx
+            .query_opt("SELECT cursor, generation, listing FROM sync_state WHERE datasource_id = ?1", &args![id])?
             .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
+        let (cursor, generation, listing): (Option<String>, i64, bool) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        let leased = match page.lease {
+            Some(holder) => require_lease(&tx, id, holder)?.then_some(holder),
+            None => None,
+        };
         if cursor.as_deref() != page.expected_cursor || generation != page.expected_generation {
             return Err(StoreError::CursorConflict);
         }
@@ -688,14 +777,14 @@ impl Store {
             crate::content::forget_swept(&tx, id, generation)?;
             applied.swept = tx.execute(
                 "DELETE FROM documents WHERE datasource_id = ?1 AND generation < ?2",
-                params![id, generation],
-            )? as u64;
+                &args![id, generation],
+            )?;
         }
         tx.execute(
             "UPDATE sync_state SET cursor = ?2, listing = ?3, pages = pages + 1,
-                 last_synced_at = CASE WHEN ?4 THEN ?5 ELSE last_synced_at END
+                 last_synced_at = CASE WHEN ?4 = 1 THEN ?5 ELSE last_synced_at END
              WHERE datasource_id = ?1",
-            params![id, page.cursor, listing && page.has_more, !page.has_more, now_unix()],
+            &args![id, page.cursor, listing && page.has_more, !page.has_more, now_unix()],
         )?;
         if let Some(t) = page.tokens {
             self.write_tokens(&tx, id, t)?;
@@ -703,8 +792,11 @@ impl Store {
         if applied.swept > 0 {
             forget_document_total(&tx, id)?;
         }
-        if let (Some(holder), false) = (page.release_lease, page.has_more) {
-            tx.execute("DELETE FROM sync_leases WHERE datasource_id = ?1 AND holder = ?2", params![id, holder])?;
+        if let Some(holder) = leased {
+            log_lease(&tx, id, holder, if page.has_more { "page" } else { "released" }, None)?;
+            if !page.has_more {
+                tx.execute("DELETE FROM sync_leases WHERE datasource_id = ?1 AND holder = ?2", &args![id, holder])?;
+            }
         }
         tx.commit()?;
         Ok(applied)
@@ -713,17 +805,16 @@ impl Store {
     /// Documents in the datasource's index: the count kept since the last change, or counted
     /// (and kept) now. An idle re-sync reads one row instead of counting a large index.
     pub fn document_total(&self, id: &str) -> Result<u64> {
-        let kept: Option<Option<i64>> = self
-            .conn()
-            .query_row("SELECT documents FROM sync_state WHERE datasource_id = ?1", [id], |r| r.get(0))
-            .optional()?;
+        let kept: Option<Option<i64>> =
+            self.conn().value_opt("SELECT documents FROM sync_state WHERE datasource_id = ?1", &args![id])?;
         if let Some(Some(n)) = kept {
             return Ok(n as u64);
         }
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n: i64 = tx.query_row("SELECT COUNT(*) FROM documents WHERE datasource_id = ?1", [id], |r| r.get(0))?;
-        tx.execute("UPDATE sync_state SET documents = ?2 WHERE datasource_id = ?1", params![id, n])?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
+        let n: i64 = tx.value("SELECT COUNT(*) FROM documents WHERE datasource_id = ?1", &args![id])?;
+        tx.execute("UPDATE sync_state SET documents = ?2 WHERE datasource_id = ?1", &args![id, n])?;
         tx.commit()?;
         Ok(n as u64)
     }
@@ -732,47 +823,43 @@ impl Store {
     /// and content decisions, inside the caller's transaction.
     pub(crate) fn apply_changes(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &dyn Conn,
         id: &str,
         generation: i64,
         deletes: &[String],
         documents: &crate::documents::Documents,
     ) -> Result<Applied> {
         let mut applied = Applied::default();
-        {
+        let outbox = self.outbox_on();
+        let doomed = crate::content::doomed(tx, id, deletes)?;
+        for p in deletes {
+            if outbox {
+                crate::outbox::record_subtree(tx, id, p, crate::outbox::Op::Delete)?;
+            }
             // Two statements, each served by the (datasource_id, path_lower) index: an `OR` of
             // the two would make SQLite scan the whole datasource for every delete.
-            let mut delete_exact =
-                tx.prepare_cached("DELETE FROM documents WHERE datasource_id = ?1 AND path_lower = ?2")?;
-            let mut delete_below = tx.prepare_cached(
+            applied.deleted +=
+                tx.execute("DELETE FROM documents WHERE datasource_id = ?1 AND path_lower = ?2", &args![id, p])?;
+            applied.deleted += tx.execute(
                 "DELETE FROM documents WHERE datasource_id = ?1
                    AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
+                &args![id, p],
             )?;
-            let outbox = self.outbox_on();
-            let doomed = crate::content::doomed(tx, id, deletes)?;
-            for p in deletes {
-                if outbox {
-                    crate::outbox::record_subtree(tx, id, p, crate::outbox::Op::Delete)?;
-                }
-                applied.deleted += delete_exact.execute(params![id, p])? as u64;
-                applied.deleted += delete_below.execute(params![id, p])? as u64;
-            }
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
-                     path_lower = excluded.path_lower, rev = excluded.rev,
-                     generation = excluded.generation, json = excluded.json",
-            )?;
-            for d in documents.iter() {
-                upsert.execute(params![id, d.id, d.path_lower, d.rev, generation, d.json])?;
-                if outbox {
-                    crate::outbox::record(tx, id, d.id, crate::outbox::Op::Upsert)?;
-                }
-                applied.upserted += 1;
-            }
-            crate::content::forget(tx, id, &doomed, documents)?;
         }
+        let rows: Vec<Vec<crate::db::Value>> =
+            documents.iter().map(|d| args![id, d.id, d.path_lower, d.rev, generation, d.json].to_vec()).collect();
+        applied.upserted = tx.execute_many(
+            "INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
+                 path_lower = excluded.path_lower, rev = excluded.rev,
+                 generation = excluded.generation, json = excluded.json",
+            rows,
+        )?;
+        if outbox {
+            crate::outbox::record_many(tx, id, documents.iter().map(|d| d.id), crate::outbox::Op::Upsert)?;
+        }
+        crate::content::forget(tx, id, &doomed, documents)?;
         if applied.upserted + applied.deleted > 0 {
             forget_document_total(tx, id)?;
         }
@@ -784,20 +871,34 @@ impl Store {
     }
 
     /// Take the datasource's sync lease for `ttl`, unless another live holder has it: two
-    /// processes on one state never sync one datasource at once. A lease whose holder process
-    /// is gone (same machine, pid no longer running) is taken over at once.
+    /// processes (or replicas) never sync one datasource at once. A lease whose holder process
+    /// is gone (same machine, pid no longer running) is taken over at once; any other only
+    /// once it expired. Every change of holder is written to the lease log.
     pub fn acquire_lease(&self, id: &str, holder: &str, ttl: std::time::Duration) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
         let now = now_unix();
-        let current: Option<(String, i64)> = tx
-            .query_row("SELECT holder, expires_at FROM sync_leases WHERE datasource_id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        if let Some((other, until)) = current {
-            if other != holder && until > now && lease_holder_alive(&other) {
-                return Err(StoreError::Leased { id: id.into(), holder: other, until: rfc3339(until as u64) });
+        let current =
+            tx.query_opt("SELECT holder, expires_at FROM sync_leases WHERE datasource_id = ?1", &args![id])?;
+        let current: Option<(String, i64)> =
+            current.map(|r| Ok::<_, StoreError>((r.get(0)?, r.get(1)?))).transpose()?;
+        let mut event = "acquired";
+        let mut previous = None;
+        if let Some((other, until)) = &current {
+            if other != holder {
+                let alive = lease_holder_alive(other);
+                if *until > now && alive {
+                    return Err(StoreError::Leased {
+                        id: id.into(),
+                        holder: other.clone(),
+                        until: rfc3339(*until as u64),
+                    });
+                }
+                event = if alive { "took-over-expired" } else { "took-over-dead" };
+                previous = Some(other.as_str());
+            } else {
+                event = "renewed";
             }
         }
         let expires = now + ttl.as_secs() as i64;
@@ -805,10 +906,13 @@ impl Store {
             "INSERT INTO sync_leases (datasource_id, holder, expires_at) SELECT ?1, ?2, ?3
                  WHERE EXISTS (SELECT 1 FROM datasources WHERE id = ?1)
              ON CONFLICT(datasource_id) DO UPDATE SET holder = ?2, expires_at = ?3",
-            params![id, holder, expires],
+            &args![id, holder, expires],
         )?;
         if n == 0 {
             return Err(StoreError::NoDatasource(id.to_string()));
+        }
+        if event != "renewed" {
+            log_lease(&tx, id, holder, event, previous)?;
         }
         tx.commit()?;
         Ok(())
@@ -820,33 +924,46 @@ impl Store {
         let expires = now_unix() + ttl.as_secs() as i64;
         let n = self.conn().execute(
             "UPDATE sync_leases SET expires_at = ?3 WHERE datasource_id = ?1 AND holder = ?2",
-            params![id, holder, expires],
+            &args![id, holder, expires],
         )?;
         Ok(n == 1)
     }
 
     /// Give the lease back (only if still ours).
     pub fn release_lease(&self, id: &str, holder: &str) -> Result<()> {
-        self.conn().execute("DELETE FROM sync_leases WHERE datasource_id = ?1 AND holder = ?2", params![id, holder])?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
+        if tx.execute("DELETE FROM sync_leases WHERE datasource_id = ?1 AND holder = ?2", &args![id, holder])? > 0 {
+            log_lease(&tx, id, holder, "released", None)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
     /// Who holds the datasource's lease now, if anyone (for status and tests).
     pub fn lease_holder(&self, id: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT holder FROM sync_leases WHERE datasource_id = ?1 AND expires_at > ?2",
-                params![id, now_unix()],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Ok(self.conn().value_opt(
+            "SELECT holder FROM sync_leases WHERE datasource_id = ?1 AND expires_at > ?2",
+            &args![id, now_unix()],
+        )?)
     }
 
-    pub(crate) fn write_tokens(&self, conn: &Connection, id: &str, t: &TokensRecord) -> Result<()> {
+    /// The lease log of one datasource, oldest first: (holder, event, previous holder).
+    pub fn lease_log(&self, id: &str) -> Result<Vec<LeaseEvent>> {
+        let rows = self.conn().query(
+            "SELECT holder, event, previous, at_ms FROM lease_log WHERE datasource_id = ?1 ORDER BY seq",
+            &args![id],
+        )?;
+        rows.iter()
+            .map(|r| Ok(LeaseEvent { holder: r.get(0)?, event: r.get(1)?, previous: r.get(2)?, at_ms: r.get(3)? }))
+            .collect()
+    }
+
+    pub(crate) fn write_tokens(&self, conn: &dyn Conn, id: &str, t: &TokensRecord) -> Result<()> {
         conn.execute(
             "UPDATE datasources SET access_token_sealed = ?2, refresh_token_sealed = ?3, expires_at = ?4 WHERE id = ?1",
-            params![
+            &args![
                 id,
                 self.seal("access_token", id, &t.access_token),
                 self.seal("refresh_token", id, &t.refresh_token),
@@ -858,37 +975,42 @@ impl Store {
 
     /// Keep tokens a failed call refreshed.
     pub fn save_tokens(&self, id: &str, t: &TokensRecord) -> Result<()> {
-        self.write_tokens(&self.conn(), id, t)
+        self.write_tokens(&**self.conn(), id, t)
     }
 
     /// Start a full listing under a new generation; the index is kept until the listing
     /// finishes and sweeps what it did not see.
     pub fn restart_listing(&self, id: &str) -> Result<()> {
-        Self::restart_listing_in(&self.conn(), id)
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
+        Self::restart_listing_in(&tx, id)?;
+        tx.commit()?;
+        Ok(())
     }
 
-    fn restart_listing_in(conn: &Connection, id: &str) -> Result<()> {
+    fn restart_listing_in(conn: &dyn Conn, id: &str) -> Result<()> {
         conn.execute(
             "UPDATE sync_state SET cursor = NULL, listing = 1, generation = generation + 1 WHERE datasource_id = ?1",
-            [id],
+            &args![id],
         )?;
         // A parallel listing in progress belongs to the old generation.
-        conn.execute("DELETE FROM listing_plans WHERE datasource_id = ?1", [id])?;
+        conn.execute("DELETE FROM listing_plans WHERE datasource_id = ?1", &args![id])?;
         Ok(())
     }
 
     /// The account's root namespace changed: store it and restart the listing, atomically.
     pub fn set_root_and_restart(&self, id: &str, root: &RootRecord) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
         let profile: String = tx
-            .query_row("SELECT profile_json FROM datasources WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?
+            .value_opt("SELECT profile_json FROM datasources WHERE id = ?1", &args![id])?
             .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
         let mut profile: ProfileRecord = serde_json::from_str(&profile).map_err(corrupt("profile"))?;
         profile.root_info = root.clone();
         let profile = serde_json::to_string(&profile).map_err(corrupt("profile"))?;
-        tx.execute("UPDATE datasources SET profile_json = ?2 WHERE id = ?1", params![id, profile])?;
+        tx.execute("UPDATE datasources SET profile_json = ?2 WHERE id = ?1", &args![id, profile])?;
         Self::restart_listing_in(&tx, id)?;
         tx.commit()?;
         Ok(())
@@ -897,7 +1019,7 @@ impl Store {
     pub fn set_status(&self, id: &str, status: Status, detail: Option<&str>) -> Result<()> {
         self.conn().execute(
             "UPDATE datasources SET status = ?2, status_detail = ?3 WHERE id = ?1",
-            params![id, status.as_str(), detail],
+            &args![id, status.as_str(), detail],
         )?;
         Ok(())
     }
@@ -906,20 +1028,19 @@ impl Store {
     /// With a sink registered, its documents are queued as deletes first, in the same
     /// transaction: the search engine forgets them too.
     pub fn remove_datasource(&self, id: &str) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        tx.lock_datasource(id)?;
         if self.outbox_on() {
             crate::outbox::record_all(&tx, id, crate::outbox::Op::Delete)?;
         }
-        let removed = tx.execute("DELETE FROM datasources WHERE id = ?1", [id])? > 0;
+        let removed = tx.execute("DELETE FROM datasources WHERE id = ?1", &args![id])? > 0;
         tx.commit()?;
         Ok(removed)
     }
 
     pub fn document_count(&self, id: &str) -> Result<u64> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COUNT(*) FROM documents WHERE datasource_id = ?1", [id], |r| r.get::<_, i64>(0))?
+        Ok(self.conn().value::<i64>("SELECT COUNT(*) FROM documents WHERE datasource_id = ?1", &args![id])?.max(0)
             as u64)
     }
 
@@ -928,57 +1049,70 @@ impl Store {
     pub fn for_each_document(&self, id: &str, mut f: impl FnMut(&str, &str) -> std::io::Result<()>) -> Result<u64> {
         use crate::content::{merge, Attached, ATTACHED_COLUMNS, ATTACHED_JOIN};
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut n = 0;
+        let mut failed: Option<StoreError> = None;
+        let sql = format!(
             "SELECT d.doc_id, d.json, {ATTACHED_COLUMNS} FROM documents d {ATTACHED_JOIN}
              WHERE d.datasource_id = ?1 ORDER BY d.path_lower"
-        ))?;
-        let mut rows = stmt.query([id])?;
-        let mut n = 0;
-        while let Some(r) = rows.next()? {
+        );
+        let walked = conn.for_each(&sql, &args![id], &mut |r| {
             let doc_id: String = r.get(0)?;
             let json: String = r.get(1)?;
             let json = merge(&json, &Attached::from_row(r, 2)?);
-            f(&doc_id, &json).map_err(|e| StoreError::Corrupt { what: "output", why: e.to_string() })?;
+            if let Err(e) = f(&doc_id, &json) {
+                failed = Some(StoreError::Corrupt { what: "output", why: e.to_string() });
+                return Err(DbError::NoRow);
+            }
             n += 1;
+            Ok(())
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
+        walked?;
         Ok(n)
     }
 
     /// Every datasource's schedule and progress, in one query.
     pub fn overview(&self) -> Result<Vec<Overview>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        let rows = self.conn().query(
             "SELECT d.id, d.name, d.connector_id, d.profile_json, d.status, d.status_detail, d.path, d.page_limit,
                     s.interval_secs, COALESCE(s.paused, 0), d.connected_at,
-                    st.cursor IS NOT NULL, COALESCE(st.listing, 1), COALESCE(st.pages, 0), st.last_synced_at
+                    CASE WHEN st.cursor IS NULL THEN 0 ELSE 1 END, COALESCE(st.listing, 1), COALESCE(st.pages, 0),
+                    st.last_synced_at, l.holder, l.expires_at
              FROM datasources d
              LEFT JOIN schedule s ON s.datasource_id = d.id
              LEFT JOIN sync_state st ON st.datasource_id = d.id
+             LEFT JOIN sync_leases l ON l.datasource_id = d.id
              ORDER BY d.connected_at, d.id",
+            &[],
         )?;
-        let mut rows = stmt.query([])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let profile: ProfileRecord = serde_json::from_str(&r.get::<_, String>(3)?).map_err(corrupt("profile"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let profile: ProfileRecord = serde_json::from_str(&r.get::<String>(3)?).map_err(corrupt("profile"))?;
             out.push(Overview {
                 id: r.get(0)?,
                 name: r.get(1)?,
                 connector_id: r.get(2)?,
                 account_id: profile.account_id,
                 email: profile.email,
-                status: Status::parse(&r.get::<_, String>(4)?),
+                status: Status::parse(&r.get::<String>(4)?),
                 status_detail: r.get(5)?,
                 path: r.get(6)?,
                 page_limit: r.get(7)?,
                 schedule: ScheduleRecord {
-                    interval_secs: r.get::<_, Option<i64>>(8)?.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
-                    paused: r.get::<_, i64>(9)? != 0,
+                    interval_secs: r.get::<Option<i64>>(8)?.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
+                    paused: r.get(9)?,
                 },
                 connected_at: r.get(10)?,
                 cursor: r.get(11)?,
-                listing: r.get::<_, i64>(12)? != 0,
+                listing: r.get(12)?,
                 pages: r.get(13)?,
                 last_synced_at: r.get(14)?,
+                lease: match (r.get::<Option<String>>(15)?, r.get::<Option<i64>>(16)?) {
+                    (Some(holder), Some(expires_at)) => Some(LeaseRecord { holder, expires_at }),
+                    _ => None,
+                },
             });
         }
         Ok(out)
@@ -986,23 +1120,21 @@ impl Store {
 
     /// Documents per datasource, in one pass over the index.
     pub fn document_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT datasource_id, COUNT(*) FROM documents GROUP BY datasource_id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = self.conn().query("SELECT datasource_id, COUNT(*) FROM documents GROUP BY datasource_id", &[])?;
+        rows.iter().map(|r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?.max(0) as u64))).collect()
     }
 
     /// Set the interval (None: the host default) and/or pause flag of a datasource.
     pub fn set_schedule(&self, id: &str, interval_secs: Option<Option<u32>>, paused: Option<bool>) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
         require_datasource(&tx, id)?;
-        tx.execute("INSERT OR IGNORE INTO schedule (datasource_id) VALUES (?1)", [id])?;
+        tx.execute("INSERT INTO schedule (datasource_id) VALUES (?1) ON CONFLICT DO NOTHING", &args![id])?;
         if let Some(interval) = interval_secs {
-            tx.execute("UPDATE schedule SET interval_secs = ?2 WHERE datasource_id = ?1", params![id, interval])?;
+            tx.execute("UPDATE schedule SET interval_secs = ?2 WHERE datasource_id = ?1", &args![id, interval])?;
         }
         if let Some(p) = paused {
-            tx.execute("UPDATE schedule SET paused = ?2 WHERE datasource_id = ?1", params![id, p])?;
+            tx.execute("UPDATE schedule SET paused = ?2 WHERE datasource_id = ?1", &args![id, p])?;
         }
         tx.commit()?;
         Ok(())
@@ -1010,12 +1142,7 @@ impl Store {
 
     /// Every registered connector (app), secrets unsealed: webhooks are signed with them.
     pub fn connectors(&self) -> Result<Vec<ConnectorRecord>> {
-        let ids: Vec<String> = {
-            let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT id FROM connectors ORDER BY id")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let ids: Vec<String> = self.conn().column("SELECT id FROM connectors ORDER BY id", &[])?;
         let mut out = Vec::new();
         for id in ids {
             out.extend(self.connector(&id)?);
@@ -1025,17 +1152,62 @@ impl Store {
 
     /// (doc id, path_lower) of every indexed document.
     pub fn index_entries(&self, id: &str) -> Result<Vec<(String, String)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT doc_id, path_lower FROM documents WHERE datasource_id = ?1")?;
-        let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows =
+            self.conn().query("SELECT doc_id, path_lower FROM documents WHERE datasource_id = ?1", &args![id])?;
+        rows.iter().map(|r| Ok((r.get(0)?, r.get(1)?))).collect()
+    }
+}
+
+/// One entry of a datasource's lease log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseEvent {
+    pub holder: String,
+    /// `acquired`, `took-over-expired`, `took-over-dead`, `page` (a page applied under the
+    /// lease), `released`.
+    pub event: String,
+    /// The holder a takeover replaced.
+    pub previous: Option<String>,
+    pub at_ms: i64,
+}
+
+/// How long lease log entries are kept.
+const LEASE_LOG_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+
+fn log_lease(tx: &dyn Conn, id: &str, holder: &str, event: &str, previous: Option<&str>) -> Result<()> {
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    if event == "acquired" {
+        tx.execute(
+            "DELETE FROM lease_log WHERE datasource_id = ?1 AND at_ms < ?2",
+            &args![id, now_ms - LEASE_LOG_KEEP_MS],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO lease_log (datasource_id, holder, event, previous, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        &args![id, holder, event, previous, now_ms],
+    )?;
+    Ok(())
+}
+
+/// `LeaseLost` if another holder has the datasource's lease now (checked inside the caller's
+/// transaction, under its datasource lock). No lease at all is no conflict: a caller stepping
+/// without one (an embedding that schedules by itself) is still guarded by the cursor, and a
+/// holder that released moved the cursor with its last page.
+/// True if `holder` has the lease.
+pub(crate) fn require_lease(tx: &dyn Conn, id: &str, holder: &str) -> Result<bool> {
+    let current: Option<String> =
+        tx.value_opt("SELECT holder FROM sync_leases WHERE datasource_id = ?1", &args![id])?;
+    match current {
+        Some(other) if other != holder => Err(StoreError::LeaseLost(id.to_string())),
+        Some(_) => Ok(true),
+        None => Ok(false),
     }
 }
 
 /// `NoDatasource` unless `id` exists: checked inside the caller's transaction, so the row
 /// cannot disappear before its writes.
-pub(crate) fn require_datasource(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<()> {
-    let exists: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM datasources WHERE id = ?1)", [id], |r| r.get(0))?;
+pub(crate) fn require_datasource(tx: &dyn Conn, id: &str) -> Result<()> {
+    let exists: bool = tx.value("SELECT EXISTS (SELECT 1 FROM datasources WHERE id = ?1)", &args![id])?;
     if exists {
         Ok(())
     } else {
@@ -1051,6 +1223,25 @@ pub(crate) mod tests {
 
     pub(crate) fn keys(master: &[u8]) -> Keys {
         Keys::from_master(master).unwrap()
+    }
+
+    /// A fresh store: SQLite in `dir`, or with `COCO_TEST_STORE=postgres` a fresh database on
+    /// the `COCO_TEST_POSTGRES` server (`./dev test` runs these tests both ways).
+    pub(crate) fn open_test_store(dir: &Path) -> Store {
+        Store::open_at(&test_location(dir), keys(KEY)).unwrap()
+    }
+
+    pub(crate) fn test_location(dir: &Path) -> StateLocation {
+        if on_postgres() {
+            let admin = std::env::var("COCO_TEST_POSTGRES")
+                .expect("COCO_TEST_STORE=postgres needs COCO_TEST_POSTGRES=postgres://… (./dev test sets both)");
+            return StateLocation::Postgres(crate::db::scratch_database(&admin, "unit").unwrap());
+        }
+        StateLocation::Folder(dir.to_path_buf())
+    }
+
+    pub(crate) fn on_postgres() -> bool {
+        std::env::var("COCO_TEST_STORE").as_deref() == Ok("postgres")
     }
 
     pub(crate) fn datasource(id: &str) -> DatasourceRecord {
@@ -1080,16 +1271,27 @@ pub(crate) mod tests {
             cursor: "C1",
             has_more: true,
             tokens: None,
-            release_lease: None,
+            lease: None,
         }
     }
 
     /// A first page fetched for the old folder (cursor NULL) must not land after the folder
     /// changed, although the new listing's cursor is NULL too.
     #[test]
+    fn a_postgres_state_never_shows_its_password() {
+        let loc = StateLocation::parse("postgres://coco:s3cret-pw@127.0.0.1:5432/coco");
+        assert!(matches!(loc, StateLocation::Postgres(_)));
+        let shown = format!("{loc:?}");
+        assert!(!shown.contains("s3cret-pw") && shown.contains("127.0.0.1:5432"), "{shown}");
+        let err = crate::db::Postgres::connect("postgres://coco:s3cret-pw@127.0.0.1:9/coco").err().unwrap().to_string();
+        assert!(!err.contains("s3cret-pw") && err.contains("127.0.0.1:9"), "{err}");
+        assert_eq!(StateLocation::parse(".coco-state"), StateLocation::Folder(".coco-state".into()));
+    }
+
+    #[test]
     fn a_stale_first_page_is_refused_after_the_folder_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.sqlite"), keys(KEY)).unwrap();
+        let store = open_test_store(dir.path());
         store.save_connected(&datasource("ds")).unwrap();
         let before = store.sync_state("ds").unwrap();
         assert_eq!(before.cursor, None);
@@ -1105,24 +1307,24 @@ pub(crate) mod tests {
     #[test]
     fn a_wrong_master_key_fails_at_open_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sqlite");
-        let store = Store::open(&path, keys(KEY)).unwrap();
+        let path = test_location(dir.path());
+        let store = Store::open_at(&path, keys(KEY)).unwrap();
         store.save_connected(&datasource("ds")).unwrap();
         drop(store);
-        let other = Store::open(&path, keys(b"another-master-key-of-enough-length!!"));
+        let other = Store::open_at(&path, keys(b"another-master-key-of-enough-length!!"));
         assert!(matches!(other, Err(StoreError::WrongKey)), "{:?}", other.err());
         let msg = StoreError::WrongKey.to_string();
         assert!(msg.contains(MASTER_KEY_ENV) && !msg.contains('\n'));
         // The right key still opens everything.
-        let store = Store::open(&path, keys(KEY)).unwrap();
+        let store = Store::open_at(&path, keys(KEY)).unwrap();
         assert_eq!(store.datasource("ds").unwrap().tokens.refresh_token.expose(), "r");
     }
 
     #[test]
     fn a_state_from_before_key_checks_must_open_with_the_key_given() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sqlite");
-        let store = Store::open(&path, keys(KEY)).unwrap();
+        let path = test_location(dir.path());
+        let store = Store::open_at(&path, keys(KEY)).unwrap();
         store
             .upsert_connector(&ConnectorRecord {
                 id: "dropbox".into(),
@@ -1132,19 +1334,19 @@ pub(crate) mod tests {
                 endpoints: EndpointsRecord::dropbox(),
             })
             .unwrap();
-        store.conn().execute("DELETE FROM meta", []).unwrap();
+        store.conn().execute("DELETE FROM meta", &[]).unwrap();
         drop(store);
         assert!(matches!(
-            Store::open(&path, keys(b"another-master-key-of-enough-length!!")),
+            Store::open_at(&path, keys(b"another-master-key-of-enough-length!!")),
             Err(StoreError::WrongKey)
         ));
-        Store::open(&path, keys(KEY)).unwrap();
+        Store::open_at(&path, keys(KEY)).unwrap();
     }
 
     #[test]
     fn one_live_lease_holder_at_a_time_and_dead_holders_are_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.sqlite"), keys(KEY)).unwrap();
+        let store = open_test_store(dir.path());
         store.save_connected(&datasource("ds")).unwrap();
         let ttl = std::time::Duration::from_secs(60);
         let me = new_lease_holder();
@@ -1163,9 +1365,49 @@ pub(crate) mod tests {
         store.acquire_lease("ds", &twin, ttl).unwrap();
         // A holder that is a finished process of this machine is taken over at once.
         let dead = format!("{}:{}:00000000", hostname(), u32::MAX - 1);
-        store.conn().execute("UPDATE sync_leases SET holder = ?1", [&dead]).unwrap();
+        store.conn().execute("UPDATE sync_leases SET holder = ?1", &args![dead]).unwrap();
         store.acquire_lease("ds", &me, ttl).unwrap();
         assert!(matches!(store.acquire_lease("nope", &me, ttl), Err(StoreError::NoDatasource(_))));
+    }
+
+    /// A replica paused past its lease cannot land a page once another took the lease over;
+    /// the lease log records the hand-over.
+    #[test]
+    fn a_page_from_a_holder_that_lost_its_lease_is_refused_and_the_log_shows_the_takeover() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_test_store(dir.path());
+        store.save_connected(&datasource("ds")).unwrap();
+        let ttl = std::time::Duration::from_secs(60);
+        let (a, b) = (new_lease_holder(), new_lease_holder());
+        store.acquire_lease("ds", &a, ttl).unwrap();
+        store.conn().execute("UPDATE sync_leases SET expires_at = 0", &[]).unwrap(); // a's lease ran out
+        store.acquire_lease("ds", &b, ttl).unwrap();
+        let st = store.sync_state("ds").unwrap();
+        let mut p = page(st.cursor.as_deref(), st.generation);
+        p.lease = Some(&a);
+        assert!(matches!(store.apply_page("ds", &p), Err(StoreError::LeaseLost(_))));
+        p.lease = Some(&b);
+        p.has_more = false;
+        store.apply_page("ds", &p).unwrap();
+        let log: Vec<(String, String, Option<String>)> =
+            store.lease_log("ds").unwrap().into_iter().map(|e| (e.event, e.holder, e.previous)).collect();
+        assert_eq!(
+            log,
+            vec![
+                ("acquired".to_string(), a.clone(), None),
+                ("took-over-expired".to_string(), b.clone(), Some(a.clone())),
+                ("released".to_string(), b.clone(), None),
+            ]
+        );
+        assert_eq!(store.lease_holder("ds").unwrap(), None, "the last page gave the lease back");
+        // Delivery leases: one holder per (sink, datasource) until released.
+        assert!(store.acquire_delivery("coco", "ds", &a, ttl).unwrap());
+        assert!(!store.acquire_delivery("coco", "ds", &b, ttl).unwrap());
+        assert!(store.acquire_delivery("es", "ds", &b, ttl).unwrap(), "another sink is another lease");
+        store.release_delivery("coco", "ds", &b).unwrap(); // not b's to release
+        assert!(!store.acquire_delivery("coco", "ds", &b, ttl).unwrap());
+        store.release_delivery("coco", "ds", &a).unwrap();
+        assert!(store.acquire_delivery("coco", "ds", &b, ttl).unwrap());
     }
 
     #[test]
@@ -1192,24 +1434,36 @@ pub(crate) mod tests {
             .unwrap();
         }
         let store = Store::open(&path, keys(KEY)).unwrap();
-        let sql: String =
-            store.conn().query_row("SELECT sql FROM sqlite_master WHERE name = 'documents'", [], |r| r.get(0)).unwrap();
+        let sql: String = store.conn().value("SELECT sql FROM sqlite_master WHERE name = 'documents'", &[]).unwrap();
         assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
         let indexes: i64 = store
             .conn()
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'documents_by_path'",
-                [],
-                |r| r.get(0),
-            )
+            .value("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'documents_by_path'", &[])
             .unwrap();
         assert_eq!(indexes, 1);
         assert_eq!(store.document_count("ds").unwrap(), 1);
         // Upserts still find the row by its key.
         let err = store.conn().execute(
             "INSERT INTO documents (datasource_id, doc_id, path_lower, generation, json) VALUES ('ds', 'd1', '/b', 1, '{}')",
-            [],
+            &[],
         );
         assert!(err.is_err(), "the key stays unique");
+    }
+
+    #[test]
+    fn replicas_starting_together_on_a_fresh_state_all_open_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = test_location(dir.path());
+        let opened: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                (0..4).map(|_| scope.spawn(|| Store::open_at(&location, keys(KEY)).map(|_| ()))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for result in opened {
+            result.expect("every replica opens the state its peers are creating");
+        }
+        let store = Store::open_at(&location, keys(KEY)).unwrap();
+        store.save_connected(&datasource("ds-1")).unwrap();
+        assert_eq!(store.overview().unwrap().len(), 1, "one schema, usable");
     }
 }

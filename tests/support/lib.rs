@@ -51,6 +51,19 @@ pub fn fast_retry() -> RetryPolicy {
     }
 }
 
+/// The state a test runs on: SQLite in `dir`, or, with `COCO_TEST_STORE=postgres`, a fresh
+/// database on the server `COCO_TEST_POSTGRES` names (`./dev test` starts one and runs the
+/// behaviour suites both ways).
+pub fn open_store(dir: &std::path::Path, keys: Keys) -> Store {
+    if std::env::var("COCO_TEST_STORE").as_deref() == Ok("postgres") {
+        let admin = std::env::var("COCO_TEST_POSTGRES")
+            .expect("COCO_TEST_STORE=postgres needs COCO_TEST_POSTGRES=postgres://… (./dev test sets both)");
+        let url = coco_host::db::scratch_database(&admin, "e2e").expect("create a scratch database");
+        return Store::open_postgres(&url, keys).expect("open the PostgreSQL state");
+    }
+    Store::open(&dir.join("coco.sqlite"), keys).unwrap()
+}
+
 pub struct Harness {
     pub emu: Emulator,
     pub host: Host,
@@ -62,7 +75,7 @@ pub async fn harness_with(config: emulator::Config, limits: Limits) -> Harness {
     let emu = Emulator::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("start emulator");
     let tmp = tempfile::tempdir().unwrap();
     let keys = Keys::from_master(b"test-master-key-0123456789abcdef").unwrap();
-    let store = Store::open(&tmp.path().join("coco.sqlite"), keys).unwrap();
+    let store = open_store(tmp.path(), keys);
     let mut host = Host::new(runtime(limits), store);
     host.retry = fast_retry();
     let connector = ConnectorRecord {

@@ -7,6 +7,10 @@ use std::time::Duration;
 use super::Service;
 use crate::deliver::{Deliverer, SinkConfig, Target};
 
+/// How long a replica may deliver one datasource's batches before another may take over (a
+/// round is a few batches; a replica that died mid-round loses the right after this).
+const DELIVERY_LEASE: Duration = Duration::from_secs(60);
+
 pub async fn run(svc: Arc<Service>, config: SinkConfig) {
     let sink = config.name();
     let mut deliverer = Some(Deliverer::new(config));
@@ -28,11 +32,24 @@ pub async fn run(svc: Arc<Service>, config: SinkConfig) {
             if svc.is_shutting_down() {
                 return;
             }
+            // Replicas sharing the state deliver a datasource's changes from one place at a
+            // time, so they reach the sink in order; another replica has this one.
+            let holder = &svc.host.lease_holder;
+            match svc.host.store.acquire_delivery(&sink, &id, holder, DELIVERY_LEASE) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(%sink, "taking the delivery lease failed: {e}");
+                    failed = true;
+                    continue;
+                }
+            }
             // A removed datasource still has deletes to deliver; it needs no name for them.
             let (name, connector) =
                 svc.host.store.datasource(&id).map(|d| (d.name, d.connector_id)).unwrap_or_default();
             let Some(mut d) = deliverer.take() else { return };
             let svc2 = svc.clone();
+            let target_id = id.clone();
             let joined = tokio::task::spawn_blocking(move || {
                 let target = Target { id: &id, name: &name, connector_id: &connector };
                 let r = d.drain_some(&svc2.host.store, &target, 4);
@@ -41,6 +58,9 @@ pub async fn run(svc: Arc<Service>, config: SinkConfig) {
             .await;
             let Ok((back, result)) = joined else { return };
             deliverer = Some(back);
+            if let Err(e) = svc.host.store.release_delivery(&sink, &target_id, &svc.host.lease_holder) {
+                tracing::warn!(%sink, "giving the delivery lease back failed: {e}");
+            }
             let m = &svc.metrics;
             match result {
                 Ok((drained, left)) => {

@@ -72,16 +72,21 @@ pub async fn run(svc: Arc<Service>) -> anyhow::Result<()> {
 /// Re-read the datasource list into the schedule (and the account → datasource map).
 pub fn reload(svc: &Service) -> anyhow::Result<()> {
     let overview = svc.host.store.overview()?;
+    let (now, now_unix) = (Instant::now(), crate::store::now_unix());
+    let me = &svc.host.lease_holder;
     let known: Vec<Known> = overview
         .iter()
         .map(|o| Known {
-            id: o.id.clone(),
-            interval_secs: o.schedule.interval_secs,
-            paused: o.schedule.paused,
-            parked: o.status == Status::ReauthRequired,
+            synced_at: o.last_synced_at,
+            leased_until: o
+                .lease
+                .as_ref()
+                .filter(|l| l.held_by_another(me, now_unix))
+                .map(|l| now + Duration::from_secs((l.expires_at - now_unix).max(0) as u64)),
+            ..Known::new(&o.id, o.schedule.interval_secs, o.schedule.paused, o.status == Status::ReauthRequired)
         })
         .collect();
-    locked(&svc.schedule).reconcile(&known, Instant::now());
+    locked(&svc.schedule).reconcile(&known, now, now_unix);
     let mut by_account: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
     for o in &overview {
         by_account.entry(o.account_id.clone()).or_default().push((o.id.clone(), o.connector_id.clone()));
@@ -139,11 +144,19 @@ async fn step_once(svc: &Arc<Service>, id: &str) -> Outcome {
         None => match svc.host.store.acquire_lease(id, &svc.host.lease_holder, svc.config.lease_ttl) {
             Ok(()) => {
                 locked(&svc.leased).insert(id.to_string());
+                if let Some(skip) = synced_elsewhere(svc, id) {
+                    locked(&svc.leased).remove(id);
+                    let _ = svc.host.store.release_lease(id, &svc.host.lease_holder);
+                    return skip;
+                }
                 // The run reads the cursor itself: the longpoll has done its job.
                 stop_watch(svc, id);
                 Run::new()
             }
-            Err(StoreError::Leased { .. }) => return Outcome::Leased,
+            Err(StoreError::Leased { .. }) => {
+                svc.metrics.skipped_turns.with_label_values(&["leased"]).inc();
+                return Outcome::Leased(svc.config.lease_ttl);
+            }
             Err(StoreError::NoDatasource(_)) => return Outcome::Gone,
             Err(e) => {
                 note_error(svc, id, "store", &e.to_string());
@@ -157,6 +170,9 @@ async fn step_once(svc: &Arc<Service>, id: &str) -> Outcome {
     let outcome = match result {
         Ok(Step::More) | Ok(Step::Restarted { .. }) => Outcome::More,
         Ok(Step::Done) => {
+            if let Ok(Some(at)) = svc.host.store.sync_state(id).map(|s| s.last_synced_at) {
+                locked(&svc.schedule).note_synced(id, at);
+            }
             svc.metrics.syncs.with_label_values(&["ok"]).inc();
             svc.metrics.sync_duration.observe(run.started.elapsed().as_secs_f64());
             if let Some((at, trigger)) = locked(&svc.notes).notices.remove(id) {
@@ -180,6 +196,9 @@ async fn step_once(svc: &Arc<Service>, id: &str) -> Outcome {
         // The folder changed (or another writer moved the cursor) while the page was fetched:
         // it was discarded; the next step reads the current cursor.
         Err(HostError::Store(StoreError::CursorConflict)) => Outcome::More,
+        // Another replica took the lease over (ours expired while this page was fetched):
+        // the page was discarded and the run is theirs now.
+        Err(HostError::Store(StoreError::LeaseLost(_))) => Outcome::Leased(svc.config.lease_ttl),
         Err(e) => {
             note_error(svc, id, "host", &e.to_string());
             Outcome::Backoff(HOST_ERROR_RETRY)
@@ -199,6 +218,21 @@ async fn step_once(svc: &Arc<Service>, id: &str) -> Outcome {
         }
     }
     outcome
+}
+
+/// Before a new run, under its lease: if another replica completed a sync since this process
+/// last looked, and the datasource is caught up and was not woken here, this turn is not due
+/// after all (its next one is an interval after that sync). A listing in progress always goes on.
+fn synced_elsewhere(svc: &Service, id: &str) -> Option<Outcome> {
+    let (seen, woken) = locked(&svc.schedule).slot(id).map(|s| (s.seen_synced, s.woken))?;
+    let state = svc.host.store.sync_state(id).ok()?;
+    let at = state.last_synced_at?;
+    if woken || state.listing || state.cursor.is_none() || seen >= Some(at) {
+        return None;
+    }
+    svc.metrics.skipped_turns.with_label_values(&["synced"]).inc();
+    let ago = Duration::from_secs(crate::store::now_unix().saturating_sub(at).max(0) as u64);
+    Some(Outcome::SyncedElsewhere { at, ago })
 }
 
 /// Metrics from what the step added to the run's report.

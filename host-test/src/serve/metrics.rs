@@ -24,6 +24,9 @@ pub struct Metrics {
     pub longpolls: IntCounterVec,
     pub longpolls_active: IntGauge,
     pub pages_in_flight: IntGauge,
+    /// Turns given up because another replica had the datasource (`leased`) or had just synced
+    /// it (`synced`).
+    pub skipped_turns: IntCounterVec,
     pub datasources: IntGaugeVec,
     pub lag: prometheus::GaugeVec,
     pub sink_delivered: IntCounterVec,
@@ -111,6 +114,11 @@ impl Metrics {
             longpolls: counter_vec("coco_longpolls_total", "Longpolls ended, by result.", &["result"]),
             longpolls_active: gauge("coco_longpolls_active", "Longpolls waiting on Dropbox now."),
             pages_in_flight: gauge("coco_pages_in_flight", "Component calls for pages in flight now."),
+            skipped_turns: counter_vec(
+                "coco_skipped_turns_total",
+                "Turns given up because another replica held the datasource or had just synced it.",
+                &["reason"],
+            ),
             datasources,
             lag,
             sink_delivered: counter_vec("coco_sink_delivered_total", "Changes a sink accepted.", &["sink"]),

@@ -155,9 +155,16 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Service {
     pub fn new(host: Host, config: ServeConfig) -> Arc<Self> {
+        // Replicas break ties in orders of their own, so they start on different datasources.
+        let salt = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            host.lease_holder.hash(&mut h);
+            h.finish() | 1
+        };
         Arc::new(Service {
             host,
-            schedule: Mutex::new(Schedule::new(config.schedule.clone())),
+            schedule: Mutex::new(Schedule::new(config.schedule.clone()).salted(salt)),
             config,
             runs: Mutex::default(),
             leased: Mutex::default(),

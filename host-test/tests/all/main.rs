@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod receivers;
 mod register;
+mod replicas;
 mod serve;
 mod sinks;
 mod state_files;

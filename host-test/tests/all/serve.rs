@@ -93,14 +93,20 @@ fn free_port() -> u16 {
 
 /// Start `serve` on `state` against the emulator, with extra flags; waits for `/readyz`.
 pub async fn serve(emu: &Emulator, state: &Path, flags: &[&str]) -> Served {
+    serve_on(emu, state.as_os_str(), state, flags).await
+}
+
+/// `serve` with `--state` as given (a folder or a `postgres://` URL), logging into `logs`.
+pub async fn serve_on(emu: &Emulator, state: &std::ffi::OsStr, logs: &Path, flags: &[&str]) -> Served {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let stderr = state.join(format!("serve-{port}.log"));
-    std::fs::create_dir_all(state).unwrap();
+    let stderr = logs.join(format!("serve-{port}.log"));
+    std::fs::create_dir_all(logs).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_coco-host"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--dropbox", &emu.base_url()])
         .args(flags)
         .env("COCO_STATE_DIR", state)
+        .env("COCO_CACHE_DIR", logs.join("cache"))
         .env("COCO_DROPBOX_WASM", wasm())
         .env("COCO_MASTER_KEY", MASTER_KEY)
         .env("COCO_API_TOKEN", TOKEN)
@@ -140,12 +146,14 @@ pub async fn connect(emu: &Emulator, base: &str, account: usize) -> Resp {
     http("GET", &back, &[("cookie", &cookie)], None).await
 }
 
+pub(crate) const MASTER: &str = MASTER_KEY;
+
 pub(crate) fn open_store(state: &Path) -> Store {
     Store::open(&state.join("coco.sqlite"), Keys::from_master(MASTER_KEY.as_bytes()).unwrap()).unwrap()
 }
 
 /// The account's entries as (document id, path), the way the index must hold them.
-fn expected(emu: &Emulator, account: usize, ds: &str) -> BTreeMap<String, String> {
+pub(crate) fn expected(emu: &Emulator, account: usize, ds: &str) -> BTreeMap<String, String> {
     emu.tree(account)
         .into_iter()
         .filter(|e| e.name != ".DS_Store")
@@ -153,7 +161,7 @@ fn expected(emu: &Emulator, account: usize, ds: &str) -> BTreeMap<String, String
         .collect()
 }
 
-fn indexed(store: &Store, ds: &str) -> BTreeMap<String, String> {
+pub(crate) fn indexed(store: &Store, ds: &str) -> BTreeMap<String, String> {
     let entries = store.index_entries(ds).unwrap();
     let n = entries.len();
     let map: BTreeMap<String, String> = entries.into_iter().collect();

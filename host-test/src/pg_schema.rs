@@ -1,0 +1,191 @@
+//! The PostgreSQL schema, as numbered migrations applied at open. Every replica runs them;
+//! an advisory lock makes one apply each migration while the others wait, and
+//! `schema_migrations` records what is applied. Never edit a released migration: add one.
+//!
+//! Paths and ids compare byte-wise (`COLLATE "C"`), as in SQLite: a folder's subtree is the
+//! range `path/` .. `path0`, which a locale's collation would not keep together.
+
+use crate::db::{args, Conn, ConnExt, DbResult, Tx};
+
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+
+const V1: &str = r#"
+CREATE TABLE connectors (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    client_secret_sealed TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    endpoints_json TEXT NOT NULL
+);
+CREATE TABLE datasources (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT NOT NULL,
+    connector_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    client_secret_sealed TEXT NOT NULL,
+    access_token_sealed TEXT NOT NULL,
+    refresh_token_sealed TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    profile_json TEXT NOT NULL,
+    endpoints_json TEXT NOT NULL,
+    path TEXT NOT NULL DEFAULT '',
+    page_limit BIGINT NOT NULL DEFAULT 0,
+    owner_id TEXT,
+    status TEXT NOT NULL DEFAULT 'ok',
+    status_detail TEXT,
+    connected_at BIGINT NOT NULL
+);
+CREATE TABLE sync_state (
+    datasource_id TEXT COLLATE "C" PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
+    cursor TEXT,
+    generation BIGINT NOT NULL DEFAULT 1,
+    listing BIGINT NOT NULL DEFAULT 1,
+    pages BIGINT NOT NULL DEFAULT 0,
+    last_synced_at BIGINT,
+    documents BIGINT
+);
+CREATE TABLE documents (
+    datasource_id TEXT COLLATE "C" NOT NULL REFERENCES datasources(id) ON DELETE CASCADE,
+    doc_id TEXT COLLATE "C" NOT NULL,
+    path_lower TEXT COLLATE "C" NOT NULL,
+    rev TEXT,
+    generation BIGINT NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (datasource_id, doc_id)
+);
+CREATE INDEX documents_by_path ON documents(datasource_id, path_lower);
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE schedule (
+    datasource_id TEXT COLLATE "C" PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
+    interval_secs BIGINT,
+    paused BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE outbox (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    datasource_id TEXT COLLATE "C" NOT NULL,
+    doc_id TEXT COLLATE "C" NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete'))
+);
+CREATE INDEX outbox_by_datasource ON outbox(datasource_id, seq);
+CREATE TABLE sinks (
+    name TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE sink_progress (
+    sink TEXT NOT NULL REFERENCES sinks(name) ON DELETE CASCADE,
+    datasource_id TEXT COLLATE "C" NOT NULL,
+    delivered_seq BIGINT NOT NULL DEFAULT 0,
+    delivered_total BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (sink, datasource_id)
+);
+CREATE TABLE sync_leases (
+    datasource_id TEXT COLLATE "C" PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
+    holder TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE lease_log (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    datasource_id TEXT COLLATE "C" NOT NULL,
+    holder TEXT NOT NULL,
+    event TEXT NOT NULL,
+    previous TEXT,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX lease_log_by_datasource ON lease_log(datasource_id, at_ms);
+CREATE TABLE delivery_leases (
+    sink TEXT NOT NULL,
+    datasource_id TEXT COLLATE "C" NOT NULL,
+    holder TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (sink, datasource_id)
+);
+CREATE TABLE content (
+    datasource_id TEXT COLLATE "C" NOT NULL,
+    doc_id TEXT COLLATE "C" NOT NULL,
+    file_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rev TEXT,
+    content_hash TEXT,
+    size BIGINT NOT NULL,
+    downloadable BIGINT NOT NULL,
+    export_json TEXT,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'skipped', 'failed')),
+    reason TEXT,
+    detail TEXT,
+    text TEXT,
+    format TEXT,
+    truncated BIGINT NOT NULL DEFAULT 0,
+    bytes BIGINT NOT NULL DEFAULT 0,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    not_before BIGINT NOT NULL DEFAULT 0,
+    claimed_until BIGINT NOT NULL DEFAULT 0,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (datasource_id, doc_id),
+    FOREIGN KEY (datasource_id) REFERENCES datasources(id) ON DELETE CASCADE
+);
+CREATE INDEX content_queue ON content(datasource_id, not_before) WHERE state = 'pending';
+CREATE TABLE content_settings (
+    datasource_id TEXT COLLATE "C" PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
+    enabled BIGINT NOT NULL DEFAULT 1,
+    max_download_bytes BIGINT,
+    max_text_bytes BIGINT,
+    formats TEXT
+);
+CREATE TABLE listing_plans (
+    datasource_id TEXT COLLATE "C" PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
+    generation BIGINT NOT NULL,
+    base_cursor TEXT NOT NULL
+);
+CREATE TABLE listing_shards (
+    datasource_id TEXT COLLATE "C" NOT NULL REFERENCES listing_plans(datasource_id) ON DELETE CASCADE,
+    path TEXT COLLATE "C" NOT NULL,
+    recursive BIGINT NOT NULL,
+    depth BIGINT NOT NULL,
+    cursor TEXT,
+    done BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (datasource_id, path, recursive)
+);
+"#;
+
+/// Apply the migrations this database lacks, one transaction each, under a lock every
+/// replica takes first. A database newer than this build is refused rather than written to.
+pub fn migrate(conn: &dyn Conn) -> DbResult<()> {
+    // Even the bookkeeping table is created under the lock: PostgreSQL's `CREATE TABLE IF NOT
+    // EXISTS` fails (duplicate type) when replicas starting together race on a fresh database.
+    let tx = locked(conn)?;
+    tx.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
+    let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    let applied: Vec<i64> = tx.column("SELECT version FROM schema_migrations ORDER BY version", &[])?;
+    if let Some(v) = applied.iter().find(|v| **v > newest) {
+        return Err(crate::db::DbError::Postgres(format!(
+            "the database's schema is at version {v}, newer than this build knows ({newest}): upgrade coco-host"
+        )));
+    }
+    tx.commit()?;
+    for (version, sql) in MIGRATIONS {
+        let tx = locked(conn)?;
+        // Read again under this lock: another replica may have applied it meanwhile.
+        if tx.value_opt::<i64>("SELECT version FROM schema_migrations WHERE version = ?1", &args![*version])?.is_none()
+        {
+            tx.batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                &args![*version, crate::store::now_unix()],
+            )?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// A transaction holding the migration lock (released at its end).
+fn locked(conn: &dyn Conn) -> DbResult<Tx<'_>> {
+    let tx = Tx::begin(conn)?;
+    tx.query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(77330001)) l", &[])?;
+    Ok(tx)
+}
