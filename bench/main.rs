@@ -29,12 +29,13 @@ use coco_host::host::{now_unix, Host};
 use coco_host::keys::Keys;
 use coco_host::runtime::{AppCredentials, Endpoints, Limits, PageRequest, Runtime, SyncOptions, Tokens};
 use coco_host::secret::Secret;
-use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
+use coco_host::store::{ConnectorRecord, EndpointsRecord};
 use dropbox_emulator::model::{generate, Generate, Namespace};
 use serde::{Deserialize, Serialize};
 
 mod content;
 mod listing;
+mod replicas;
 mod service;
 mod sinks;
 
@@ -51,8 +52,8 @@ struct Args {
     /// Account sizes for the memory benchmark.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     memory_sizes: Vec<usize>,
-    /// Sections to run (1-11).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,6,7,8,9,10,11")]
+    /// Sections to run (1-12).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,6,7,8,9,10,11,12")]
     sections: Vec<u8>,
     /// Account size for the parallel-listing benchmark (section 10).
     #[arg(long, default_value_t = 1_000_000)]
@@ -88,6 +89,9 @@ enum ChildCmd {
         /// The emulator's pid, to measure its CPU apart from the host's.
         #[arg(long)]
         emulator_pid: Option<u32>,
+        /// A PostgreSQL database for the state (default: SQLite in a temporary folder).
+        #[arg(long)]
+        state: Option<String>,
     },
     /// (internal) Only the wasm page call, `iterations` times: a clean `perf record` target
     /// (`COCO_DROPBOX_PERFMAP=1` names the component's functions).
@@ -154,9 +158,14 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match &args.child {
-        Some(ChildCmd::SyncChild { emulator, limit, incremental, parallel, emulator_pid }) => {
-            let run =
-                SyncRun { limit: *limit, incremental: *incremental, parallel: *parallel, emulator_pid: *emulator_pid };
+        Some(ChildCmd::SyncChild { emulator, limit, incremental, parallel, emulator_pid, state }) => {
+            let run = SyncRun {
+                limit: *limit,
+                incremental: *incremental,
+                parallel: *parallel,
+                emulator_pid: *emulator_pid,
+                state: state.clone(),
+            };
             let figures = rt.block_on(sync_child(&args.component, emulator, &run))?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
@@ -505,10 +514,28 @@ struct SyncRun {
     incremental: bool,
     parallel: usize,
     emulator_pid: Option<u32>,
+    /// PostgreSQL state (None: SQLite).
+    state: Option<String>,
 }
 
 fn run_child(component: &Path, emu: &EmulatorProcess, limit: u32, incremental: bool) -> anyhow::Result<SyncFigures> {
-    run_child_with(component, emu, &SyncRun { limit, incremental, parallel: 1, emulator_pid: Some(emu.child.id()) })
+    run_child_with(
+        component,
+        emu,
+        &SyncRun { limit, incremental, parallel: 1, emulator_pid: Some(emu.child.id()), state: None },
+    )
+}
+
+/// A full sync (limit 2,000) with the state in SQLite, or in the PostgreSQL database `state`.
+fn run_child_state(component: &Path, emu: &EmulatorProcess, state: Option<&str>) -> anyhow::Result<SyncFigures> {
+    let run = SyncRun {
+        limit: 2000,
+        incremental: false,
+        parallel: 1,
+        emulator_pid: Some(emu.child.id()),
+        state: state.map(str::to_string),
+    };
+    run_child_with(component, emu, &run)
 }
 
 fn run_child_with(component: &Path, emu: &EmulatorProcess, run: &SyncRun) -> anyhow::Result<SyncFigures> {
@@ -520,6 +547,9 @@ fn run_child_with(component: &Path, emu: &EmulatorProcess, run: &SyncRun) -> any
     }
     if run.incremental {
         args.push("--incremental");
+    }
+    if let Some(state) = &run.state {
+        args.extend(["--state", state]);
     }
     child_json(component, &args)
 }
@@ -548,7 +578,7 @@ async fn sync_child(component: &Path, emulator: &str, run: &SyncRun) -> anyhow::
     let (limit, incremental) = (run.limit, run.incremental);
     let tmp = tempfile::tempdir()?;
     let runtime = Arc::new(Runtime::load(component, Some(bench_cache(&tmp.path().join("cache"))), Limits::default())?);
-    let store = Store::open(&tmp.path().join("coco.sqlite"), Keys::ephemeral())?;
+    let store = replicas::child_store(tmp.path(), run.state.as_deref(), Keys::ephemeral())?;
     let mut host = Host::new(runtime.clone(), store);
     host.default_page_limit = limit;
     host.listing_parallelism = run.parallel;
@@ -670,7 +700,8 @@ fn listing_section(args: &Args, line: &mut impl FnMut(String)) -> anyhow::Result
     let emu = start_emulator_with(args.parallel_entries, &["--latency-ms", &latency])?;
     let mut rows = Vec::new();
     for parallel in [1usize, 2, 4, 8] {
-        let run = SyncRun { limit: 2000, incremental: false, parallel, emulator_pid: Some(emu.child.id()) };
+        let run =
+            SyncRun { limit: 2000, incremental: false, parallel, emulator_pid: Some(emu.child.id()), state: None };
         rows.push((parallel, run_child_with(&args.component, &emu, &run)?));
     }
     drop(emu);
@@ -1014,6 +1045,10 @@ async fn run_all(args: &Args) -> anyhow::Result<()> {
             f.syncs, f.median_ms, f.p99_ms, f.requests_per_sync, f.component_median_ms
         ));
         line(String::new());
+    }
+    if args.sections.contains(&12) {
+        eprintln!("[12] state in PostgreSQL: cost per page, replicas…");
+        replicas::section(&args.component, &mut line).await?;
     }
     if args.sections.contains(&6) {
         eprintln!("[6/6] sizes…");

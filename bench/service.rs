@@ -14,7 +14,7 @@ use coco_host::keys::Keys;
 use coco_host::runtime::{Limits, Runtime};
 use coco_host::secret::Secret;
 use coco_host::serve::{self, ServeConfig, Service};
-use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
+use coco_host::store::{ConnectorRecord, EndpointsRecord, StateLocation, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::APP;
@@ -65,8 +65,20 @@ pub(crate) async fn connected_host(
     emulator: &str,
     accounts: usize,
 ) -> anyhow::Result<(Host, Vec<String>)> {
+    connected_host_at(&StateLocation::Folder(dir.to_path_buf()), dir, component, emulator, accounts, bench_keys()).await
+}
+
+/// [`connected_host`] on any state (`dir` holds the compile cache).
+pub(crate) async fn connected_host_at(
+    state: &StateLocation,
+    dir: &Path,
+    component: &Path,
+    emulator: &str,
+    accounts: usize,
+    keys: Keys,
+) -> anyhow::Result<(Host, Vec<String>)> {
     let runtime = Arc::new(Runtime::load(component, Some(crate::bench_cache(&dir.join("cache"))), Limits::default())?);
-    let store = Store::open(&dir.join("coco.sqlite"), bench_keys())?;
+    let store = Store::open_at(state, keys)?;
     let host = Host::new(runtime, store);
     let connector = ConnectorRecord {
         id: "dropbox".into(),
