@@ -18,7 +18,7 @@ use crate::runtime::{
 use crate::secret::Secret;
 use crate::store::{
     Applied, ConnectorRecord, DatasourceRecord, EndpointsRecord, PageApply, ProfileRecord, RootRecord, Status, Store,
-    StoreError, TokensRecord,
+    StoreError, SyncState, TokensRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,9 @@ pub enum DisconnectOutcome {
     AlreadyRevoked,
 }
 
-/// Progress, for bars and logs.
+/// Progress, for bars and logs. `Page` counts pages committed so far; a listing commits
+/// several pages in one transaction ([`Host::listing_commit_docs`]), so one event may cover
+/// more than one page.
 #[derive(Clone, Debug)]
 pub enum SyncEvent {
     Page { pages: u64, entries: u64, has_more: bool },
@@ -100,7 +102,14 @@ pub struct Host {
     pub refresh_margin_secs: Option<u32>,
     /// Listings in flight during an initial listing (1: sequential; more: `shards`).
     pub listing_parallelism: usize,
+    /// During a sequential listing, fetched pages wait in the run until this many documents
+    /// are waiting, then go in one transaction (0: each page in its own). See [`Pending`].
+    pub listing_commit_docs: usize,
 }
+
+/// Documents a listing's group commit waits for by default: 8 pages of 2,000. A crash loses
+/// at most these fetched pages (the cursor moves with them, so they are fetched again).
+pub const DEFAULT_LISTING_COMMIT_DOCS: usize = 16_000;
 
 /// A sync lease. It is renewed at half-life and before every rate-limit wait, so the longest
 /// stretch without a renewal (half of it, a 120 s call, a 60 s backoff) stays well inside it.
@@ -175,6 +184,7 @@ impl Host {
             default_page_limit: 0,
             refresh_margin_secs: None,
             listing_parallelism: 1,
+            listing_commit_docs: DEFAULT_LISTING_COMMIT_DOCS,
         }
     }
 
@@ -353,33 +363,28 @@ impl Host {
             });
         }
         let state = self.store.sync_state(id)?;
-        if crate::parallel::applies(self, &ds, &state) {
+        if run.pending.pages.is_empty() && crate::parallel::applies(self, &ds, &state) {
             return self.parallel_step(id, &ds, &state, run).await;
         }
-        let req = self.page_request(&ds, state.cursor.clone(), &run.batch);
+        // Pages fetched but not yet applied come first: the next page continues from them.
+        let cursor = run.pending.pages.last().map(|p| p.cursor.clone()).or_else(|| state.cursor.clone());
+        let req = self.page_request(&ds, cursor.clone(), &run.batch);
         let failure = match self.runtime.sync_page(&req).await {
             Ok(Ok(page)) => {
-                let tokens = page.tokens.as_ref().map(tokens_record);
-                let applied: Applied = self.store.apply_page(
-                    id,
-                    &PageApply {
-                        expected_cursor: state.cursor.as_deref(),
-                        expected_generation: state.generation,
-                        deletes: &page.deletes,
-                        documents: &page.documents,
-                        cursor: &page.cursor,
-                        has_more: page.has_more,
-                        tokens: tokens.as_ref(),
-                        lease: Some(&self.lease_holder),
-                    },
-                )?;
-                run.report.count_page(&page.stats, &applied);
                 if !state.listing {
                     // Deltas: how long after the change in Dropbox each file reached the index.
                     let now = now_unix();
                     run.change_lags.extend(page.documents.iter().filter_map(|d| change_lag(d.json, now)));
                 }
-                if !page.has_more {
+                let has_more = page.has_more;
+                let stalled = page.stats.entries == 0 && cursor.as_deref() == Some(page.cursor.as_str());
+                // Refreshed tokens are written at once; so is everything outside a listing.
+                let may_wait = state.listing && has_more && !stalled && page.tokens.is_none();
+                run.pending.push(page);
+                if !(may_wait && run.pending.documents < self.listing_commit_docs) {
+                    self.apply_pending(id, &state, run)?;
+                }
+                if !has_more {
                     if ds.status != Status::Ok || ds.status_detail.is_some() {
                         self.store.set_status(id, Status::Ok, None)?;
                     }
@@ -388,7 +393,6 @@ impl Host {
                 if ds.status != Status::Ok {
                     self.store.set_status(id, Status::Ok, None)?;
                 }
-                let stalled = page.stats.entries == 0 && state.cursor.as_deref() == Some(page.cursor.as_str());
                 if !stalled {
                     run.counters.progressed();
                     return Ok(Step::More);
@@ -396,13 +400,53 @@ impl Host {
                 None
             }
             Ok(Err(f)) => {
+                self.apply_pending(id, &state, run)?;
                 self.count_failed_call(id, run, &f)?;
                 Some(Ok(f.error))
             }
-            // A trap or a timeout: the store is gone and nothing was applied.
-            Err(e) => Some(Err(e.to_string())),
+            // A trap or a timeout: the store is gone and nothing was applied (the pages
+            // fetched before it are).
+            Err(e) => {
+                self.apply_pending(id, &state, run)?;
+                Some(Err(e.to_string()))
+            }
         };
         self.after_failure(id, run, failure)
+    }
+
+    /// Apply the run's waiting pages in one transaction, expecting the cursor `state` read
+    /// (nothing else writes while the run holds the lease; if something did, the pages are
+    /// dropped with the conflict and fetched again from the stored cursor).
+    fn apply_pending(&self, id: &str, state: &SyncState, run: &mut Run) -> Result<(), HostError> {
+        let pages = std::mem::take(&mut run.pending).pages;
+        if pages.is_empty() {
+            return Ok(());
+        }
+        let tokens: Vec<Option<TokensRecord>> = pages.iter().map(|p| p.tokens.as_ref().map(tokens_record)).collect();
+        let mut expected = state.cursor.as_deref();
+        let applies: Vec<PageApply<'_>> = pages
+            .iter()
+            .zip(&tokens)
+            .map(|(p, t)| {
+                let apply = PageApply {
+                    expected_cursor: expected,
+                    expected_generation: state.generation,
+                    deletes: &p.deletes,
+                    documents: &p.documents,
+                    cursor: &p.cursor,
+                    has_more: p.has_more,
+                    tokens: t.as_ref(),
+                    lease: Some(&self.lease_holder),
+                };
+                expected = Some(&p.cursor);
+                apply
+            })
+            .collect();
+        let applied = self.store.apply_pages(id, &applies)?;
+        for (page, a) in pages.iter().zip(&applied) {
+            run.report.count_page(&page.stats, a);
+        }
+        Ok(())
     }
 
     /// A call that failed still counts its requests, and keeps the tokens it refreshed.
@@ -481,6 +525,40 @@ pub struct Run {
     pub change_lags: Vec<f64>,
     /// The last failed step's error class and description.
     pub last_failure: Option<(&'static str, String)>,
+    /// Listing pages fetched and not yet applied (a group commit; see
+    /// [`Host::listing_commit_docs`]). Dropping a run drops them: the stored cursor is still
+    /// before them.
+    pub pending: Pending,
+}
+
+/// Fetched pages waiting to be applied together. Never holds a page with refreshed tokens
+/// (those are applied at once); its `Debug` shows counts only.
+#[derive(Default)]
+pub struct Pending {
+    pages: Vec<crate::documents::Page>,
+    documents: usize,
+}
+
+impl Pending {
+    fn push(&mut self, page: crate::documents::Page) {
+        self.documents += page.documents.len();
+        self.pages.push(page);
+    }
+
+    /// Pages fetched and not yet applied.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pending({} pages, {} documents)", self.pages.len(), self.documents)
+    }
 }
 
 impl Run {
@@ -492,6 +570,7 @@ impl Run {
             started: Instant::now(),
             change_lags: Vec::new(),
             last_failure: None,
+            pending: Pending::default(),
         }
     }
 }

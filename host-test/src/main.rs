@@ -125,6 +125,11 @@ struct ServeArgs {
     /// List pages in flight per datasource during its initial listing (see `sync`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=32))]
     listing_parallelism: u64,
+    /// During a sequential listing, apply fetched pages together once this many documents wait
+    /// (see `sync`). 0 by default here: many runs are open at once, and each would hold its
+    /// waiting pages in memory.
+    #[arg(long, env = "COCO_LISTING_COMMIT_DOCS", default_value_t = 0)]
+    listing_commit_docs: usize,
     /// Do not keep longpolls on idle datasources (interval polling and webhooks only).
     #[arg(long)]
     no_longpoll: bool,
@@ -282,6 +287,11 @@ struct SyncArgs {
     /// subtrees side by side (1: one page at a time).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=32))]
     listing_parallelism: u64,
+    /// During a sequential listing, apply fetched pages in one transaction once this many
+    /// documents wait (0: every page in its own). Fewer commits write each index page once per
+    /// group; a crash costs at most the waiting pages, fetched again.
+    #[arg(long, env = "COCO_LISTING_COMMIT_DOCS", default_value_t = coco_host::host::DEFAULT_LISTING_COMMIT_DOCS)]
+    listing_commit_docs: usize,
     /// Content calls in flight (download + extraction, one file each).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     content_concurrency: u64,
@@ -564,6 +574,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 open_host(&cli, Keys::from_env()?)?
             };
             host.listing_parallelism = args.listing_parallelism as usize;
+            host.listing_commit_docs = args.listing_commit_docs;
             let host = Arc::new(host);
             let ds = host.store.datasource(&args.datasource_id)?;
             if args.path.is_some() || args.page_limit.is_some() {
@@ -702,6 +713,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let mut host = open_host(cli, Keys::from_env()?)?;
     host.default_page_limit = args.page_limit;
     host.listing_parallelism = args.listing_parallelism as usize;
+    host.listing_commit_docs = args.listing_commit_docs;
     match (&args.client_id, &args.client_secret) {
         (Some(id), Some(secret)) => {
             let existing = host.store.connector(&args.connector_id)?;

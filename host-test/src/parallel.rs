@@ -1,7 +1,9 @@
 //! The host's side of a parallel initial listing ([`crate::shards`]): one step takes the base
 //! cursor, or keeps up to `listing_parallelism` shard pages in flight, each one component call
-//! applied in its own transaction as soon as it returns. A rate limit on any shard pauses them
-//! all (one shared backoff: the step lets the calls in flight finish and returns the wait).
+//! applied in its own transaction as soon as it returns (a big walk's first page may replace
+//! the walk with an expansion of its folder, listed next in the same slot). A rate limit on any
+//! shard pauses them all (one shared backoff: the step lets the calls in flight finish and
+//! returns the wait).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -76,6 +78,8 @@ impl Host {
         let mut failure: Option<Result<WitError, String>> = None;
         let mut rate_limit_ms = 0u64;
         let mut progressed = false;
+        // Whether pages applied in this step added shards the queue has not seen.
+        let mut plan_grew = false;
         while let Some(joined) = calls.join_next().await {
             let (shard, outcome) = match joined {
                 Ok(done) => done,
@@ -111,8 +115,12 @@ impl Host {
                     };
                     run.report.count_page(&page.stats, &applied.applied);
                     run.report.shards += applied.new_shards;
+                    plan_grew |= applied.new_shards > 0;
                     progressed = true;
-                    if page.has_more {
+                    if let Some(expansion) = applied.split_into {
+                        // A big walk became an expansion of its folder: list that at once.
+                        next = Some(expansion);
+                    } else if page.has_more {
                         next = Some(Shard { cursor: Some(page.cursor), ..shard });
                     }
                 }
@@ -144,21 +152,22 @@ impl Host {
             if failure.is_some() || rate_limit_ms > 0 || budget == 0 {
                 continue;
             }
-            let following = match next {
-                Some(shard) => Some(shard),
-                None => {
-                    if queue.is_empty() {
-                        // Expansions add shards as they go: look for new ones.
-                        if let Some(plan) = self.store.listing_plan(id, state.generation)? {
-                            queue.extend(
-                                plan.pending.into_iter().filter(|s| !claimed.contains(&(s.path.clone(), s.recursive))),
-                            );
-                        }
+            if let Some(shard) = next {
+                claimed.insert((shard.path.clone(), shard.recursive));
+                start(shard, &mut calls, &mut budget);
+            }
+            // Fill every free slot, not just this one: an expansion or a split adds shards, and
+            // waiting for calls to end before starting them would keep the listing narrow.
+            while calls.len() < slots && budget > 0 {
+                if queue.is_empty() && plan_grew {
+                    plan_grew = false;
+                    if let Some(plan) = self.store.listing_plan(id, state.generation)? {
+                        queue.extend(
+                            plan.pending.into_iter().filter(|s| !claimed.contains(&(s.path.clone(), s.recursive))),
+                        );
                     }
-                    queue.pop_front()
                 }
-            };
-            if let Some(shard) = following {
+                let Some(shard) = queue.pop_front() else { break };
                 claimed.insert((shard.path.clone(), shard.recursive));
                 start(shard, &mut calls, &mut budget);
             }

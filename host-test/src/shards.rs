@@ -7,6 +7,13 @@
 //! page that listed them). Expanding the root, and its children while there are too few
 //! shards, splits an account whose data sits under one or two top-level folders. Everything
 //! lives in the store, so a crash resumes each shard from its last committed page.
+//!
+//! Accounts are skewed: one folder often holds half the files, and a walk cannot be split once
+//! it has a cursor. So a walk whose first page says `has_more` (a big subtree) is split: its
+//! page is applied, and the walk is replaced by an expansion of the same folder, whose child
+//! folders become walks of their own. Entries of that first page are listed again by the new
+//! shards (upserts, so idempotent), and anything that changed in between is replayed from the
+//! base cursor like every other change made during the listing.
 
 use crate::db::{args, Conn, ConnExt, Tx, Value};
 
@@ -33,6 +40,11 @@ CREATE TABLE IF NOT EXISTS listing_shards (
 const MAX_EXPAND_DEPTH: u32 = 2;
 /// Keep expanding while there are fewer than this many shards per listing in flight.
 const SHARDS_PER_SLOT: usize = 4;
+/// Big walks are split down to this depth at most (the root's children are at depth 1).
+const MAX_SPLIT_DEPTH: u32 = 4;
+/// Split big walks while there are fewer than this many shards per listing in flight: each
+/// split costs an extra request or two, and a few dozen shards per slot keep every slot busy.
+const SPLIT_SHARDS_PER_SLOT: usize = 16;
 
 /// One shard still to list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +86,9 @@ pub struct ShardApplied {
     pub new_shards: u64,
     /// The last shard finished: the sync continues from the base cursor.
     pub finished: bool,
+    /// The page was a big walk's first: the walk ended and this expansion of the same
+    /// folder replaces it (the caller lists it next instead of continuing the walk).
+    pub split_into: Option<Shard>,
 }
 
 /// The folder `path_lower` sits in ("" for a top-level entry).
@@ -84,6 +99,12 @@ fn parent_of(path_lower: &str) -> &str {
 /// Whether the children of an expansion at `depth` are expanded too (pure).
 pub fn expand_children(depth: u32, known_shards: usize, children: usize, parallelism: usize) -> bool {
     depth + 1 < MAX_EXPAND_DEPTH && known_shards + children < parallelism * SHARDS_PER_SLOT
+}
+
+/// Whether a walk at `depth` whose first page had more to come is split into an expansion of
+/// its folder (pure). Sequential listings never split: there is nothing to overlap.
+pub fn split_walk(depth: u32, known_shards: usize, parallelism: usize) -> bool {
+    parallelism > 1 && depth < MAX_SPLIT_DEPTH && known_shards < parallelism * SPLIT_SHARDS_PER_SLOT
 }
 
 impl Store {
@@ -193,10 +214,28 @@ impl Store {
                 )?;
             }
         }
-        tx.execute(
-            "UPDATE listing_shards SET cursor = ?4, done = ?5 WHERE datasource_id = ?1 AND path = ?2 AND recursive = ?3",
-            &args![id, shard.path, shard.recursive, page.cursor, !page.has_more],
-        )?;
+        let split = shard.recursive && shard.cursor.is_none() && page.has_more && {
+            let known: i64 = tx.value("SELECT COUNT(*) FROM listing_shards WHERE datasource_id = ?1", &args![id])?;
+            split_walk(shard.depth, known as usize, page.parallelism)
+        };
+        if split {
+            let expansion = Shard { recursive: false, cursor: None, ..shard.clone() };
+            out.new_shards += tx.execute(
+                "INSERT INTO listing_shards (datasource_id, path, recursive, depth) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+                &args![id, expansion.path, false, expansion.depth],
+            )?;
+            tx.execute(
+                "UPDATE listing_shards SET done = 1 WHERE datasource_id = ?1 AND path = ?2 AND recursive = ?3",
+                &args![id, shard.path, true],
+            )?;
+            out.split_into = Some(expansion);
+        } else {
+            tx.execute(
+                "UPDATE listing_shards SET cursor = ?4, done = ?5 WHERE datasource_id = ?1 AND path = ?2 AND recursive = ?3",
+                &args![id, shard.path, shard.recursive, page.cursor, !page.has_more],
+            )?;
+        }
         out.finished = hand_over_if_done(&tx, id)?;
         tx.execute("UPDATE sync_state SET pages = pages + 1 WHERE datasource_id = ?1", &args![id])?;
         if let Some(t) = page.tokens {
@@ -264,5 +303,13 @@ mod tests {
         assert!(!expand_children(1, 1, 10, 8), "depth 2 is always walked");
         assert!(!expand_children(0, 1, 40, 8), "40 top-level folders are enough for 8 in flight");
         assert!(!expand_children(0, 1, 3, 1), "sequential: walk at once");
+    }
+
+    #[test]
+    fn big_walks_split_until_deep_or_enough_shards() {
+        assert!(split_walk(2, 40, 8), "a depth-2 walk with room for more shards");
+        assert!(!split_walk(MAX_SPLIT_DEPTH, 40, 8), "too deep");
+        assert!(!split_walk(2, 8 * SPLIT_SHARDS_PER_SLOT, 8), "enough shards");
+        assert!(!split_walk(1, 1, 1), "sequential listings never split");
     }
 }

@@ -533,6 +533,10 @@ impl Store {
         // Interior pages of the index trees stay cached across a listing's pages; a bounded
         // cache keeps the host's memory flat whatever the account's size.
         conn.execute_batch(&format!("PRAGMA cache_size = -{};", sqlite_cache_kib()))?;
+        // Checkpoint every 64 MiB of WAL instead of SQLite's 4 MiB: a listing's commits rewrite
+        // the same index pages, and each checkpoint copies a page once however often it was
+        // written since. The WAL is cut back to that size after a checkpoint.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;")?;
         conn.execute_batch(crate::content::SCHEMA)?;
         conn.execute_batch(crate::shards::SCHEMA)?;
         migrate(&conn)?;
@@ -754,6 +758,16 @@ impl Store {
     /// Apply one page atomically: deletes, then upserts, then the cursor (and tokens). When a
     /// full listing finishes, documents it did not see are swept.
     pub fn apply_page(&self, id: &str, page: &PageApply<'_>) -> Result<Applied> {
+        Ok(self.apply_pages(id, std::slice::from_ref(page))?.pop().unwrap_or_default())
+    }
+
+    /// Consecutive pages of one run in ONE transaction (a listing's group commit): the first
+    /// page's expected cursor and generation are checked, each page's changes applied in
+    /// order, and the cursor moves to the last page's. Fewer, larger commits write each index
+    /// leaf a page's random ids touch once per group instead of once per page. One
+    /// [`Applied`] per page, in order (a sweep counts on the last).
+    pub fn apply_pages(&self, id: &str, pages: &[PageApply<'_>]) -> Result<Vec<Applied>> {
+        let (Some(first), Some(last)) = (pages.first(), pages.last()) else { return Ok(Vec::new()) };
         let conn = self.conn();
         let tx = Tx::begin(&**conn)?;
         tx.lock_datasource(id)?;
@@ -761,40 +775,55 @@ impl Store {
             .query_opt("SELECT cursor, generation, listing FROM sync_state WHERE datasource_id = ?1", &args![id])?
             .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
         let (cursor, generation, listing): (Option<String>, i64, bool) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        let leased = match page.lease {
+        let leased = match first.lease {
             Some(holder) => require_lease(&tx, id, holder)?.then_some(holder),
             None => None,
         };
-        if cursor.as_deref() != page.expected_cursor || generation != page.expected_generation {
+        if cursor.as_deref() != first.expected_cursor || generation != first.expected_generation {
             return Err(StoreError::CursorConflict);
         }
-        let mut applied = self.apply_changes(&tx, id, generation, page.deletes, page.documents)?;
-        let finished_listing = listing && !page.has_more;
+        // The pages must chain: each continues from the one before, and only the last may end.
+        let chained = pages.windows(2).all(|w| {
+            w[0].has_more && w[1].expected_cursor == Some(w[0].cursor) && w[1].expected_generation == generation
+        });
+        if !chained {
+            return Err(StoreError::CursorConflict);
+        }
+        let mut applied = Vec::with_capacity(pages.len());
+        for page in pages {
+            applied.push(self.apply_changes(&tx, id, generation, page.deletes, page.documents)?);
+        }
+        let finished_listing = listing && !last.has_more;
+        let mut swept = 0;
         if finished_listing {
             if self.outbox_on() {
                 crate::outbox::record_sweep(&tx, id, generation)?;
             }
             crate::content::forget_swept(&tx, id, generation)?;
-            applied.swept = tx.execute(
+            swept = tx.execute(
                 "DELETE FROM documents WHERE datasource_id = ?1 AND generation < ?2",
                 &args![id, generation],
             )?;
+            if let Some(a) = applied.last_mut() {
+                a.swept = swept;
+            }
         }
         tx.execute(
-            "UPDATE sync_state SET cursor = ?2, listing = ?3, pages = pages + 1,
+            "UPDATE sync_state SET cursor = ?2, listing = ?3, pages = pages + ?6,
                  last_synced_at = CASE WHEN ?4 = 1 THEN ?5 ELSE last_synced_at END
              WHERE datasource_id = ?1",
-            &args![id, page.cursor, listing && page.has_more, !page.has_more, now_unix()],
+            &args![id, last.cursor, listing && last.has_more, !last.has_more, now_unix(), pages.len() as i64],
         )?;
-        if let Some(t) = page.tokens {
+        // The newest tokens any of the pages refreshed.
+        if let Some(t) = pages.iter().rev().find_map(|p| p.tokens) {
             self.write_tokens(&tx, id, t)?;
         }
-        if applied.swept > 0 {
+        if swept > 0 {
             forget_document_total(&tx, id)?;
         }
         if let Some(holder) = leased {
-            log_lease(&tx, id, holder, if page.has_more { "page" } else { "released" }, None)?;
-            if !page.has_more {
+            log_lease(&tx, id, holder, if last.has_more { "page" } else { "released" }, None)?;
+            if !last.has_more {
                 tx.execute("DELETE FROM sync_leases WHERE datasource_id = ?1 AND holder = ?2", &args![id, holder])?;
             }
         }
@@ -1302,6 +1331,120 @@ pub(crate) mod tests {
         assert!(matches!(stale, Err(StoreError::CursorConflict)), "{stale:?}");
         store.apply_page("ds", &page(None, after.generation)).unwrap();
         assert_eq!(store.sync_state("ds").unwrap().cursor.as_deref(), Some("C1"));
+    }
+
+    /// A group commit lands all its pages or none, refuses a group that starts stale or does
+    /// not chain, and keeps the newest tokens any page refreshed.
+    #[test]
+    fn a_group_of_pages_lands_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_test_store(dir.path());
+        store.save_connected(&datasource("ds")).unwrap();
+        let st = store.sync_state("ds").unwrap();
+        let doc = |n: u32| crate::documents::Document {
+            id: format!("id{n}"),
+            path_lower: format!("/f{n}"),
+            json: format!("{{\"id\":\"id{n}\"}}"),
+            ..Default::default()
+        };
+        let batches: Vec<crate::documents::Documents> = (0..3)
+            .map(|p| crate::documents::Documents::from_docs(&(p * 10..p * 10 + 10).map(doc).collect::<Vec<_>>()))
+            .collect();
+        let cursors = ["C1", "C2", "C3"];
+        let older = TokensRecord { access_token: Secret::new("a1"), expires_at: 10, refresh_token: Secret::new("r") };
+        let newer = TokensRecord { access_token: Secret::new("a2"), expires_at: 20, refresh_token: Secret::new("r") };
+        let group = |start: Option<&'static str>| -> Vec<PageApply<'_>> {
+            let mut expected = start;
+            (0..3)
+                .map(|i| {
+                    let p = PageApply {
+                        expected_cursor: expected,
+                        expected_generation: st.generation,
+                        deletes: &[],
+                        documents: &batches[i],
+                        cursor: cursors[i],
+                        has_more: i < 2,
+                        tokens: [Some(&older), None, Some(&newer)][i],
+                        lease: None,
+                    };
+                    expected = Some(cursors[i]);
+                    p
+                })
+                .collect()
+        };
+        // Stale first cursor: nothing lands.
+        assert!(matches!(store.apply_pages("ds", &group(Some("elsewhere"))), Err(StoreError::CursorConflict)));
+        // A gap in the chain: nothing lands either.
+        let mut gapped = group(None);
+        gapped[2].expected_cursor = Some("C9");
+        assert!(matches!(store.apply_pages("ds", &gapped), Err(StoreError::CursorConflict)));
+        assert_eq!(store.document_count("ds").unwrap(), 0);
+        assert_eq!(store.sync_state("ds").unwrap().cursor, None);
+
+        let applied = store.apply_pages("ds", &group(None)).unwrap();
+        assert_eq!(applied.iter().map(|a| a.upserted).collect::<Vec<_>>(), vec![10, 10, 10]);
+        assert_eq!(store.document_count("ds").unwrap(), 30);
+        let after = store.sync_state("ds").unwrap();
+        assert_eq!((after.cursor.as_deref(), after.pages), (Some("C3"), st.pages + 3));
+        let tokens = store.datasource("ds").unwrap().tokens;
+        assert_eq!((tokens.access_token.expose(), tokens.expires_at), ("a2", 20));
+        // Applying the same group again is refused (its first cursor is no longer current).
+        assert!(matches!(store.apply_pages("ds", &group(None)), Err(StoreError::CursorConflict)));
+    }
+
+    /// A big walk (its first page has more) is split into an expansion of its folder; the
+    /// listing hands over to the base cursor only when that expansion is done too.
+    #[test]
+    fn a_big_walk_is_split_into_an_expansion_of_its_folder() {
+        use crate::shards::{Shard, ShardPage};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_test_store(dir.path());
+        store.save_connected(&datasource("ds")).unwrap();
+        let generation = store.sync_state("ds").unwrap().generation;
+        store.start_listing_plan("ds", generation, "BASE", "", None).unwrap();
+        let folder = |path: &str| crate::documents::Document {
+            id: format!("id{path}"),
+            path_lower: path.into(),
+            json: "{}".into(),
+            ..Default::default()
+        };
+        let file = |path: &str| crate::documents::Document { file: Some(Default::default()), ..folder(path) };
+        let apply = |shard: &Shard, docs: Vec<crate::documents::Document>, has_more: bool| {
+            let documents = crate::documents::Documents::from_docs(&docs);
+            store
+                .apply_shard_page(
+                    "ds",
+                    &ShardPage {
+                        generation,
+                        shard,
+                        deletes: &[],
+                        documents: &documents,
+                        cursor: "next",
+                        has_more,
+                        tokens: None,
+                        parallelism: 8,
+                    },
+                )
+                .unwrap()
+        };
+        let pending = || store.listing_plan("ds", generation).unwrap().map(|p| p.pending).unwrap_or_default();
+        let shard =
+            |path: &str, recursive: bool, depth: u32| Shard { path: path.into(), recursive, depth, cursor: None };
+
+        apply(&shard("", false, 0), vec![folder("/big")], false);
+        assert_eq!(pending(), vec![shard("/big", false, 1)], "the root's child is expanded");
+        apply(&shard("/big", false, 1), vec![folder("/big"), folder("/big/sub")], false);
+        assert_eq!(pending(), vec![shard("/big/sub", true, 2)], "its children are walked");
+
+        let first = apply(&shard("/big/sub", true, 2), vec![folder("/big/sub"), file("/big/sub/a.txt")], true);
+        assert_eq!(first.split_into, Some(shard("/big/sub", false, 2)));
+        assert!(!first.finished);
+        assert_eq!(pending(), vec![shard("/big/sub", false, 2)], "the walk is gone, its expansion waits");
+        assert_eq!(store.document_count("ds").unwrap(), 3, "the split page's documents are kept");
+
+        let last = apply(&shard("/big/sub", false, 2), vec![file("/big/sub/a.txt")], false);
+        assert!(last.split_into.is_none() && last.finished);
+        assert_eq!(store.sync_state("ds").unwrap().cursor.as_deref(), Some("BASE"));
     }
 
     #[test]

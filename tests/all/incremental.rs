@@ -359,3 +359,63 @@ async fn pages_without_progress_are_bounded() {
     h.host.sync(&ds.id, |_| {}).await.unwrap();
     assert_index_matches(&h, &ds.id, "", 0);
 }
+
+/// A listing commits several pages in one transaction. Pages fetched but not yet committed
+/// are lost with the process and fetched again from the stored cursor; a failure mid-group
+/// first commits the pages fetched before it, so its replay refetches none of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_commits_pages_in_groups_and_loses_nothing_between_them() {
+    let mut h = harness(3_000, 43).await;
+    h.host.default_page_limit = 250;
+    // Commits once 1,000 documents wait: 4 pages, or 5 when skipped entries (.DS_Store) thin them.
+    h.host.listing_commit_docs = 1_000;
+    let ds = h.connect().await;
+
+    // Three pages fetched, none committed yet; then the process "dies" (the run is dropped).
+    h.host.store.acquire_lease(&ds.id, &h.host.lease_holder, std::time::Duration::from_secs(60)).unwrap();
+    let mut run = coco_host::host::Run::new();
+    for _ in 0..3 {
+        assert!(matches!(h.host.step(&ds.id, &mut run).await.unwrap(), coco_host::host::Step::More));
+    }
+    assert_eq!(run.pending.len(), 3);
+    assert_eq!(h.host.store.sync_state(&ds.id).unwrap().cursor, None, "nothing committed yet");
+    assert_eq!(h.host.store.document_count(&ds.id).unwrap(), 0);
+    drop(run);
+    h.host.store.release_lease(&ds.id, &h.host.lease_holder).unwrap();
+
+    // The next run starts over from the stored (empty) cursor. Its 3rd `continue` fails once:
+    // the three pages before it are committed, and the replay fetches only the failed one.
+    let listed_before = h.emu.counters().get("files/list_folder");
+    let continued_before = h.emu.counters().get("files/list_folder/continue");
+    for _ in 0..2 {
+        h.emu.push_fault(Fault { route: Some("files/list_folder/continue".into()), kind: FaultKind::Delay { ms: 0 } });
+    }
+    h.emu.push_fault(Fault {
+        route: Some("files/list_folder/continue".into()),
+        kind: FaultKind::Status { status: 500 },
+    });
+    let mut commits = Vec::new();
+    let report = h
+        .host
+        .sync(&ds.id, |e| {
+            if let coco_host::host::SyncEvent::Page { pages, .. } = e {
+                commits.push(*pages);
+            }
+        })
+        .await
+        .unwrap();
+    let expected = expected_index(&h, &ds.id, "", 0).len() as u64;
+    let pages = expected.div_ceil(250);
+    assert_eq!(report.pages, pages);
+    assert_eq!(commits.first(), Some(&3), "the failure committed the 3 pages fetched before it: {commits:?}");
+    assert!(commits.windows(2).all(|w| w[1] - w[0] <= 5), "at most 5 pages per commit: {commits:?}");
+    assert!((commits.len() as u64) < pages, "pages were grouped: {commits:?}");
+    assert_eq!(h.emu.counters().get("files/list_folder") - listed_before, 1);
+    assert_eq!(
+        h.emu.counters().get("files/list_folder/continue") - continued_before,
+        pages - 1 + 1,
+        "every page fetched once, plus the one replay"
+    );
+    assert_eq!(h.host.store.sync_state(&ds.id).unwrap().pages as u64, pages);
+    assert_index_matches(&h, &ds.id, "", 0);
+}

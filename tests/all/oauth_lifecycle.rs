@@ -116,6 +116,9 @@ async fn tokens_are_refreshed_ahead_of_expiry_and_kept() {
 async fn forced_expiries_mid_listing_cost_exactly_one_refresh_each_and_lose_no_page() {
     let mut h = harness(10_000, 5).await;
     h.host.default_page_limit = 500;
+    // Commit every page, so the observer sees each one (a listing otherwise commits several at
+    // once, and `Page` events follow commits).
+    h.host.listing_commit_docs = 0;
     let ds = h.connect().await;
     let mut expiries = 0u64;
     let report = h
