@@ -369,6 +369,7 @@ impl Host {
         // Pages fetched but not yet applied come first: the next page continues from them.
         let cursor = run.pending.pages.last().map(|p| p.cursor.clone()).or_else(|| state.cursor.clone());
         let req = self.page_request(&ds, cursor.clone(), &run.batch);
+        run.calls += 1;
         let failure = match self.runtime.sync_page(&req).await {
             Ok(Ok(page)) => {
                 if !state.listing {
@@ -529,6 +530,9 @@ pub struct Run {
     /// [`Host::listing_commit_docs`]). Dropping a run drops them: the stored cursor is still
     /// before them.
     pub pending: Pending,
+    /// Component calls that fetch from Dropbox (pages, the listing's first cursor) made so far:
+    /// a parallel listing makes several per step, and a scheduler charges its budget by them.
+    pub calls: u64,
 }
 
 /// Fetched pages waiting to be applied together. Never holds a page with refreshed tokens
@@ -571,6 +575,7 @@ impl Run {
             change_lags: Vec::new(),
             last_failure: None,
             pending: Pending::default(),
+            calls: 0,
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The host's side of a parallel initial listing ([`crate::shards`]): one step takes the base
 //! cursor, or keeps up to `listing_parallelism` shard pages in flight, each one component call
-//! applied in its own transaction as soon as it returns (a big walk's first page may replace
-//! the walk with an expansion of its folder, listed next in the same slot). A rate limit on any
-//! shard pauses them all (one shared backoff: the step lets the calls in flight finish and
-//! returns the wait).
+//! applied as soon as it returns, in one transaction with any others that returned meanwhile
+//! (a big walk's first page may replace the walk with an expansion of its folder, listed next
+//! in the same slot). A rate limit on any shard pauses them all (one shared backoff: the step
+//! lets the calls in flight finish and returns the wait).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -59,12 +59,13 @@ impl Host {
         let mut claimed: HashSet<(String, bool)> = HashSet::new();
         let mut calls = JoinSet::new();
         let batch = run.batch.clone();
-        let start = |shard: Shard, calls: &mut JoinSet<_>, budget: &mut usize| {
+        let start = |shard: Shard, calls: &mut JoinSet<_>, budget: &mut usize, made: &mut u64| {
             let mut req = self.page_request(ds, shard.cursor.clone(), &batch);
             req.options.path = shard.path.clone();
             req.options.recursive = shard.recursive;
             let runtime = Arc::clone(&self.runtime);
             *budget -= 1;
+            *made += 1;
             calls.spawn(async move {
                 let outcome = runtime.sync_page(&req).await;
                 (shard, outcome)
@@ -73,7 +74,7 @@ impl Host {
         while calls.len() < slots && budget > 0 {
             let Some(shard) = queue.pop_front() else { break };
             claimed.insert((shard.path.clone(), shard.recursive));
-            start(shard, &mut calls, &mut budget);
+            start(shard, &mut calls, &mut budget, &mut run.calls);
         }
         let mut failure: Option<Result<WitError, String>> = None;
         let mut rate_limit_ms = 0u64;
@@ -81,82 +82,101 @@ impl Host {
         // Whether pages applied in this step added shards the queue has not seen.
         let mut plan_grew = false;
         while let Some(joined) = calls.join_next().await {
-            let (shard, outcome) = match joined {
-                Ok(done) => done,
-                Err(e) => {
-                    failure.get_or_insert(Err(format!("a shard call failed: {e}")));
-                    continue;
+            // Every call that has returned meanwhile is applied with this one, in one
+            // transaction: while the store is busy, pages pile up and commit as a group.
+            let mut returned = vec![joined];
+            while let Some(more) = calls.try_join_next() {
+                returned.push(more);
+            }
+            // What each shard does next: continue from a cursor, start over, or nothing.
+            let mut next: Vec<Shard> = Vec::new();
+            let mut pages = Vec::with_capacity(returned.len());
+            for joined in returned {
+                let (shard, outcome) = match joined {
+                    Ok(done) => done,
+                    Err(e) => {
+                        failure.get_or_insert(Err(format!("a shard call failed: {e}")));
+                        continue;
+                    }
+                };
+                match outcome {
+                    Ok(Ok(page)) => pages.push((shard, page)),
+                    Ok(Err(f)) => {
+                        self.count_failed_call(id, run, &f)?;
+                        match f.error {
+                            // A subfolder deleted since it was found: its deletion is replayed
+                            // from the base cursor.
+                            WitError::PathNotFound(_) if shard.depth > 0 => {
+                                self.settle(id, state.generation, &shard, true)?;
+                                progressed = true;
+                            }
+                            WitError::CursorReset(_) => {
+                                self.settle(id, state.generation, &shard, false)?;
+                                progressed = true;
+                                next.push(Shard { cursor: None, ..shard });
+                            }
+                            WitError::RateLimited(ms) => rate_limit_ms = rate_limit_ms.max(ms),
+                            e => {
+                                failure.get_or_insert(Ok(e));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(Err(e.to_string()));
+                    }
                 }
-            };
-            // What this shard does next: continue from a cursor, start over, or nothing.
-            let mut next: Option<Shard> = None;
-            match outcome {
-                Ok(Ok(page)) => {
-                    let tokens = page.tokens.as_ref().map(tokens_record);
-                    let applied = self.store.apply_shard_page(
-                        id,
-                        &ShardPage {
-                            generation: state.generation,
-                            shard: &shard,
-                            deletes: &page.deletes,
-                            documents: &page.documents,
-                            cursor: &page.cursor,
-                            has_more: page.has_more,
-                            tokens: tokens.as_ref(),
-                            parallelism: self.listing_parallelism,
-                        },
-                    );
-                    let applied = match applied {
-                        Ok(a) => a,
-                        // The listing restarted meanwhile (another process, a reset): the
-                        // pages still in flight belong to the old one.
-                        Err(StoreError::CursorConflict) => return Ok(Step::More),
-                        Err(e) => return Err(e.into()),
-                    };
+            }
+            if !pages.is_empty() {
+                let tokens: Vec<_> = pages.iter().map(|(_, page)| page.tokens.as_ref().map(tokens_record)).collect();
+                let group: Vec<ShardPage<'_>> = pages
+                    .iter()
+                    .zip(&tokens)
+                    .map(|((shard, page), tokens)| ShardPage {
+                        generation: state.generation,
+                        shard,
+                        deletes: &page.deletes,
+                        documents: &page.documents,
+                        cursor: &page.cursor,
+                        has_more: page.has_more,
+                        tokens: tokens.as_ref(),
+                        parallelism: self.listing_parallelism,
+                    })
+                    .collect();
+                let applied = match self.store.apply_shard_pages(id, &group, Some(&self.lease_holder)) {
+                    Ok(a) => a,
+                    // The listing restarted meanwhile (another process, a reset): the
+                    // pages still in flight belong to the old one.
+                    Err(StoreError::CursorConflict) => return Ok(Step::More),
+                    Err(e) => return Err(e.into()),
+                };
+                drop(group);
+                for ((shard, page), applied) in pages.into_iter().zip(applied) {
                     run.report.count_page(&page.stats, &applied.applied);
                     run.report.shards += applied.new_shards;
                     plan_grew |= applied.new_shards > 0;
                     progressed = true;
                     if let Some(expansion) = applied.split_into {
                         // A big walk became an expansion of its folder: list that at once.
-                        next = Some(expansion);
+                        next.push(expansion);
                     } else if page.has_more {
-                        next = Some(Shard { cursor: Some(page.cursor), ..shard });
+                        next.push(Shard { cursor: Some(page.cursor), ..shard });
                     }
-                }
-                Ok(Err(f)) => {
-                    self.count_failed_call(id, run, &f)?;
-                    match f.error {
-                        // A subfolder deleted since it was found: its deletion is replayed
-                        // from the base cursor.
-                        WitError::PathNotFound(_) if shard.depth > 0 => {
-                            self.settle(id, state.generation, &shard, true)?;
-                            progressed = true;
-                        }
-                        WitError::CursorReset(_) => {
-                            self.settle(id, state.generation, &shard, false)?;
-                            progressed = true;
-                            next = Some(Shard { cursor: None, ..shard });
-                        }
-                        WitError::RateLimited(ms) => rate_limit_ms = rate_limit_ms.max(ms),
-                        e => {
-                            failure.get_or_insert(Ok(e));
-                        }
-                    }
-                }
-                Err(e) => {
-                    failure.get_or_insert(Err(e.to_string()));
                 }
             }
             // After a failure or a rate limit, only let the calls in flight finish.
-            if failure.is_some() || rate_limit_ms > 0 || budget == 0 {
+            if failure.is_some() || rate_limit_ms > 0 {
                 continue;
             }
-            if let Some(shard) = next {
+            // Each returned call freed its slot for its shard's next page. One the budget has
+            // no room for stays in the store and is listed by the next step.
+            for shard in next {
+                if budget == 0 {
+                    break;
+                }
                 claimed.insert((shard.path.clone(), shard.recursive));
-                start(shard, &mut calls, &mut budget);
+                start(shard, &mut calls, &mut budget, &mut run.calls);
             }
-            // Fill every free slot, not just this one: an expansion or a split adds shards, and
+            // Fill every free slot, not just these: an expansion or a split adds shards, and
             // waiting for calls to end before starting them would keep the listing narrow.
             while calls.len() < slots && budget > 0 {
                 if queue.is_empty() && plan_grew {
@@ -169,7 +189,7 @@ impl Host {
                 }
                 let Some(shard) = queue.pop_front() else { break };
                 claimed.insert((shard.path.clone(), shard.recursive));
-                start(shard, &mut calls, &mut budget);
+                start(shard, &mut calls, &mut budget, &mut run.calls);
             }
         }
         if rate_limit_ms > 0 {
@@ -197,6 +217,7 @@ impl Host {
     ) -> Result<Step, HostError> {
         let root = root_shard_path(&ds.path).expect("checked by applies");
         let req = self.page_request(ds, None, &run.batch);
+        run.calls += 1;
         let failure = match self.runtime.latest_cursor(&req).await {
             Ok(Ok(page)) => {
                 run.report.requests += u64::from(page.stats.requests);

@@ -171,9 +171,53 @@ impl Store {
     /// Apply one shard page atomically: its changes, its new child shards, its cursor, and,
     /// when it was the last shard, the hand-over to the base cursor.
     pub fn apply_shard_page(&self, id: &str, page: &ShardPage<'_>) -> Result<ShardApplied> {
+        let mut applied = self.apply_shard_pages(id, std::slice::from_ref(page), None)?;
+        Ok(applied.pop().unwrap_or_default())
+    }
+
+    /// Apply pages of different shards in one transaction, each as [`Store::apply_shard_page`]
+    /// would: one commit for the pages that returned while the last group was applied, so a
+    /// busy listing writes each index page once per group instead of once per page. All land or
+    /// none does: a page whose shard moved on (the listing restarted) fails the group with
+    /// [`StoreError::CursorConflict`]. With `lease`, the group lands only while that holder has
+    /// the datasource's lease (if any lease is held), and is written to the lease log.
+    pub fn apply_shard_pages(
+        &self,
+        id: &str,
+        pages: &[ShardPage<'_>],
+        lease: Option<&str>,
+    ) -> Result<Vec<ShardApplied>> {
+        if pages.is_empty() {
+            return Ok(Vec::new());
+        }
         let conn = self.conn();
         let tx = Tx::begin(&**conn)?;
         tx.lock_datasource(id)?;
+        let leased = match lease {
+            Some(holder) => crate::store::require_lease(&tx, id, holder)?.then_some(holder),
+            None => None,
+        };
+        let mut out = Vec::with_capacity(pages.len());
+        for page in pages {
+            out.push(self.apply_one_shard_page(&tx, id, page)?);
+        }
+        tx.execute(
+            "UPDATE sync_state SET pages = pages + ?2 WHERE datasource_id = ?1",
+            &args![id, pages.len() as i64],
+        )?;
+        // The newest tokens any of the pages refreshed.
+        if let Some(t) = pages.iter().rev().find_map(|p| p.tokens) {
+            self.write_tokens(&tx, id, t)?;
+        }
+        if let Some(holder) = leased {
+            crate::store::log_lease(&tx, id, holder, "page", None)?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// One shard page inside the caller's transaction.
+    fn apply_one_shard_page(&self, tx: &dyn Conn, id: &str, page: &ShardPage<'_>) -> Result<ShardApplied> {
         let shard = page.shard;
         let current: Option<(Option<String>, bool)> = tx
             .query_opt(
@@ -190,7 +234,7 @@ impl Store {
             return Err(StoreError::CursorConflict);
         }
         let mut out = ShardApplied {
-            applied: self.apply_changes(&tx, id, page.generation, page.deletes, page.documents)?,
+            applied: self.apply_changes(tx, id, page.generation, page.deletes, page.documents)?,
             ..Default::default()
         };
         if !shard.recursive {
@@ -236,12 +280,7 @@ impl Store {
                 &args![id, shard.path, shard.recursive, page.cursor, !page.has_more],
             )?;
         }
-        out.finished = hand_over_if_done(&tx, id)?;
-        tx.execute("UPDATE sync_state SET pages = pages + 1 WHERE datasource_id = ?1", &args![id])?;
-        if let Some(t) = page.tokens {
-            self.write_tokens(&tx, id, t)?;
-        }
-        tx.commit()?;
+        out.finished = hand_over_if_done(tx, id)?;
         Ok(out)
     }
 

@@ -1202,7 +1202,7 @@ pub struct LeaseEvent {
 /// How long lease log entries are kept.
 const LEASE_LOG_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
 
-fn log_lease(tx: &dyn Conn, id: &str, holder: &str, event: &str, previous: Option<&str>) -> Result<()> {
+pub(crate) fn log_lease(tx: &dyn Conn, id: &str, holder: &str, event: &str, previous: Option<&str>) -> Result<()> {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     if event == "acquired" {
@@ -1444,6 +1444,80 @@ pub(crate) mod tests {
 
         let last = apply(&shard("/big/sub", false, 2), vec![file("/big/sub/a.txt")], false);
         assert!(last.split_into.is_none() && last.finished);
+        assert_eq!(store.sync_state("ds").unwrap().cursor.as_deref(), Some("BASE"));
+    }
+
+    /// Shard pages that returned together land in one transaction, all or none: a stale page
+    /// (its shard moved on) or a lease held elsewhere keeps the whole group out.
+    #[test]
+    fn a_group_of_shard_pages_lands_whole_or_not_at_all() {
+        use crate::shards::{Shard, ShardPage};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_test_store(dir.path());
+        store.save_connected(&datasource("ds")).unwrap();
+        let generation = store.sync_state("ds").unwrap().generation;
+        store.start_listing_plan("ds", generation, "BASE", "", None).unwrap();
+        let folder = |path: &str| crate::documents::Document {
+            id: format!("id{path}"),
+            path_lower: path.into(),
+            json: "{}".into(),
+            ..Default::default()
+        };
+        let file = |path: &str| crate::documents::Document { file: Some(Default::default()), ..folder(path) };
+        let shard = |path: &str, cursor: Option<&str>| Shard {
+            path: path.into(),
+            recursive: true,
+            depth: 1,
+            cursor: cursor.map(str::to_string),
+        };
+        let root = Shard { path: String::new(), recursive: false, depth: 0, cursor: None };
+        // Parallelism 0: the root's children are walks, and walks are never split.
+        let page = |shard, documents, cursor, has_more| ShardPage {
+            generation,
+            shard,
+            deletes: &[],
+            documents,
+            cursor,
+            has_more,
+            tokens: None,
+            parallelism: 0,
+        };
+        let root_docs = crate::documents::Documents::from_docs(&[folder("/a"), folder("/b")]);
+        store.apply_shard_pages("ds", &[page(&root, &root_docs, "r", false)], None).unwrap();
+        let pending = || store.listing_plan("ds", generation).unwrap().map(|p| p.pending).unwrap_or_default();
+        assert_eq!(pending(), vec![shard("/a", None), shard("/b", None)]);
+
+        let a1 = crate::documents::Documents::from_docs(&[file("/a/1.txt")]);
+        let b1 = crate::documents::Documents::from_docs(&[file("/b/1.txt")]);
+        let (a, b) = (shard("/a", None), shard("/b", None));
+        let applied =
+            store.apply_shard_pages("ds", &[page(&a, &a1, "a-1", true), page(&b, &b1, "b-1", true)], None).unwrap();
+        assert_eq!(applied.len(), 2);
+        assert!(applied.iter().all(|x| x.applied.upserted == 1 && !x.finished));
+        assert_eq!(pending(), vec![shard("/a", Some("a-1")), shard("/b", Some("b-1"))]);
+        assert_eq!(store.document_count("ds").unwrap(), 4);
+
+        // /b's page is fetched from a cursor /b has moved past: neither page lands.
+        let a2 = crate::documents::Documents::from_docs(&[file("/a/2.txt")]);
+        let (a_now, b_stale) = (shard("/a", Some("a-1")), shard("/b", None));
+        let stale =
+            store.apply_shard_pages("ds", &[page(&a_now, &a2, "a-2", false), page(&b_stale, &b1, "b-x", false)], None);
+        assert!(matches!(stale, Err(StoreError::CursorConflict)), "{stale:?}");
+        assert_eq!(pending(), vec![shard("/a", Some("a-1")), shard("/b", Some("b-1"))], "nothing moved");
+        assert_eq!(store.document_count("ds").unwrap(), 4, "nothing of the group landed");
+
+        // Another holder's lease keeps the group out too.
+        store.acquire_lease("ds", "other-replica", std::time::Duration::from_secs(60)).unwrap();
+        let b_now = shard("/b", Some("b-1"));
+        let group = [page(&a_now, &a2, "a-2", false), page(&b_now, &b1, "b-2", false)];
+        let lost = store.apply_shard_pages("ds", &group, Some("this-replica"));
+        assert!(matches!(lost, Err(StoreError::LeaseLost(_))), "{lost:?}");
+        assert_eq!(store.document_count("ds").unwrap(), 4);
+
+        // Its holder lands it: both walks end and the listing hands over to the base cursor.
+        let applied = store.apply_shard_pages("ds", &group, Some("other-replica")).unwrap();
+        assert!(!applied[0].finished && applied[1].finished, "the last page of the group hands over");
+        assert_eq!(store.document_count("ds").unwrap(), 5);
         assert_eq!(store.sync_state("ds").unwrap().cursor.as_deref(), Some("BASE"));
     }
 

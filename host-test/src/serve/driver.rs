@@ -165,8 +165,12 @@ async fn step_once(svc: &Arc<Service>, id: &str) -> Outcome {
         },
     };
     let before = run.report.clone();
+    let calls_before = run.calls;
     let result = svc.host.step(id, &mut run).await;
     record(svc, id, &before, &mut run);
+    // The scheduler took one token for this step; a parallel listing's step makes more calls.
+    let extra = (run.calls - calls_before).saturating_sub(1);
+    locked(&svc.schedule).charge(id, extra, Instant::now());
     let outcome = match result {
         Ok(Step::More) | Ok(Step::Restarted { .. }) => Outcome::More,
         Ok(Step::Done) => {

@@ -138,6 +138,17 @@ impl Budget {
         // Never "now": a rounding remainder must not make the caller spin.
         Err(now + Duration::from_secs_f64(secs).max(Duration::from_millis(1)))
     }
+
+    /// Charge pages a step made beyond the one token it took (a parallel listing's step makes
+    /// several). The bucket may go into debt: the next step waits until it is paid off, so
+    /// over time a datasource stays within its pages per minute.
+    pub fn charge(&mut self, pages: u64, now: Instant) {
+        if self.per_minute == 0 || pages == 0 {
+            return;
+        }
+        self.refill(now);
+        self.tokens -= pages as f64;
+    }
 }
 
 /// One datasource, as the scheduler sees it.
@@ -344,6 +355,13 @@ impl Schedule {
             slot.last_stepped = Some(now);
             self.in_flight += 1;
             return Some(id);
+        }
+    }
+
+    /// Charge `id`'s budget for pages its step made beyond the one it took a token for.
+    pub fn charge(&mut self, id: &str, extra_pages: u64, now: Instant) {
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.budget.charge(extra_pages, now);
         }
     }
 
@@ -560,6 +578,35 @@ mod tests {
         assert!(s.next(t0).is_some() && s.next(t0).is_some());
         assert!(s.next(t0).is_none(), "two in flight at most");
         assert_eq!(s.in_flight(), 2);
+    }
+
+    #[test]
+    fn steps_that_make_many_pages_pay_for_all_of_them() {
+        let t0 = Instant::now();
+        // 60 pages a minute, burst 10: steps of 8 pages each (one token taken, 7 charged).
+        let mut s = Schedule::new(settings(100, 60));
+        s.reconcile(&[known("a")], t0, T0_UNIX);
+        let mut pages = 0u64;
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(60) {
+            if let Some(id) = s.next(now) {
+                pages += 8;
+                s.charge(&id, 7, now);
+                s.finish(&id, &Outcome::More, now, 0.5);
+            }
+            now += Duration::from_millis(100);
+        }
+        // A minute's refill (60) plus the burst (10), give or take the step that overdraws.
+        assert!((64..=80).contains(&pages), "within the budget, got {pages}");
+        assert_eq!(s.slot("a").unwrap().waiting, Waiting::Budget, "it waits out its debt");
+        // Unlimited budgets are never charged.
+        let mut s = Schedule::new(settings(100, 0));
+        s.reconcile(&[known("a")], t0, T0_UNIX);
+        for _ in 0..100 {
+            let id = s.next(t0).expect("no budget to wait for");
+            s.charge(&id, 1_000, t0);
+            s.finish(&id, &Outcome::More, t0, 0.5);
+        }
     }
 
     #[test]
