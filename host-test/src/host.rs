@@ -363,7 +363,7 @@ impl Host {
             });
         }
         let state = self.store.sync_state(id)?;
-        if run.pending.pages.is_empty() && crate::parallel::applies(self, &ds, &state) {
+        if run.pending.is_empty() && crate::parallel::applies(self, &ds, &state) {
             return self.parallel_step(id, &ds, &state, run).await;
         }
         // Pages fetched but not yet applied come first: the next page continues from them.

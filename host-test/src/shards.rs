@@ -193,10 +193,7 @@ impl Store {
         let conn = self.conn();
         let tx = Tx::begin(&**conn)?;
         tx.lock_datasource(id)?;
-        let leased = match lease {
-            Some(holder) => crate::store::require_lease(&tx, id, holder)?.then_some(holder),
-            None => None,
-        };
+        let leased = crate::store::require_lease(&tx, id, lease)?;
         let mut out = Vec::with_capacity(pages.len());
         for page in pages {
             out.push(self.apply_one_shard_page(&tx, id, page)?);

@@ -775,10 +775,7 @@ impl Store {
             .query_opt("SELECT cursor, generation, listing FROM sync_state WHERE datasource_id = ?1", &args![id])?
             .ok_or_else(|| StoreError::NoDatasource(id.to_string()))?;
         let (cursor, generation, listing): (Option<String>, i64, bool) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        let leased = match first.lease {
-            Some(holder) => require_lease(&tx, id, holder)?.then_some(holder),
-            None => None,
-        };
+        let leased = require_lease(&tx, id, first.lease)?;
         if cursor.as_deref() != first.expected_cursor || generation != first.expected_generation {
             return Err(StoreError::CursorConflict);
         }
@@ -1222,14 +1219,15 @@ pub(crate) fn log_lease(tx: &dyn Conn, id: &str, holder: &str, event: &str, prev
 /// transaction, under its datasource lock). No lease at all is no conflict: a caller stepping
 /// without one (an embedding that schedules by itself) is still guarded by the cursor, and a
 /// holder that released moved the cursor with its last page.
-/// True if `holder` has the lease.
-pub(crate) fn require_lease(tx: &dyn Conn, id: &str, holder: &str) -> Result<bool> {
+/// `Some(holder)` if the caller's `lease` holder has the lease (its pages go to the lease log).
+pub(crate) fn require_lease<'h>(tx: &dyn Conn, id: &str, lease: Option<&'h str>) -> Result<Option<&'h str>> {
+    let Some(holder) = lease else { return Ok(None) };
     let current: Option<String> =
         tx.value_opt("SELECT holder FROM sync_leases WHERE datasource_id = ?1", &args![id])?;
     match current {
         Some(other) if other != holder => Err(StoreError::LeaseLost(id.to_string())),
-        Some(_) => Ok(true),
-        None => Ok(false),
+        Some(_) => Ok(Some(holder)),
+        None => Ok(None),
     }
 }
 
@@ -1392,23 +1390,36 @@ pub(crate) mod tests {
         assert!(matches!(store.apply_pages("ds", &group(None)), Err(StoreError::CursorConflict)));
     }
 
+    /// A store with datasource "ds" whose parallel listing of the root has started at base
+    /// cursor "BASE", and its generation.
+    fn parallel_listing_started(dir: &std::path::Path) -> (Store, i64) {
+        let store = open_test_store(dir);
+        store.save_connected(&datasource("ds")).unwrap();
+        let generation = store.sync_state("ds").unwrap().generation;
+        store.start_listing_plan("ds", generation, "BASE", "", None).unwrap();
+        (store, generation)
+    }
+
+    fn folder(path: &str) -> crate::documents::Document {
+        crate::documents::Document {
+            id: format!("id{path}"),
+            path_lower: path.into(),
+            json: "{}".into(),
+            ..Default::default()
+        }
+    }
+
+    fn file(path: &str) -> crate::documents::Document {
+        crate::documents::Document { file: Some(Default::default()), ..folder(path) }
+    }
+
     /// A big walk (its first page has more) is split into an expansion of its folder; the
     /// listing hands over to the base cursor only when that expansion is done too.
     #[test]
     fn a_big_walk_is_split_into_an_expansion_of_its_folder() {
         use crate::shards::{Shard, ShardPage};
         let dir = tempfile::tempdir().unwrap();
-        let store = open_test_store(dir.path());
-        store.save_connected(&datasource("ds")).unwrap();
-        let generation = store.sync_state("ds").unwrap().generation;
-        store.start_listing_plan("ds", generation, "BASE", "", None).unwrap();
-        let folder = |path: &str| crate::documents::Document {
-            id: format!("id{path}"),
-            path_lower: path.into(),
-            json: "{}".into(),
-            ..Default::default()
-        };
-        let file = |path: &str| crate::documents::Document { file: Some(Default::default()), ..folder(path) };
+        let (store, generation) = parallel_listing_started(dir.path());
         let apply = |shard: &Shard, docs: Vec<crate::documents::Document>, has_more: bool| {
             let documents = crate::documents::Documents::from_docs(&docs);
             store
@@ -1453,17 +1464,7 @@ pub(crate) mod tests {
     fn a_group_of_shard_pages_lands_whole_or_not_at_all() {
         use crate::shards::{Shard, ShardPage};
         let dir = tempfile::tempdir().unwrap();
-        let store = open_test_store(dir.path());
-        store.save_connected(&datasource("ds")).unwrap();
-        let generation = store.sync_state("ds").unwrap().generation;
-        store.start_listing_plan("ds", generation, "BASE", "", None).unwrap();
-        let folder = |path: &str| crate::documents::Document {
-            id: format!("id{path}"),
-            path_lower: path.into(),
-            json: "{}".into(),
-            ..Default::default()
-        };
-        let file = |path: &str| crate::documents::Document { file: Some(Default::default()), ..folder(path) };
+        let (store, generation) = parallel_listing_started(dir.path());
         let shard = |path: &str, cursor: Option<&str>| Shard {
             path: path.into(),
             recursive: true,
