@@ -2,7 +2,8 @@
 //! cursor, or keeps up to `listing_parallelism` shard pages in flight, each one component call
 //! applied as soon as it returns, in one transaction with any others that returned meanwhile
 //! (a big walk's first page may replace the walk with an expansion of its folder, listed next
-//! in the same slot). A rate limit on any shard pauses them all (one shared backoff: the step
+//! in the same slot). A shard's next page is requested before its last one is applied whenever
+//! that page cannot change what comes next, so the store's work overlaps the round trips. A rate limit on any shard pauses them all (one shared backoff: the step
 //! lets the calls in flight finish and returns the wait).
 
 use std::collections::{HashSet, VecDeque};
@@ -126,6 +127,20 @@ impl Host {
                     }
                 }
             }
+            // A shard whose next page cannot depend on this one's outcome (any page but a
+            // walk's first, which may be split) continues at once, before the group is applied:
+            // its call overlaps the store's work. Should the group fail to apply, the step ends
+            // and the early calls are dropped unapplied.
+            let mut continued = vec![false; pages.len()];
+            if failure.is_none() && rate_limit_ms == 0 {
+                for ((shard, page), continued) in pages.iter().zip(&mut continued) {
+                    if budget > 0 && page.has_more && !(shard.recursive && shard.cursor.is_none()) {
+                        *continued = true;
+                        let shard = Shard { cursor: Some(page.cursor.clone()), ..shard.clone() };
+                        start(shard, &mut calls, &mut budget, &mut run.calls);
+                    }
+                }
+            }
             if !pages.is_empty() {
                 let tokens: Vec<_> = pages.iter().map(|(_, page)| page.tokens.as_ref().map(tokens_record)).collect();
                 let group: Vec<ShardPage<'_>> = pages
@@ -150,7 +165,7 @@ impl Host {
                     Err(e) => return Err(e.into()),
                 };
                 drop(group);
-                for ((shard, page), applied) in pages.into_iter().zip(applied) {
+                for (((shard, page), applied), continued) in pages.into_iter().zip(applied).zip(continued) {
                     run.report.count_page(&page.stats, &applied.applied);
                     run.report.shards += applied.new_shards;
                     plan_grew |= applied.new_shards > 0;
@@ -158,7 +173,7 @@ impl Host {
                     if let Some(expansion) = applied.split_into {
                         // A big walk became an expansion of its folder: list that at once.
                         next.push(expansion);
-                    } else if page.has_more {
+                    } else if page.has_more && !continued {
                         next.push(Shard { cursor: Some(page.cursor), ..shard });
                     }
                 }
