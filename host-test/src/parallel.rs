@@ -3,8 +3,9 @@
 //! applied as soon as it returns, in one transaction with any others that returned meanwhile
 //! (a big walk's first page may replace the walk with an expansion of its folder, listed next
 //! in the same slot). A shard's next page is requested before its last one is applied whenever
-//! that page cannot change what comes next, so the store's work overlaps the round trips. A rate limit on any shard pauses them all (one shared backoff: the step
-//! lets the calls in flight finish and returns the wait).
+//! that page cannot change what comes next, so the store's work overlaps the round trips. A
+//! rate limit on any shard pauses them all (one shared backoff: the step lets the calls in
+//! flight finish and returns the wait).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -128,13 +129,13 @@ impl Host {
                 }
             }
             // A shard whose next page cannot depend on this one's outcome (any page but a
-            // walk's first, which may be split) continues at once, before the group is applied:
+            // walk's first, see `Shard::may_split`) continues at once, before the group is applied:
             // its call overlaps the store's work. Should the group fail to apply, the step ends
             // and the early calls are dropped unapplied.
             let mut continued = vec![false; pages.len()];
             if failure.is_none() && rate_limit_ms == 0 {
                 for ((shard, page), continued) in pages.iter().zip(&mut continued) {
-                    if budget > 0 && page.has_more && !(shard.recursive && shard.cursor.is_none()) {
+                    if budget > 0 && page.has_more && !shard.may_split() {
                         *continued = true;
                         let shard = Shard { cursor: Some(page.cursor.clone()), ..shard.clone() };
                         start(shard, &mut calls, &mut budget, &mut run.calls);

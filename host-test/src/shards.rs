@@ -58,6 +58,14 @@ pub struct Shard {
     pub cursor: Option<String>,
 }
 
+impl Shard {
+    /// A walk's first page: the only page whose outcome may replace the shard (a walk that
+    /// says `has_more` may be split into an expansion of its folder).
+    pub fn may_split(&self) -> bool {
+        self.recursive && self.cursor.is_none()
+    }
+}
+
 /// A parallel listing in progress: its base cursor and the shards not finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -255,7 +263,7 @@ impl Store {
                 )?;
             }
         }
-        let split = shard.recursive && shard.cursor.is_none() && page.has_more && {
+        let split = shard.may_split() && page.has_more && {
             let known: i64 = tx.value("SELECT COUNT(*) FROM listing_shards WHERE datasource_id = ?1", &args![id])?;
             split_walk(shard.depth, known as usize, page.parallelism)
         };
