@@ -96,24 +96,14 @@ async fn three_replicas_share_100_tenants_and_finish_a_killed_ones_work() {
     // is gone), and replica 0 is checked between connects: on a loaded machine the listings can
     // all be over by the time the last tenant is connected, so waiting until then may miss it.
     let victim_pid = replicas[0].as_ref().unwrap().child.id();
-    let held_by = |ids: &[String]| -> Vec<String> {
-        ids.iter()
-            .filter(|id| store.lease_holder(id).unwrap().is_some_and(|h| pid_of(&h) == victim_pid))
-            .cloned()
-            .collect()
-    };
-    let mid_run = |ids: &[String]| {
-        ids.iter().any(|id| {
-            store.lease_holder(id).unwrap().is_some_and(|h| pid_of(&h) == victim_pid)
-                && store.sync_state(id).unwrap().listing
-        })
-    };
+    let victim_holds = |id: &str| store.lease_holder(id).unwrap().is_some_and(|h| pid_of(&h) == victim_pid);
+    let mid_run = |ids: &[String]| ids.iter().any(|id| victim_holds(id) && store.sync_state(id).unwrap().listing);
     let mut held_by_victim = Vec::new();
     let mut kill_victim = |replicas: &mut Vec<Option<Served>>| {
         let mut victim = replicas[0].take().unwrap();
         victim.child.kill().unwrap();
         victim.child.wait().unwrap();
-        held_by_victim = held_by(&ids);
+        held_by_victim = ids.iter().filter(|id| victim_holds(id)).cloned().collect();
         assert!(!held_by_victim.is_empty());
     };
     for account in 0..TENANTS {
