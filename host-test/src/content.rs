@@ -9,7 +9,6 @@
 use crate::db::{args, Conn, ConnExt, Tx, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::documents::Documents;
 use crate::store::{Result, Store, StoreError};
 
 /// Transient failures before a file is marked failed (until it changes).
@@ -18,33 +17,10 @@ pub const MAX_ATTEMPTS: i64 = 5;
 pub const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 10 << 20;
 pub const DEFAULT_MAX_TEXT_BYTES: u32 = 1 << 20;
 
+/// A file's content state lives on its `documents` row (columns `content_*`, NULL state: no
+/// decision yet): a listed file writes one row under one random key instead of two, and the
+/// row's removal (a delete, the sweep) takes its content with it.
 pub const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS content (
-    datasource_id TEXT NOT NULL,
-    doc_id TEXT NOT NULL,
-    file_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    rev TEXT,
-    content_hash TEXT,
-    size INTEGER NOT NULL,
-    downloadable INTEGER NOT NULL,
-    export_json TEXT,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'skipped', 'failed')),
-    reason TEXT,
-    detail TEXT,
-    text TEXT,
-    format TEXT,
-    truncated INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before INTEGER NOT NULL DEFAULT 0,
-    claimed_until INTEGER NOT NULL DEFAULT 0,
-    updated_at INTEGER NOT NULL,
-    PRIMARY KEY (datasource_id, doc_id),
-    FOREIGN KEY (datasource_id) REFERENCES datasources(id) ON DELETE CASCADE
-);
-CREATE INDEX IF NOT EXISTS content_queue ON content(datasource_id, not_before) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS content_settings (
     datasource_id TEXT PRIMARY KEY REFERENCES datasources(id) ON DELETE CASCADE,
     enabled INTEGER NOT NULL DEFAULT 1,
@@ -53,6 +29,87 @@ CREATE TABLE IF NOT EXISTS content_settings (
     formats TEXT
 );
 "#;
+
+/// The content columns of `documents` in SQLite, in order; the text comes last so reading the
+/// others does not walk its overflow pages.
+const SQLITE_COLUMNS: &[(&str, &str)] = &[
+    ("content_state", "TEXT CHECK (content_state IN ('pending', 'done', 'skipped', 'failed'))"),
+    ("content_file_id", "TEXT"),
+    ("content_name", "TEXT"),
+    ("content_hash", "TEXT"),
+    ("content_size", "INTEGER"),
+    ("content_downloadable", "INTEGER"),
+    ("content_export_json", "TEXT"),
+    ("content_kind", "TEXT"),
+    ("content_reason", "TEXT"),
+    ("content_detail", "TEXT"),
+    ("content_format", "TEXT"),
+    ("content_truncated", "INTEGER NOT NULL DEFAULT 0"),
+    ("content_bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ("content_attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("content_not_before", "INTEGER NOT NULL DEFAULT 0"),
+    ("content_claimed_until", "INTEGER NOT NULL DEFAULT 0"),
+    ("content_updated_at", "INTEGER"),
+    ("content_text", "TEXT"),
+];
+
+/// The queue (pending files by due time) and the per-state counts, both read from indexes.
+/// New rows land at the end of a few `(state, reason)` runs, so a listing's inserts stay local.
+pub const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS documents_content_queue ON documents(datasource_id, content_not_before)
+    WHERE content_state = 'pending';
+CREATE INDEX IF NOT EXISTS documents_content_counts
+    ON documents(datasource_id, content_state, content_reason, content_bytes) WHERE content_state IS NOT NULL;
+";
+
+/// Bring a SQLite state file's `documents` up to the content columns, and move the rows of the
+/// separate `content` table older releases kept into them (one transaction; the old table
+/// goes). A fresh file gets the columns the same way.
+pub(crate) fn migrate_sqlite(conn: &rusqlite::Connection) -> Result<()> {
+    // Looked at under the write lock: two processes opening an old file at once migrate it once.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let have: std::collections::HashSet<String> = tx
+        .prepare("SELECT name FROM pragma_table_info('documents')")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let old_table: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'content')",
+        [],
+        |r| r.get(0),
+    )?;
+    for (name, decl) in SQLITE_COLUMNS.iter().filter(|(name, _)| !have.contains(*name)) {
+        tx.execute_batch(&format!("ALTER TABLE documents ADD COLUMN {name} {decl};"))?;
+    }
+    if old_table {
+        tx.execute_batch(&format!("{COPY_OLD_TABLE}; DROP TABLE content;"))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Old `content` rows onto their documents (both stores' migrations). A row whose document
+/// is gone had nothing to attach to and goes with the table.
+pub(crate) const COPY_OLD_TABLE: &str = "UPDATE documents SET
+    content_state = c.state, content_file_id = c.file_id, content_name = c.name,
+    content_hash = c.content_hash, content_size = c.size, content_downloadable = c.downloadable,
+    content_export_json = c.export_json, content_kind = c.kind, content_reason = c.reason,
+    content_detail = c.detail, content_format = c.format, content_truncated = c.truncated,
+    content_bytes = c.bytes, content_attempts = c.attempts, content_not_before = c.not_before,
+    content_claimed_until = c.claimed_until, content_updated_at = c.updated_at, content_text = c.text
+    FROM content c WHERE c.datasource_id = documents.datasource_id AND c.doc_id = documents.doc_id";
+
+/// Forget every decision and text (of the rows a `WHERE` appended picks).
+const CLEAR: &str = "UPDATE documents SET content_state = NULL, content_file_id = NULL, content_name = NULL,
+    content_hash = NULL, content_size = NULL, content_downloadable = NULL, content_export_json = NULL,
+    content_kind = NULL, content_reason = NULL, content_detail = NULL, content_format = NULL,
+    content_truncated = 0, content_bytes = 0, content_attempts = 0, content_not_before = 0,
+    content_claimed_until = 0, content_updated_at = NULL, content_text = NULL";
+
+/// Forget a datasource's decisions and texts.
+fn clear(tx: &dyn Conn, id: &str) -> Result<()> {
+    tx.execute(&format!("{CLEAR} WHERE datasource_id = ?1 AND content_state IS NOT NULL"), &args![id])?;
+    Ok(())
+}
 
 /// A datasource's content settings (absent row: the defaults, content on).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,40 +221,20 @@ pub(crate) fn settings_in(conn: &dyn Conn, id: &str) -> Result<ContentSettings> 
     })
 }
 
-/// Record (or keep) the content row of each upserted file, in the page's transaction.
-pub(crate) fn enqueue(tx: &dyn Conn, id: &str, docs: &Documents, s: &ContentSettings) -> Result<u64> {
-    if !s.enabled {
-        return Ok(0);
-    }
+/// The documents upsert for the files of `docs` while content is on: each row's content decision is written
+/// with it, in the page's transaction. Same bytes (by hash, else by revision) read the same way
+/// keep their outcome and text; anything else starts over. Returns (upserted, queued).
+pub(crate) fn upsert_files<'a>(
+    tx: &dyn Conn,
+    id: &str,
+    generation: i64,
+    docs: impl Iterator<Item = crate::documents::DocRef<'a>>,
+    s: &ContentSettings,
+) -> Result<(u64, u64)> {
     let now = now_unix();
-    // Same bytes (by hash, else by revision) read the same way: keep the outcome and text.
-    let upsert = "INSERT INTO content (datasource_id, doc_id, file_id, name, rev, content_hash, size, downloadable,
-                              export_json, kind, state, reason, detail, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-         ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
-             file_id = excluded.file_id, name = excluded.name, size = excluded.size,
-             downloadable = excluded.downloadable, export_json = excluded.export_json,
-             state = CASE WHEN same THEN content.state ELSE excluded.state END,
-             reason = CASE WHEN same THEN content.reason ELSE excluded.reason END,
-             detail = CASE WHEN same THEN content.detail ELSE excluded.detail END,
-             text = CASE WHEN same THEN content.text ELSE NULL END,
-             format = CASE WHEN same THEN content.format ELSE NULL END,
-             truncated = CASE WHEN same THEN content.truncated ELSE 0 END,
-             bytes = CASE WHEN same THEN content.bytes ELSE 0 END,
-             attempts = CASE WHEN same THEN content.attempts ELSE 0 END,
-             not_before = CASE WHEN same THEN content.not_before ELSE 0 END,
-             claimed_until = CASE WHEN same THEN content.claimed_until ELSE 0 END,
-             updated_at = CASE WHEN same THEN content.updated_at ELSE excluded.updated_at END,
-             rev = excluded.rev, content_hash = excluded.content_hash, kind = excluded.kind
-         "
-    .replace(
-        "same",
-        "(content.kind = excluded.kind AND content.content_hash IS NOT DISTINCT FROM excluded.content_hash
-               AND (excluded.content_hash IS NOT NULL OR content.rev IS NOT DISTINCT FROM excluded.rev))",
-    );
     let mut queued = 0;
     let mut rows: Vec<Vec<Value>> = Vec::new();
-    for d in docs.iter() {
+    for d in docs {
         let Some(f) = &d.file else { continue };
         let name = d.path_lower.rsplit('/').next().unwrap_or(d.path_lower);
         let (kind, state, reason, detail) = match decide(d.path_lower, f, s) {
@@ -213,9 +250,12 @@ pub(crate) fn enqueue(tx: &dyn Conn, id: &str, docs: &Documents, s: &ContentSett
             args![
                 id,
                 d.id,
+                d.path_lower,
+                d.rev,
+                generation,
+                d.json,
                 f.file_id,
                 name,
-                d.rev,
                 f.content_hash,
                 f.size as i64,
                 f.downloadable,
@@ -229,9 +269,45 @@ pub(crate) fn enqueue(tx: &dyn Conn, id: &str, docs: &Documents, s: &ContentSett
             .to_vec(),
         );
     }
-    tx.execute_many(&upsert, rows)?;
-    Ok(queued)
+    let upserted = tx.execute_many(&UPSERT_FILES, rows)?;
+    Ok((upserted, queued))
 }
+
+/// See [`upsert_files`].
+static UPSERT_FILES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    // In SET, bare and `documents.` columns are the row before the update.
+    let same = "(documents.content_state IS NOT NULL AND documents.content_kind = excluded.content_kind
+               AND documents.content_hash IS NOT DISTINCT FROM excluded.content_hash
+               AND (excluded.content_hash IS NOT NULL OR documents.rev IS NOT DISTINCT FROM excluded.rev))";
+    let keep = |col: &str, fresh: &str| format!("{col} = CASE WHEN {same} THEN documents.{col} ELSE {fresh} END");
+    format!(
+        "INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json,
+                content_file_id, content_name, content_hash, content_size, content_downloadable,
+                content_export_json, content_kind, content_state, content_reason, content_detail, content_updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
+             {}, path_lower = excluded.path_lower, rev = excluded.rev, generation = excluded.generation,
+             json = excluded.json, content_file_id = excluded.content_file_id,
+             content_name = excluded.content_name, content_size = excluded.content_size,
+             content_downloadable = excluded.content_downloadable,
+             content_export_json = excluded.content_export_json,
+             content_hash = excluded.content_hash, content_kind = excluded.content_kind",
+        [
+            keep("content_state", "excluded.content_state"),
+            keep("content_reason", "excluded.content_reason"),
+            keep("content_detail", "excluded.content_detail"),
+            keep("content_text", "NULL"),
+            keep("content_format", "NULL"),
+            keep("content_truncated", "0"),
+            keep("content_bytes", "0"),
+            keep("content_attempts", "0"),
+            keep("content_not_before", "0"),
+            keep("content_claimed_until", "0"),
+            keep("content_updated_at", "excluded.content_updated_at"),
+        ]
+        .join(", ")
+    )
+});
 
 /// What [`finish_in`] did.
 struct Applied {
@@ -243,14 +319,15 @@ struct Applied {
 
 /// Apply one outcome if the row still describes the fetched bytes.
 fn finish_in(tx: &dyn Conn, job: &ContentJob, outcome: &Outcome, now: i64) -> Result<Applied> {
-    let guard = "datasource_id = ?1 AND doc_id = ?2 AND state = 'pending' AND kind = ?3
+    let guard = "datasource_id = ?1 AND doc_id = ?2 AND content_state = 'pending' AND content_kind = ?3
                  AND content_hash IS NOT DISTINCT FROM ?4 AND rev IS NOT DISTINCT FROM ?5";
     let (ds, doc, kind, hash, rev) = (&job.datasource_id, &job.doc_id, &job.kind, &job.content_hash, &job.rev);
     let changed = match outcome {
         Outcome::Done { text, format, truncated, bytes } => tx.execute(
             &format!(
-                "UPDATE content SET state = 'done', reason = NULL, detail = NULL, text = ?6, format = ?7,
-                     truncated = ?8, bytes = ?9, claimed_until = 0, updated_at = ?10 WHERE {guard}"
+                "UPDATE documents SET content_state = 'done', content_reason = NULL, content_detail = NULL,
+                     content_text = ?6, content_format = ?7, content_truncated = ?8, content_bytes = ?9,
+                     content_claimed_until = 0, content_updated_at = ?10 WHERE {guard}"
             ),
             &args![ds, doc, kind, hash, rev, text, format, truncated, *bytes as i64, now],
         )?,
@@ -258,8 +335,8 @@ fn finish_in(tx: &dyn Conn, job: &ContentJob, outcome: &Outcome, now: i64) -> Re
             let state = if matches!(outcome, Outcome::Skipped { .. }) { "skipped" } else { "failed" };
             tx.execute(
                 &format!(
-                    "UPDATE content SET state = ?6, reason = ?7, detail = ?8, text = NULL, claimed_until = 0,
-                         updated_at = ?9 WHERE {guard}"
+                    "UPDATE documents SET content_state = ?6, content_reason = ?7, content_detail = ?8,
+                         content_text = NULL, content_claimed_until = 0, content_updated_at = ?9 WHERE {guard}"
                 ),
                 &args![ds, doc, kind, hash, rev, state, reason, detail, now],
             )?
@@ -269,8 +346,9 @@ fn finish_in(tx: &dyn Conn, job: &ContentJob, outcome: &Outcome, now: i64) -> Re
             if attempts >= MAX_ATTEMPTS {
                 tx.execute(
                     &format!(
-                        "UPDATE content SET state = 'failed', reason = ?6, detail = ?7, attempts = ?8,
-                             claimed_until = 0, updated_at = ?9 WHERE {guard}"
+                        "UPDATE documents SET content_state = 'failed', content_reason = ?6, content_detail = ?7,
+                             content_attempts = ?8, content_claimed_until = 0, content_updated_at = ?9
+                         WHERE {guard}"
                     ),
                     &args![ds, doc, kind, hash, rev, class, detail, attempts, now],
                 )?
@@ -278,7 +356,8 @@ fn finish_in(tx: &dyn Conn, job: &ContentJob, outcome: &Outcome, now: i64) -> Re
                 // Still pending: nothing for the sinks yet.
                 let n = tx.execute(
                     &format!(
-                        "UPDATE content SET attempts = ?6, not_before = ?7, detail = ?8, claimed_until = 0
+                        "UPDATE documents SET content_attempts = ?6, content_not_before = ?7, content_detail = ?8,
+                             content_claimed_until = 0
                          WHERE {guard}"
                     ),
                     &args![ds, doc, kind, hash, rev, attempts, now + *delay_secs as i64, format!("{class}: {detail}")],
@@ -288,45 +367,6 @@ fn finish_in(tx: &dyn Conn, job: &ContentJob, outcome: &Outcome, now: i64) -> Re
         }
     };
     Ok(Applied { recorded: changed > 0, finished: changed > 0 })
-}
-
-/// The documents a page's deletes will remove (before they are applied): their content rows
-/// go too, unless the same page upserts them again (a move keeps a file's id and bytes).
-pub(crate) fn doomed(tx: &dyn Conn, id: &str, deletes: &[String]) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    if deletes.is_empty() {
-        return Ok(out);
-    }
-    let sql = "SELECT doc_id FROM content WHERE datasource_id = ?1 AND doc_id IN (
-             SELECT doc_id FROM documents WHERE datasource_id = ?1 AND path_lower = ?2
-             UNION ALL
-             SELECT doc_id FROM documents WHERE datasource_id = ?1 AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0')";
-    for p in deletes {
-        out.extend(tx.column::<String>(sql, &args![id, p])?);
-    }
-    Ok(out)
-}
-
-/// Forget the content of documents that left the index (see [`doomed`]).
-pub(crate) fn forget(tx: &dyn Conn, id: &str, doomed: &[String], kept: &Documents) -> Result<()> {
-    if doomed.is_empty() {
-        return Ok(());
-    }
-    let kept: std::collections::HashSet<&str> = kept.iter().map(|d| d.id).collect();
-    for doc in doomed.iter().filter(|d| !kept.contains(d.as_str())) {
-        tx.execute("DELETE FROM content WHERE datasource_id = ?1 AND doc_id = ?2", &args![id, doc])?;
-    }
-    Ok(())
-}
-
-/// Before the end-of-listing sweep: the content of documents it will remove.
-pub(crate) fn forget_swept(tx: &dyn Conn, id: &str, generation: i64) -> Result<()> {
-    tx.execute(
-        "DELETE FROM content WHERE datasource_id = ?1 AND doc_id IN (
-             SELECT doc_id FROM documents WHERE datasource_id = ?1 AND generation < ?2)",
-        &args![id, generation],
-    )?;
-    Ok(())
 }
 
 /// One file to fetch, as claimed from the queue.
@@ -396,9 +436,9 @@ pub struct Attached {
     pub truncated: bool,
 }
 
-/// The SQL a reader joins to get [`Attached`] (columns in this order).
-pub const ATTACHED_COLUMNS: &str = "c.state, c.reason, c.detail, c.text, c.format, c.truncated";
-pub const ATTACHED_JOIN: &str = "LEFT JOIN content c ON c.datasource_id = d.datasource_id AND c.doc_id = d.doc_id";
+/// The SQL a reader of `documents d` selects to get [`Attached`] (columns in this order).
+pub const ATTACHED_COLUMNS: &str =
+    "d.content_state, d.content_reason, d.content_detail, d.content_text, d.content_format, d.content_truncated";
 
 impl Attached {
     pub fn from_row(r: &crate::db::Row, first: usize) -> crate::db::DbResult<Self> {
@@ -482,17 +522,17 @@ impl Store {
             if self.outbox_on() {
                 tx.execute(
                     "INSERT INTO outbox (datasource_id, doc_id, op)
-                     SELECT datasource_id, doc_id, 'upsert' FROM content
-                     WHERE datasource_id = ?1 AND state <> 'pending'",
+                     SELECT datasource_id, doc_id, 'upsert' FROM documents
+                     WHERE datasource_id = ?1 AND content_state <> 'pending'",
                     &args![id],
                 )?;
             }
-            tx.execute("DELETE FROM content WHERE datasource_id = ?1", &args![id])?;
+            clear(&tx, id)?;
         } else if *s != before {
             // Every decision and every text depends on the settings (a narrower allow-list, a
             // larger text cap): decide again from a fresh listing. Documents stay; their text
             // comes back as files are fetched again.
-            tx.execute("DELETE FROM content WHERE datasource_id = ?1", &args![id])?;
+            clear(&tx, id)?;
             tx.execute(
                 "UPDATE sync_state SET cursor = NULL, listing = 1, generation = generation + 1 WHERE datasource_id = ?1",
                 &args![id],
@@ -505,8 +545,8 @@ impl Store {
     /// Datasources with a file due for fetching now, oldest due first.
     pub fn content_due(&self) -> Result<Vec<String>> {
         Ok(self.conn().column(
-            "SELECT datasource_id, MIN(not_before) AS due FROM content
-             WHERE state = 'pending' AND not_before <= ?1 AND claimed_until <= ?1
+            "SELECT datasource_id, MIN(content_not_before) AS due FROM documents
+             WHERE content_state = 'pending' AND content_not_before <= ?1 AND content_claimed_until <= ?1
              GROUP BY datasource_id ORDER BY due",
             &args![now_unix()],
         )?)
@@ -522,10 +562,11 @@ impl Store {
             // Replicas claiming the same datasource's queue skip each other's rows.
             let rows = tx.query(
                 &format!(
-                    "SELECT doc_id, file_id, name, rev, content_hash, size, downloadable, export_json, kind, attempts
-                     FROM content WHERE datasource_id = ?1 AND state = 'pending'
-                       AND not_before <= ?2 AND claimed_until <= ?2
-                     ORDER BY not_before LIMIT ?3{}",
+                    "SELECT doc_id, content_file_id, content_name, rev, content_hash, content_size,
+                            content_downloadable, content_export_json, content_kind, content_attempts
+                     FROM documents WHERE datasource_id = ?1 AND content_state = 'pending'
+                       AND content_not_before <= ?2 AND content_claimed_until <= ?2
+                     ORDER BY content_not_before LIMIT ?3{}",
                     tx.skip_locked()
                 ),
                 &args![id, now, limit as i64],
@@ -557,7 +598,10 @@ impl Store {
         };
         let claims: Vec<Vec<Value>> =
             jobs.iter().map(|j| args![id, j.doc_id, now + lease_secs as i64].to_vec()).collect();
-        tx.execute_many("UPDATE content SET claimed_until = ?3 WHERE datasource_id = ?1 AND doc_id = ?2", claims)?;
+        tx.execute_many(
+            "UPDATE documents SET content_claimed_until = ?3 WHERE datasource_id = ?1 AND doc_id = ?2",
+            claims,
+        )?;
         tx.commit()?;
         Ok(jobs)
     }
@@ -596,7 +640,10 @@ impl Store {
         let conn = self.conn();
         let tx = Tx::begin(&**conn)?;
         let rows: Vec<Vec<Value>> = jobs.iter().map(|j| args![j.datasource_id, j.doc_id].to_vec()).collect();
-        tx.execute_many("UPDATE content SET claimed_until = 0 WHERE datasource_id = ?1 AND doc_id = ?2", rows)?;
+        tx.execute_many(
+            "UPDATE documents SET content_claimed_until = 0 WHERE datasource_id = ?1 AND doc_id = ?2",
+            rows,
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -620,8 +667,10 @@ impl Store {
             out.insert(id, ContentCounts { enabled, ..Default::default() });
         }
         let rows = conn.query(
-            "SELECT datasource_id, state, COALESCE(reason, ''), COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT)
-             FROM content WHERE CAST(?1 AS TEXT) IS NULL OR datasource_id = ?1 GROUP BY datasource_id, state, reason",
+            "SELECT datasource_id, content_state, COALESCE(content_reason, ''), COUNT(*),
+                    CAST(COALESCE(SUM(content_bytes), 0) AS BIGINT)
+             FROM documents WHERE content_state IS NOT NULL AND (CAST(?1 AS TEXT) IS NULL OR datasource_id = ?1)
+             GROUP BY datasource_id, content_state, content_reason",
             &args![only],
         )?;
         for r in &rows {

@@ -166,12 +166,11 @@ impl Store {
     pub fn outbox_pending(&self, sink: &str, datasource_id: &str, limit: usize) -> Result<Vec<Pending>> {
         let conn = self.conn();
         let after = delivered_seq(&**conn, sink, datasource_id)?;
-        use crate::content::{merge, Attached, ATTACHED_COLUMNS, ATTACHED_JOIN};
+        use crate::content::{merge, Attached, ATTACHED_COLUMNS};
         let rows = conn.query(
             &format!(
                 "SELECT o.seq, o.doc_id, o.op, d.json, {ATTACHED_COLUMNS} FROM outbox o
                  LEFT JOIN documents d ON d.datasource_id = o.datasource_id AND d.doc_id = o.doc_id
-                 {ATTACHED_JOIN}
                  WHERE o.datasource_id = ?1 AND o.seq > ?2 ORDER BY o.seq LIMIT ?3"
             ),
             &args![datasource_id, after, limit as i64],

@@ -7,7 +7,7 @@
 
 use crate::db::{args, Conn, ConnExt, DbResult, Tx};
 
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 const V1: &str = r#"
 CREATE TABLE connectors (
@@ -152,6 +152,36 @@ CREATE TABLE listing_shards (
 );
 "#;
 
+/// A file's content state moves onto its `documents` row (see `content::SCHEMA`): one random-keyed
+/// row per listed file instead of two. The old table's rows are copied, then it goes.
+const V2: &str = r#"
+ALTER TABLE documents
+    ADD COLUMN content_state TEXT CHECK (content_state IN ('pending', 'done', 'skipped', 'failed')),
+    ADD COLUMN content_file_id TEXT,
+    ADD COLUMN content_name TEXT,
+    ADD COLUMN content_hash TEXT,
+    ADD COLUMN content_size BIGINT,
+    ADD COLUMN content_downloadable BIGINT,
+    ADD COLUMN content_export_json TEXT,
+    ADD COLUMN content_kind TEXT,
+    ADD COLUMN content_reason TEXT,
+    ADD COLUMN content_detail TEXT,
+    ADD COLUMN content_format TEXT,
+    ADD COLUMN content_truncated BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN content_bytes BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN content_attempts BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN content_not_before BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN content_claimed_until BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN content_updated_at BIGINT,
+    ADD COLUMN content_text TEXT;
+{COPY}
+DROP TABLE content;
+CREATE INDEX documents_content_queue ON documents(datasource_id, content_not_before)
+    WHERE content_state = 'pending';
+CREATE INDEX documents_content_counts
+    ON documents(datasource_id, content_state, content_reason, content_bytes) WHERE content_state IS NOT NULL;
+"#;
+
 /// Apply the migrations this database lacks, one transaction each, under a lock every
 /// replica takes first. A database newer than this build is refused rather than written to.
 pub fn migrate(conn: &dyn Conn) -> DbResult<()> {
@@ -172,7 +202,8 @@ pub fn migrate(conn: &dyn Conn) -> DbResult<()> {
         // Read again under this lock: another replica may have applied it meanwhile.
         if tx.value_opt::<i64>("SELECT version FROM schema_migrations WHERE version = ?1", &args![*version])?.is_none()
         {
-            tx.batch(sql)?;
+            // `{COPY}`: the copy of old content rows, one text for both stores.
+            tx.batch(&sql.replace("{COPY}", &format!("{};", crate::content::COPY_OLD_TABLE)))?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
                 &args![*version, crate::store::now_unix()],
@@ -188,4 +219,51 @@ fn locked(conn: &dyn Conn) -> DbResult<Tx<'_>> {
     let tx = Tx::begin(conn)?;
     tx.query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(77330001)) l", &[])?;
     Ok(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Postgres;
+
+    /// A database a release with the separate `content` table left behind (schema 1).
+    #[test]
+    fn schema_1_content_rows_move_onto_their_documents() {
+        let Ok(admin) = std::env::var("COCO_TEST_POSTGRES") else {
+            eprintln!("skipped: COCO_TEST_POSTGRES is not set (./dev test sets it)");
+            return;
+        };
+        let conn = Postgres::connect(&crate::db::scratch_database(&admin, "migrate").unwrap()).unwrap();
+        let tx = Tx::begin(&conn).unwrap();
+        tx.batch("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)").unwrap();
+        tx.batch(V1).unwrap();
+        tx.batch(
+            "INSERT INTO schema_migrations VALUES (1, 0);
+             INSERT INTO datasources (id, name, connector_id, client_id, client_secret_sealed, access_token_sealed,
+                 refresh_token_sealed, expires_at, profile_json, endpoints_json, connected_at)
+                 VALUES ('ds', 'n', 'dropbox', 'k', 'x', 'x', 'x', 0, '{}', '{}', 0);
+             INSERT INTO documents VALUES ('ds', 'd1', '/a.txt', 'r1', 1, '{\"id\":\"d1\"}');
+             INSERT INTO documents VALUES ('ds', 'd2', '/b.txt', 'r2', 1, '{\"id\":\"d2\"}');
+             INSERT INTO content (datasource_id, doc_id, file_id, name, rev, content_hash, size, downloadable,
+                 kind, state, text, format, bytes, updated_at)
+                 VALUES ('ds', 'd1', 'id:1', 'a.txt', 'r1', 'h1', 5, 1, 'text', 'done', 'hello', 'text', 5, 1);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+
+        migrate(&conn).unwrap();
+        let rows = conn
+            .query("SELECT doc_id, content_state, content_text, content_bytes FROM documents ORDER BY doc_id", &[])
+            .unwrap();
+        let got: Vec<(String, Option<String>, Option<String>, i64)> =
+            rows.iter().map(|r| (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap(), r.get(3).unwrap())).collect();
+        assert_eq!(
+            got,
+            vec![("d1".into(), Some("done".into()), Some("hello".into()), 5), ("d2".into(), None, None, 0)]
+        );
+        let gone: bool = conn.value("SELECT to_regclass('content') IS NULL", &[]).unwrap();
+        assert!(gone, "the old table goes");
+        let versions: Vec<i64> = conn.column("SELECT version FROM schema_migrations ORDER BY version", &[]).unwrap();
+        assert_eq!(versions, vec![1, 2]);
+    }
 }

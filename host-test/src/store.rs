@@ -428,13 +428,13 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
-/// A lease holder id: `host:pid:nonce`.
 /// SQLite's page cache per connection, in KiB: `COCO_SQLITE_CACHE_MIB` (default 8 MiB).
 fn sqlite_cache_kib() -> u64 {
     std::env::var("COCO_SQLITE_CACHE_MIB").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(8).clamp(1, 4096)
         * 1024
 }
 
+/// A lease holder id: `host:pid:nonce`.
 pub fn new_lease_holder() -> String {
     format!("{}:{}:{:08x}", hostname(), std::process::id(), rand::random::<u32>())
 }
@@ -473,6 +473,35 @@ fn forget_document_total(conn: &dyn Conn, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Documents at `path` or under it.
+fn under_path(conn: &dyn Conn, id: &str, path: &str) -> Result<Vec<String>> {
+    Ok(conn.column(
+        "SELECT doc_id FROM documents WHERE datasource_id = ?1 AND path_lower = ?2
+         UNION ALL
+         SELECT doc_id FROM documents WHERE datasource_id = ?1 AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
+        &args![id, path],
+    )?)
+}
+
+/// Documents a page's deletes reach that the same page upserts again (a move keeps a file's
+/// id): their rows are updated in place rather than deleted and inserted.
+fn moved_within(
+    conn: &dyn Conn,
+    id: &str,
+    deletes: &[String],
+    documents: &crate::documents::Documents,
+) -> Result<std::collections::HashSet<String>> {
+    if deletes.is_empty() || documents.is_empty() {
+        return Ok(Default::default());
+    }
+    let upserted: std::collections::HashSet<&str> = documents.iter().map(|d| d.id).collect();
+    let mut moved = std::collections::HashSet::new();
+    for p in deletes {
+        moved.extend(under_path(conn, id, p)?.into_iter().filter(|doc| upserted.contains(doc.as_str())));
+    }
+    Ok(moved)
+}
+
 /// Rebuild a table of an older state file that was `WITHOUT ROWID` as an ordinary rowid table
 /// (same columns, constraints and indexes). Rows of ~1 KB made every insert of a listing a
 /// random write into a fat clustered tree; now rows append and only the small key index takes
@@ -506,7 +535,7 @@ fn rowid_table(conn: &Connection, table: &str) -> Result<()> {
 /// Columns added after a release, added to older state files at open.
 fn migrate(conn: &Connection) -> Result<()> {
     rowid_table(conn, "documents")?;
-    rowid_table(conn, "content")?;
+    crate::content::migrate_sqlite(conn)?;
     let has_documents: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM pragma_table_info('sync_state') WHERE name = 'documents')",
         [],
@@ -540,6 +569,7 @@ impl Store {
         conn.execute_batch(crate::content::SCHEMA)?;
         conn.execute_batch(crate::shards::SCHEMA)?;
         migrate(&conn)?;
+        conn.execute_batch(crate::content::INDEXES)?;
         Self::with_conn(Box::new(Sqlite::new(conn)), keys)
     }
 
@@ -796,7 +826,6 @@ impl Store {
             if self.outbox_on() {
                 crate::outbox::record_sweep(&tx, id, generation)?;
             }
-            crate::content::forget_swept(&tx, id, generation)?;
             swept = tx.execute(
                 "DELETE FROM documents WHERE datasource_id = ?1 AND generation < ?2",
                 &args![id, generation],
@@ -857,41 +886,62 @@ impl Store {
     ) -> Result<Applied> {
         let mut applied = Applied::default();
         let outbox = self.outbox_on();
-        let doomed = crate::content::doomed(tx, id, deletes)?;
+        // A file moved within the page (deleted at its old path, upserted again under its id)
+        // keeps its row, and with it what was extracted: it is not deleted, only updated.
+        let moved = moved_within(tx, id, deletes, documents)?;
         for p in deletes {
             if outbox {
                 crate::outbox::record_subtree(tx, id, p, crate::outbox::Op::Delete)?;
             }
-            // Two statements, each served by the (datasource_id, path_lower) index: an `OR` of
-            // the two would make SQLite scan the whole datasource for every delete.
-            applied.deleted +=
-                tx.execute("DELETE FROM documents WHERE datasource_id = ?1 AND path_lower = ?2", &args![id, p])?;
-            applied.deleted += tx.execute(
-                "DELETE FROM documents WHERE datasource_id = ?1
-                   AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
-                &args![id, p],
-            )?;
+            if moved.is_empty() {
+                // Two statements, each served by the (datasource_id, path_lower) index: an `OR`
+                // of the two would make SQLite scan the whole datasource for every delete.
+                applied.deleted +=
+                    tx.execute("DELETE FROM documents WHERE datasource_id = ?1 AND path_lower = ?2", &args![id, p])?;
+                applied.deleted += tx.execute(
+                    "DELETE FROM documents WHERE datasource_id = ?1
+                       AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
+                    &args![id, p],
+                )?;
+            } else {
+                let gone: Vec<Vec<crate::db::Value>> = under_path(tx, id, p)?
+                    .into_iter()
+                    .filter(|doc| !moved.contains(doc))
+                    .map(|doc| args![id, doc].to_vec())
+                    .collect();
+                applied.deleted +=
+                    tx.execute_many("DELETE FROM documents WHERE datasource_id = ?1 AND doc_id = ?2", gone)?;
+            }
         }
-        let rows: Vec<Vec<crate::db::Value>> =
-            documents.iter().map(|d| args![id, d.id, d.path_lower, d.rev, generation, d.json].to_vec()).collect();
+        // Counted as the delete and the upsert the page made of them.
+        applied.deleted += moved.len() as u64;
+        let settings = match documents.iter().any(|d| d.file.is_some()) {
+            true => Some(crate::content::settings_in(tx, id)?).filter(|s| s.enabled),
+            false => None,
+        };
+        let plain: Vec<Vec<crate::db::Value>> = documents
+            .iter()
+            .filter(|d| d.file.is_none() || settings.is_none())
+            .map(|d| args![id, d.id, d.path_lower, d.rev, generation, d.json].to_vec())
+            .collect();
         applied.upserted = tx.execute_many(
             "INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
                  path_lower = excluded.path_lower, rev = excluded.rev,
                  generation = excluded.generation, json = excluded.json",
-            rows,
+            plain,
         )?;
+        if let Some(settings) = &settings {
+            let (upserted, queued) = crate::content::upsert_files(tx, id, generation, documents.iter(), settings)?;
+            applied.upserted += upserted;
+            applied.content_queued = queued;
+        }
         if outbox {
             crate::outbox::record_many(tx, id, documents.iter().map(|d| d.id), crate::outbox::Op::Upsert)?;
         }
-        crate::content::forget(tx, id, &doomed, documents)?;
         if applied.upserted + applied.deleted > 0 {
             forget_document_total(tx, id)?;
-        }
-        if documents.iter().any(|d| d.file.is_some()) {
-            let settings = crate::content::settings_in(tx, id)?;
-            applied.content_queued = crate::content::enqueue(tx, id, documents, &settings)?;
         }
         Ok(applied)
     }
@@ -1073,12 +1123,12 @@ impl Store {
     /// Stream every indexed document's JSON (with its extracted content), in path order,
     /// without loading them all.
     pub fn for_each_document(&self, id: &str, mut f: impl FnMut(&str, &str) -> std::io::Result<()>) -> Result<u64> {
-        use crate::content::{merge, Attached, ATTACHED_COLUMNS, ATTACHED_JOIN};
+        use crate::content::{merge, Attached, ATTACHED_COLUMNS};
         let conn = self.conn();
         let mut n = 0;
         let mut failed: Option<StoreError> = None;
         let sql = format!(
-            "SELECT d.doc_id, d.json, {ATTACHED_COLUMNS} FROM documents d {ATTACHED_JOIN}
+            "SELECT d.doc_id, d.json, {ATTACHED_COLUMNS} FROM documents d
              WHERE d.datasource_id = ?1 ORDER BY d.path_lower"
         );
         let walked = conn.for_each(&sql, &args![id], &mut |r| {
@@ -1666,6 +1716,73 @@ pub(crate) mod tests {
             &[],
         );
         assert!(err.is_err(), "the key stays unique");
+    }
+
+    #[test]
+    fn an_older_state_file_with_a_content_table_moves_it_onto_the_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        {
+            let store = Store::open(&path, keys(KEY)).unwrap();
+            store.save_connected(&datasource("ds")).unwrap();
+        }
+        {
+            // As releases before the content columns created it: documents without them, the
+            // content state in a table of its own (one row's document is gone).
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP TABLE documents;
+                 CREATE TABLE documents (
+                     datasource_id TEXT NOT NULL REFERENCES datasources(id) ON DELETE CASCADE,
+                     doc_id TEXT NOT NULL, path_lower TEXT NOT NULL, rev TEXT,
+                     generation INTEGER NOT NULL, json TEXT NOT NULL,
+                     PRIMARY KEY (datasource_id, doc_id));
+                 CREATE INDEX documents_by_path ON documents(datasource_id, path_lower);
+                 CREATE TABLE content (
+                     datasource_id TEXT NOT NULL, doc_id TEXT NOT NULL, file_id TEXT NOT NULL,
+                     name TEXT NOT NULL, rev TEXT, content_hash TEXT, size INTEGER NOT NULL,
+                     downloadable INTEGER NOT NULL, export_json TEXT, kind TEXT NOT NULL,
+                     state TEXT NOT NULL, reason TEXT, detail TEXT, text TEXT, format TEXT,
+                     truncated INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,
+                     attempts INTEGER NOT NULL DEFAULT 0, not_before INTEGER NOT NULL DEFAULT 0,
+                     claimed_until INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL,
+                     PRIMARY KEY (datasource_id, doc_id));
+                 INSERT INTO documents VALUES ('ds', 'd1', '/a.txt', 'r1', 1, '{\"id\":\"d1\"}');
+                 INSERT INTO documents VALUES ('ds', 'd2', '/b.txt', 'r2', 1, '{\"id\":\"d2\"}');
+                 INSERT INTO content (datasource_id, doc_id, file_id, name, rev, content_hash, size,
+                     downloadable, kind, state, text, format, bytes, updated_at)
+                     VALUES ('ds', 'd1', 'id:1', 'a.txt', 'r1', 'h1', 5, 1, 'text', 'done', 'hello', 'text', 5, 1);
+                 INSERT INTO content (datasource_id, doc_id, file_id, name, rev, size, downloadable, kind,
+                     state, updated_at)
+                     VALUES ('ds', 'd2', 'id:2', 'b.txt', 'r2', 5, 1, 'text', 'pending', 1);
+                 INSERT INTO content (datasource_id, doc_id, file_id, name, rev, size, downloadable, kind,
+                     state, updated_at)
+                     VALUES ('ds', 'gone', 'id:3', 'c.txt', 'r3', 5, 1, 'text', 'pending', 1);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path, keys(KEY)).unwrap();
+        let old: i64 = store
+            .conn()
+            .value("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'content'", &[])
+            .unwrap();
+        assert_eq!(old, 0, "the old table goes");
+        let mut docs = Vec::new();
+        store
+            .for_each_document("ds", |_, json| {
+                docs.push(json.to_string());
+                Ok(())
+            })
+            .unwrap();
+        assert!(docs[0].contains(r#""content":"hello""#), "the extracted text is kept: {}", docs[0]);
+        let counts = store.content_counts("ds").unwrap();
+        assert_eq!((counts.done, counts.pending, counts.bytes_downloaded), (1, 1, 5));
+        let jobs = store.claim_content("ds", 10, 60).unwrap();
+        assert_eq!(jobs.len(), 1, "the pending file is still queued");
+        assert_eq!((jobs[0].doc_id.as_str(), jobs[0].file_id.as_str()), ("d2", "id:2"));
+        // Opening it again finds nothing left to do.
+        drop(store);
+        Store::open(&path, keys(KEY)).unwrap();
     }
 
     #[test]
