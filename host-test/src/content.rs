@@ -62,29 +62,41 @@ CREATE INDEX IF NOT EXISTS documents_content_counts
     ON documents(datasource_id, content_state, content_reason, content_bytes) WHERE content_state IS NOT NULL;
 ";
 
-/// Bring a SQLite state file's `documents` up to the content columns, and move the rows of the
-/// separate `content` table older releases kept into them (one transaction; the old table
-/// goes). A fresh file gets the columns the same way.
+/// Bring an older SQLite state file's `documents` up to the content columns, and move the rows
+/// of the separate `content` table older releases kept into them (within the open's write
+/// transaction; the old table goes). A fresh file has them already ([`sqlite_column_defs`]).
 pub(crate) fn migrate_sqlite(conn: &rusqlite::Connection) -> Result<()> {
-    // Looked at under the write lock: two processes opening an old file at once migrate it once.
-    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
-    let have: std::collections::HashSet<String> = tx
+    let Some((missing, old_table)) = sqlite_migration_due(conn)? else { return Ok(()) };
+    for (name, decl) in missing {
+        conn.execute_batch(&format!("ALTER TABLE documents ADD COLUMN {name} {decl};"))?;
+    }
+    if old_table {
+        conn.execute_batch(&format!("{COPY_OLD_TABLE}; DROP TABLE content;"))?;
+    }
+    Ok(())
+}
+
+/// The content columns `documents` lacks and whether the old `content` table is there; None
+/// when there is nothing to do.
+type MigrationDue = Option<(Vec<&'static (&'static str, &'static str)>, bool)>;
+
+fn sqlite_migration_due(conn: &rusqlite::Connection) -> Result<MigrationDue> {
+    let have: std::collections::HashSet<String> = conn
         .prepare("SELECT name FROM pragma_table_info('documents')")?
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let old_table: bool = tx.query_row(
+    let old_table: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'content')",
         [],
         |r| r.get(0),
     )?;
-    for (name, decl) in SQLITE_COLUMNS.iter().filter(|(name, _)| !have.contains(*name)) {
-        tx.execute_batch(&format!("ALTER TABLE documents ADD COLUMN {name} {decl};"))?;
-    }
-    if old_table {
-        tx.execute_batch(&format!("{COPY_OLD_TABLE}; DROP TABLE content;"))?;
-    }
-    tx.commit()?;
-    Ok(())
+    let missing: Vec<_> = SQLITE_COLUMNS.iter().filter(|(name, _)| !have.contains(*name)).collect();
+    Ok((!missing.is_empty() || old_table).then_some((missing, old_table)))
+}
+
+/// The content columns as a fresh `CREATE TABLE documents` declares them.
+pub(crate) fn sqlite_column_defs() -> String {
+    SQLITE_COLUMNS.iter().map(|(name, decl)| format!("    {name} {decl},\n")).collect()
 }
 
 /// Old `content` rows onto their documents (both stores' migrations). A row whose document

@@ -280,9 +280,6 @@ pub struct Store {
 }
 
 const SCHEMA: &str = r#"
-PRAGMA journal_mode = WAL;
-PRAGMA synchronous = FULL;
-PRAGMA foreign_keys = ON;
 CREATE TABLE IF NOT EXISTS connectors (
     id TEXT PRIMARY KEY,
     client_id TEXT NOT NULL,
@@ -323,6 +320,7 @@ CREATE TABLE IF NOT EXISTS documents (
     rev TEXT,
     generation INTEGER NOT NULL,
     json TEXT NOT NULL,
+    /* content columns */
     PRIMARY KEY (datasource_id, doc_id)
 );
 CREATE INDEX IF NOT EXISTS documents_by_path ON documents(datasource_id, path_lower);
@@ -502,6 +500,27 @@ fn moved_within(
     Ok(moved)
 }
 
+/// How long opening a state file waits for another process's lock (SQLite's busy timeout).
+const OPEN_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Put the file in WAL mode. Switching a fresh file needs an exclusive lock, and SQLite answers
+/// `SQLITE_BUSY` at once, without its busy handler, while another process holds one: retried
+/// here for as long as the busy timeout.
+fn enter_wal(conn: &Connection) -> Result<()> {
+    let deadline = std::time::Instant::now() + OPEN_BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Rebuild a table of an older state file that was `WITHOUT ROWID` as an ordinary rowid table
 /// (same columns, constraints and indexes). Rows of ~1 KB made every insert of a listing a
 /// random write into a fat clustered tree; now rows append and only the small key index takes
@@ -520,19 +539,19 @@ fn rowid_table(conn: &Connection, table: &str) -> Result<()> {
         conn.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL")?;
     let indexes = stmt.query_map([table], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
     let mut batch = format!(
-        "BEGIN IMMEDIATE; {rebuilt}; INSERT INTO {table}_rowid SELECT * FROM {table}; DROP TABLE {table};
+        "{rebuilt}; INSERT INTO {table}_rowid SELECT * FROM {table}; DROP TABLE {table};
          ALTER TABLE {table}_rowid RENAME TO {table};"
     );
     for index in indexes {
         batch.push_str(&index);
         batch.push(';');
     }
-    batch.push_str("COMMIT;");
     conn.execute_batch(&batch)?;
     Ok(())
 }
 
-/// Columns added after a release, added to older state files at open.
+/// Columns added after a release, added to older state files at open (inside the open's write
+/// transaction).
 fn migrate(conn: &Connection) -> Result<()> {
     rowid_table(conn, "documents")?;
     crate::content::migrate_sqlite(conn)?;
@@ -557,8 +576,10 @@ impl Store {
         // Owner-only before SQLite opens it: its WAL and shared-memory files take the same mode.
         crate::paths::private_file(path)?;
         let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
+        conn.busy_timeout(OPEN_BUSY_TIMEOUT)?;
+        enter_wal(&conn)?;
+        // Per connection, outside any transaction (`foreign_keys` is a no-op inside one).
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         // Interior pages of the index trees stay cached across a listing's pages; a bounded
         // cache keeps the host's memory flat whatever the account's size.
         conn.execute_batch(&format!("PRAGMA cache_size = -{};", sqlite_cache_kib()))?;
@@ -566,10 +587,18 @@ impl Store {
         // the same index pages, and each checkpoint copies a page once however often it was
         // written since. The WAL is cut back to that size after a checkpoint.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;")?;
-        conn.execute_batch(crate::content::SCHEMA)?;
-        conn.execute_batch(crate::shards::SCHEMA)?;
-        migrate(&conn)?;
-        conn.execute_batch(crate::content::INDEXES)?;
+        // Creating and migrating the schema is one write transaction, taken up front: processes
+        // opening the same file at once do it one after the other instead of racing (a `CREATE`
+        // or `ALTER` another one just ran).
+        let tx = rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)?;
+        // A fresh file's documents table has the content columns from the start; an older one
+        // gets them in `migrate`.
+        tx.execute_batch(&SCHEMA.replace("/* content columns */", &crate::content::sqlite_column_defs()))?;
+        tx.execute_batch(crate::content::SCHEMA)?;
+        tx.execute_batch(crate::shards::SCHEMA)?;
+        migrate(&tx)?;
+        tx.execute_batch(crate::content::INDEXES)?;
+        tx.commit()?;
         Self::with_conn(Box::new(Sqlite::new(conn)), keys)
     }
 
