@@ -110,16 +110,17 @@ pub(crate) const COPY_OLD_TABLE: &str = "UPDATE documents SET
     content_claimed_until = c.claimed_until, content_updated_at = c.updated_at, content_text = c.text
     FROM content c WHERE c.datasource_id = documents.datasource_id AND c.doc_id = documents.doc_id";
 
-/// Forget every decision and text (of the rows a `WHERE` appended picks).
-const CLEAR: &str = "UPDATE documents SET content_state = NULL, content_file_id = NULL, content_name = NULL,
-    content_hash = NULL, content_size = NULL, content_downloadable = NULL, content_export_json = NULL,
-    content_kind = NULL, content_reason = NULL, content_detail = NULL, content_format = NULL,
-    content_truncated = 0, content_bytes = 0, content_attempts = 0, content_not_before = 0,
-    content_claimed_until = 0, content_updated_at = NULL, content_text = NULL";
-
 /// Forget a datasource's decisions and texts.
 fn clear(tx: &dyn Conn, id: &str) -> Result<()> {
-    tx.execute(&format!("{CLEAR} WHERE datasource_id = ?1 AND content_state IS NOT NULL"), &args![id])?;
+    tx.execute(
+        "UPDATE documents SET content_state = NULL, content_file_id = NULL, content_name = NULL,
+             content_hash = NULL, content_size = NULL, content_downloadable = NULL, content_export_json = NULL,
+             content_kind = NULL, content_reason = NULL, content_detail = NULL, content_format = NULL,
+             content_truncated = 0, content_bytes = 0, content_attempts = 0, content_not_before = 0,
+             content_claimed_until = 0, content_updated_at = NULL, content_text = NULL
+         WHERE datasource_id = ?1 AND content_state IS NOT NULL",
+        &args![id],
+    )?;
     Ok(())
 }
 
@@ -233,9 +234,10 @@ pub(crate) fn settings_in(conn: &dyn Conn, id: &str) -> Result<ContentSettings> 
     })
 }
 
-/// The documents upsert for the files of `docs` while content is on: each row's content decision is written
-/// with it, in the page's transaction. Same bytes (by hash, else by revision) read the same way
-/// keep their outcome and text; anything else starts over. Returns (upserted, queued).
+/// The documents upsert for the files of `docs` while content is on: each row's content
+/// decision is written with it, in the page's transaction. Same bytes (by hash, else by
+/// revision) read the same way keep their outcome and text; anything else starts over.
+/// Returns (upserted, queued).
 pub(crate) fn upsert_files<'a>(
     tx: &dyn Conn,
     id: &str,

@@ -1707,19 +1707,22 @@ pub(crate) mod tests {
         assert!(store.acquire_delivery("coco", "ds", &b, ttl).unwrap());
     }
 
+    /// A state file with datasource `ds`, then changed by `sql` into what an older release
+    /// left behind.
+    fn older_state_file(dir: &Path, sql: &str) -> std::path::PathBuf {
+        let path = dir.join("s.sqlite");
+        Store::open(&path, keys(KEY)).unwrap().save_connected(&datasource("ds")).unwrap();
+        Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+        path
+    }
+
     #[test]
     fn an_older_state_file_with_clustered_tables_is_rebuilt_keeping_its_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sqlite");
-        {
-            let store = Store::open(&path, keys(KEY)).unwrap();
-            store.save_connected(&datasource("ds")).unwrap();
-        }
-        {
-            // As releases before 0.4 created it.
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "DROP TABLE documents;
+        // As releases before 0.4 created it.
+        let path = older_state_file(
+            dir.path(),
+            "DROP TABLE documents;
                  CREATE TABLE documents (
                      datasource_id TEXT NOT NULL REFERENCES datasources(id) ON DELETE CASCADE,
                      doc_id TEXT NOT NULL, path_lower TEXT NOT NULL, rev TEXT,
@@ -1727,9 +1730,7 @@ pub(crate) mod tests {
                      PRIMARY KEY (datasource_id, doc_id)) WITHOUT ROWID;
                  CREATE INDEX documents_by_path ON documents(datasource_id, path_lower);
                  INSERT INTO documents VALUES ('ds', 'd1', '/a', 'r', 1, '{\"id\":\"d1\"}');",
-            )
-            .unwrap();
-        }
+        );
         let store = Store::open(&path, keys(KEY)).unwrap();
         let sql: String = store.conn().value("SELECT sql FROM sqlite_master WHERE name = 'documents'", &[]).unwrap();
         assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
@@ -1750,17 +1751,11 @@ pub(crate) mod tests {
     #[test]
     fn an_older_state_file_with_a_content_table_moves_it_onto_the_documents() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sqlite");
-        {
-            let store = Store::open(&path, keys(KEY)).unwrap();
-            store.save_connected(&datasource("ds")).unwrap();
-        }
-        {
-            // As releases before the content columns created it: documents without them, the
-            // content state in a table of its own (one row's document is gone).
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "DROP TABLE documents;
+        // As releases before the content columns created it: documents without them, the
+        // content state in a table of its own (one row's document is gone).
+        let path = older_state_file(
+            dir.path(),
+            "DROP TABLE documents;
                  CREATE TABLE documents (
                      datasource_id TEXT NOT NULL REFERENCES datasources(id) ON DELETE CASCADE,
                      doc_id TEXT NOT NULL, path_lower TEXT NOT NULL, rev TEXT,
@@ -1787,9 +1782,7 @@ pub(crate) mod tests {
                  INSERT INTO content (datasource_id, doc_id, file_id, name, rev, size, downloadable, kind,
                      state, updated_at)
                      VALUES ('ds', 'gone', 'id:3', 'c.txt', 'r3', 5, 1, 'text', 'pending', 1);",
-            )
-            .unwrap();
-        }
+        );
         let store = Store::open(&path, keys(KEY)).unwrap();
         let old: i64 = store
             .conn()
