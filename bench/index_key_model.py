@@ -15,6 +15,7 @@ Prints process CPU and wall seconds per variant. Python's per-row cost is the sa
 """
 import hashlib
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -25,8 +26,6 @@ JSON = "x" * 850
 
 def run(variant: str, n: int, directory: str) -> None:
     path = os.path.join(directory, f"{variant}.sqlite")
-    import sqlite3
-
     c = sqlite3.connect(path, isolation_level=None)
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "cache_size=-8192",
                    "wal_autocheckpoint=16384", "journal_size_limit=67108864"):
