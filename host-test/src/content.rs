@@ -9,7 +9,7 @@
 use crate::db::{args, Conn, ConnExt, Tx, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Result, Store, StoreError};
+use crate::store::{ds_of, Result, Store, StoreError};
 
 /// Transient failures before a file is marked failed (until it changes).
 pub const MAX_ATTEMPTS: i64 = 5;
@@ -56,10 +56,10 @@ const SQLITE_COLUMNS: &[(&str, &str)] = &[
 /// The queue (pending files by due time) and the per-state counts, both read from indexes.
 /// New rows land at the end of a few `(state, reason)` runs, so a listing's inserts stay local.
 pub const INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS documents_content_queue ON documents(datasource_id, content_not_before)
+CREATE INDEX IF NOT EXISTS documents_content_queue ON documents(ds, content_not_before)
     WHERE content_state = 'pending';
 CREATE INDEX IF NOT EXISTS documents_content_counts
-    ON documents(datasource_id, content_state, content_reason, content_bytes) WHERE content_state IS NOT NULL;
+    ON documents(ds, content_state, content_reason, content_bytes) WHERE content_state IS NOT NULL;
 ";
 
 /// Bring an older SQLite state file's `documents` up to the content columns, and move the rows
@@ -94,6 +94,11 @@ fn sqlite_migration_due(conn: &rusqlite::Connection) -> Result<MigrationDue> {
     Ok((!missing.is_empty() || old_table).then_some((missing, old_table)))
 }
 
+/// The content columns' names, in order.
+pub(crate) fn column_names() -> impl Iterator<Item = &'static str> {
+    SQLITE_COLUMNS.iter().map(|(name, _)| *name)
+}
+
 /// The content columns as a fresh `CREATE TABLE documents` declares them.
 pub(crate) fn sqlite_column_defs() -> String {
     SQLITE_COLUMNS.iter().map(|(name, decl)| format!("    {name} {decl},\n")).collect()
@@ -113,12 +118,16 @@ pub(crate) const COPY_OLD_TABLE: &str = "UPDATE documents SET
 /// Forget a datasource's decisions and texts.
 fn clear(tx: &dyn Conn, id: &str) -> Result<()> {
     tx.execute(
-        "UPDATE documents SET content_state = NULL, content_file_id = NULL, content_name = NULL,
-             content_hash = NULL, content_size = NULL, content_downloadable = NULL, content_export_json = NULL,
-             content_kind = NULL, content_reason = NULL, content_detail = NULL, content_format = NULL,
-             content_truncated = 0, content_bytes = 0, content_attempts = 0, content_not_before = 0,
-             content_claimed_until = 0, content_updated_at = NULL, content_text = NULL
-         WHERE datasource_id = ?1 AND content_state IS NOT NULL",
+        concat!(
+            "UPDATE documents SET content_state = NULL, content_file_id = NULL, content_name = NULL,
+                 content_hash = NULL, content_size = NULL, content_downloadable = NULL, content_export_json = NULL,
+                 content_kind = NULL, content_reason = NULL, content_detail = NULL, content_format = NULL,
+                 content_truncated = 0, content_bytes = 0, content_attempts = 0, content_not_before = 0,
+                 content_claimed_until = 0, content_updated_at = NULL, content_text = NULL
+             WHERE ds = ",
+            ds_of!(),
+            " AND content_state IS NOT NULL"
+        ),
         &args![id],
     )?;
     Ok(())
@@ -237,10 +246,10 @@ pub(crate) fn settings_in(conn: &dyn Conn, id: &str) -> Result<ContentSettings> 
 /// The documents upsert for the files of `docs` while content is on: each row's content
 /// decision is written with it, in the page's transaction. Same bytes (by hash, else by
 /// revision) read the same way keep their outcome and text; anything else starts over.
-/// Returns (upserted, queued).
+/// `ds`: the datasource's key ([`crate::store::ds_key`]). Returns (upserted, queued).
 pub(crate) fn upsert_files<'a>(
     tx: &dyn Conn,
-    id: &str,
+    ds: i64,
     generation: i64,
     docs: impl Iterator<Item = crate::documents::DocRef<'a>>,
     s: &ContentSettings,
@@ -262,7 +271,7 @@ pub(crate) fn upsert_files<'a>(
             .then(|| serde_json::json!({ "as": f.export_as, "options": f.export_options }).to_string());
         rows.push(
             args![
-                id,
+                ds,
                 d.id,
                 d.path_lower,
                 d.rev,
@@ -295,11 +304,11 @@ static UPSERT_FILES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                AND (excluded.content_hash IS NOT NULL OR documents.rev IS NOT DISTINCT FROM excluded.rev))";
     let keep = |col: &str, fresh: &str| format!("{col} = CASE WHEN {same} THEN documents.{col} ELSE {fresh} END");
     format!(
-        "INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json,
+        "INSERT INTO documents (ds, doc_id, path_lower, rev, generation, json,
                 content_file_id, content_name, content_hash, content_size, content_downloadable,
                 content_export_json, content_kind, content_state, content_reason, content_detail, content_updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
-         ON CONFLICT(datasource_id, doc_id) DO UPDATE SET
+         ON CONFLICT(ds, doc_id) DO UPDATE SET
              {}, path_lower = excluded.path_lower, rev = excluded.rev, generation = excluded.generation,
              json = excluded.json, content_file_id = excluded.content_file_id,
              content_name = excluded.content_name, content_size = excluded.content_size,
@@ -333,8 +342,12 @@ struct Applied {
 
 /// Apply one outcome if the row still describes the fetched bytes.
 fn finish_in(tx: &dyn Conn, job: &ContentJob, outcome: &Outcome, now: i64) -> Result<Applied> {
-    let guard = "datasource_id = ?1 AND doc_id = ?2 AND content_state = 'pending' AND content_kind = ?3
-                 AND content_hash IS NOT DISTINCT FROM ?4 AND rev IS NOT DISTINCT FROM ?5";
+    let guard = concat!(
+        "ds = ",
+        ds_of!(),
+        " AND doc_id = ?2 AND content_state = 'pending' AND content_kind = ?3
+          AND content_hash IS NOT DISTINCT FROM ?4 AND rev IS NOT DISTINCT FROM ?5"
+    );
     let (ds, doc, kind, hash, rev) = (&job.datasource_id, &job.doc_id, &job.kind, &job.content_hash, &job.rev);
     let changed = match outcome {
         Outcome::Done { text, format, truncated, bytes } => tx.execute(
@@ -535,9 +548,13 @@ impl Store {
         if !s.enabled {
             if self.outbox_on() {
                 tx.execute(
-                    "INSERT INTO outbox (datasource_id, doc_id, op)
-                     SELECT datasource_id, doc_id, 'upsert' FROM documents
-                     WHERE datasource_id = ?1 AND content_state <> 'pending'",
+                    concat!(
+                        "INSERT INTO outbox (datasource_id, doc_id, op)
+                         SELECT ?1, doc_id, 'upsert' FROM documents
+                         WHERE ds = ",
+                        ds_of!(),
+                        " AND content_state <> 'pending'"
+                    ),
                     &args![id],
                 )?;
             }
@@ -559,9 +576,9 @@ impl Store {
     /// Datasources with a file due for fetching now, oldest due first.
     pub fn content_due(&self) -> Result<Vec<String>> {
         Ok(self.conn().column(
-            "SELECT datasource_id, MIN(content_not_before) AS due FROM documents
-             WHERE content_state = 'pending' AND content_not_before <= ?1 AND content_claimed_until <= ?1
-             GROUP BY datasource_id ORDER BY due",
+            "SELECT k.id, MIN(d.content_not_before) AS due FROM documents d JOIN datasource_keys k ON k.ds = d.ds
+             WHERE d.content_state = 'pending' AND d.content_not_before <= ?1 AND d.content_claimed_until <= ?1
+             GROUP BY k.ds, k.id ORDER BY due",
             &args![now_unix()],
         )?)
     }
@@ -578,9 +595,10 @@ impl Store {
                 &format!(
                     "SELECT doc_id, content_file_id, content_name, rev, content_hash, content_size,
                             content_downloadable, content_export_json, content_kind, content_attempts
-                     FROM documents WHERE datasource_id = ?1 AND content_state = 'pending'
+                     FROM documents WHERE ds = {} AND content_state = 'pending'
                        AND content_not_before <= ?2 AND content_claimed_until <= ?2
                      ORDER BY content_not_before LIMIT ?3{}",
+                    ds_of!(),
                     tx.skip_locked()
                 ),
                 &args![id, now, limit as i64],
@@ -613,7 +631,7 @@ impl Store {
         let claims: Vec<Vec<Value>> =
             jobs.iter().map(|j| args![id, j.doc_id, now + lease_secs as i64].to_vec()).collect();
         tx.execute_many(
-            "UPDATE documents SET content_claimed_until = ?3 WHERE datasource_id = ?1 AND doc_id = ?2",
+            concat!("UPDATE documents SET content_claimed_until = ?3 WHERE ds = ", ds_of!(), " AND doc_id = ?2"),
             claims,
         )?;
         tx.commit()?;
@@ -655,7 +673,7 @@ impl Store {
         let tx = Tx::begin(&**conn)?;
         let rows: Vec<Vec<Value>> = jobs.iter().map(|j| args![j.datasource_id, j.doc_id].to_vec()).collect();
         tx.execute_many(
-            "UPDATE documents SET content_claimed_until = 0 WHERE datasource_id = ?1 AND doc_id = ?2",
+            concat!("UPDATE documents SET content_claimed_until = 0 WHERE ds = ", ds_of!(), " AND doc_id = ?2"),
             rows,
         )?;
         tx.commit()?;
@@ -681,10 +699,11 @@ impl Store {
             out.insert(id, ContentCounts { enabled, ..Default::default() });
         }
         let rows = conn.query(
-            "SELECT datasource_id, content_state, COALESCE(content_reason, ''), COUNT(*),
-                    CAST(COALESCE(SUM(content_bytes), 0) AS BIGINT)
-             FROM documents WHERE content_state IS NOT NULL AND (CAST(?1 AS TEXT) IS NULL OR datasource_id = ?1)
-             GROUP BY datasource_id, content_state, content_reason",
+            "SELECT k.id, d.content_state, COALESCE(d.content_reason, ''), COUNT(*),
+                    CAST(COALESCE(SUM(d.content_bytes), 0) AS BIGINT)
+             FROM documents d JOIN datasource_keys k ON k.ds = d.ds
+             WHERE d.content_state IS NOT NULL AND (CAST(?1 AS TEXT) IS NULL OR k.id = ?1)
+             GROUP BY k.ds, k.id, d.content_state, d.content_reason",
             &args![only],
         )?;
         for r in &rows {

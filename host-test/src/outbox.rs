@@ -10,7 +10,7 @@
 
 use crate::db::{args, Conn, ConnExt, Tx, Value};
 
-use crate::store::{Result, Store};
+use crate::store::{ds_of, Result, Store};
 
 /// What happened to a document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,14 +78,19 @@ pub struct Backlog {
 /// subtree), before the page removes them.
 pub(crate) fn record_subtree(conn: &dyn Conn, id: &str, path_lower: &str, op: Op) -> Result<()> {
     conn.execute(
-        "INSERT INTO outbox (datasource_id, doc_id, op)
-         SELECT datasource_id, doc_id, ?3 FROM documents WHERE datasource_id = ?1 AND path_lower = ?2",
+        concat!(
+            "INSERT INTO outbox (datasource_id, doc_id, op) SELECT ?1, doc_id, ?3 FROM documents WHERE ds = ",
+            ds_of!(),
+            " AND path_lower = ?2"
+        ),
         &args![id, path_lower, op.as_str()],
     )?;
     conn.execute(
-        "INSERT INTO outbox (datasource_id, doc_id, op)
-         SELECT datasource_id, doc_id, ?3 FROM documents WHERE datasource_id = ?1
-           AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'",
+        concat!(
+            "INSERT INTO outbox (datasource_id, doc_id, op) SELECT ?1, doc_id, ?3 FROM documents WHERE ds = ",
+            ds_of!(),
+            " AND path_lower >= ?2 || '/' AND path_lower < ?2 || '0'"
+        ),
         &args![id, path_lower, op.as_str()],
     )?;
     Ok(())
@@ -109,8 +114,11 @@ pub(crate) fn record_many<'a>(conn: &dyn Conn, id: &str, doc_ids: impl Iterator<
 /// Deletes for documents the end-of-listing sweep is about to remove.
 pub(crate) fn record_sweep(conn: &dyn Conn, id: &str, generation: i64) -> Result<()> {
     conn.execute(
-        "INSERT INTO outbox (datasource_id, doc_id, op)
-         SELECT datasource_id, doc_id, 'delete' FROM documents WHERE datasource_id = ?1 AND generation < ?2",
+        concat!(
+            "INSERT INTO outbox (datasource_id, doc_id, op) SELECT ?1, doc_id, 'delete' FROM documents WHERE ds = ",
+            ds_of!(),
+            " AND generation < ?2"
+        ),
         &args![id, generation],
     )?;
     Ok(())
@@ -119,8 +127,10 @@ pub(crate) fn record_sweep(conn: &dyn Conn, id: &str, generation: i64) -> Result
 /// Deletes for every document of a datasource that is being removed.
 pub(crate) fn record_all(conn: &dyn Conn, id: &str, op: Op) -> Result<()> {
     conn.execute(
-        "INSERT INTO outbox (datasource_id, doc_id, op) SELECT datasource_id, doc_id, ?2 FROM documents
-         WHERE datasource_id = ?1",
+        concat!(
+            "INSERT INTO outbox (datasource_id, doc_id, op) SELECT ?1, doc_id, ?2 FROM documents WHERE ds = ",
+            ds_of!()
+        ),
         &args![id, op.as_str()],
     )?;
     Ok(())
@@ -139,7 +149,8 @@ impl Store {
         )? == 1;
         if added {
             tx.execute(
-                "INSERT INTO outbox (datasource_id, doc_id, op) SELECT datasource_id, doc_id, 'upsert' FROM documents",
+                "INSERT INTO outbox (datasource_id, doc_id, op)
+                 SELECT k.id, d.doc_id, 'upsert' FROM documents d JOIN datasource_keys k ON k.ds = d.ds",
                 &[],
             )?;
         }
@@ -170,8 +181,9 @@ impl Store {
         let rows = conn.query(
             &format!(
                 "SELECT o.seq, o.doc_id, o.op, d.json, {ATTACHED_COLUMNS} FROM outbox o
-                 LEFT JOIN documents d ON d.datasource_id = o.datasource_id AND d.doc_id = o.doc_id
-                 WHERE o.datasource_id = ?1 AND o.seq > ?2 ORDER BY o.seq LIMIT ?3"
+                 LEFT JOIN documents d ON d.ds = {ds} AND d.doc_id = o.doc_id
+                 WHERE o.datasource_id = ?1 AND o.seq > ?2 ORDER BY o.seq LIMIT ?3",
+                ds = ds_of!()
             ),
             &args![datasource_id, after, limit as i64],
         )?;
