@@ -183,7 +183,7 @@ CREATE INDEX documents_content_counts
 "#;
 
 /// Documents are keyed by a small integer per datasource (`datasource_keys.ds`) instead of its
-/// 32-character id, which began both of the table's indexes (see `store::DOCUMENTS`). Dropping
+/// 32-character id, which began every index on the table (see `store::DOCUMENTS`). Dropping
 /// the old column drops the key and the indexes built on it; they are made again on `ds`.
 const V3: &str = r#"
 CREATE TABLE datasource_keys (

@@ -1795,11 +1795,16 @@ pub(crate) mod tests {
         assert!(store.acquire_delivery("coco", "ds", &b, ttl).unwrap());
     }
 
-    /// A state file with datasource `ds`, then changed by `sql` into what an older release
-    /// left behind: its `documents` (which `sql` creates again) and datasource keys are gone.
-    fn older_state_file(dir: &Path, sql: &str) -> std::path::PathBuf {
+    /// A state file with the datasources `ids`, then changed by `sql` into what an older
+    /// release left behind: its `documents` (which `sql` creates again) and datasource keys
+    /// are gone.
+    fn older_state_file(dir: &Path, ids: &[&str], sql: &str) -> std::path::PathBuf {
         let path = dir.join("s.sqlite");
-        Store::open(&path, keys(KEY)).unwrap().save_connected(&datasource("ds")).unwrap();
+        let store = Store::open(&path, keys(KEY)).unwrap();
+        for id in ids {
+            store.save_connected(&datasource(id)).unwrap();
+        }
+        drop(store);
         let old = Connection::open(&path).unwrap();
         old.execute_batch("DROP TABLE documents; DROP TABLE datasource_keys;").unwrap();
         old.execute_batch(sql).unwrap();
@@ -1819,22 +1824,18 @@ pub(crate) mod tests {
     #[test]
     fn an_older_state_file_keyed_by_datasource_id_is_rebuilt_keyed_by_datasource_key() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sqlite");
-        let store = Store::open(&path, keys(KEY)).unwrap();
-        store.save_connected(&datasource("ds")).unwrap();
-        store.save_connected(&datasource("ds-2")).unwrap();
-        drop(store);
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch("DROP TABLE documents; DROP TABLE datasource_keys;").unwrap();
-        old.execute_batch(TEXT_KEYED_DOCUMENTS).unwrap();
-        old.execute_batch(
-            "INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json, content_state, content_text)
-                 VALUES ('ds-2', 'd3', '/c', 'r3', 1, '{}', NULL, NULL),
-                        ('ds', 'd1', '/a', 'r1', 1, '{}', 'done', 'hello'),
-                        ('ds', 'd2', '/a/b', 'r2', 1, '{}', NULL, NULL);",
-        )
-        .unwrap();
-        drop(old);
+        let path = older_state_file(
+            dir.path(),
+            &["ds", "ds-2"],
+            &format!(
+                "{TEXT_KEYED_DOCUMENTS}
+                 INSERT INTO documents (datasource_id, doc_id, path_lower, rev, generation, json, content_state,
+                     content_text)
+                     VALUES ('ds-2', 'd3', '/c', 'r3', 1, '{{}}', NULL, NULL),
+                            ('ds', 'd1', '/a', 'r1', 1, '{{}}', 'done', 'hello'),
+                            ('ds', 'd2', '/a/b', 'r2', 1, '{{}}', NULL, NULL);"
+            ),
+        );
 
         let store = Store::open(&path, keys(KEY)).unwrap();
         let columns: Vec<String> =
@@ -1873,6 +1874,7 @@ pub(crate) mod tests {
         // As releases before 0.4 created it.
         let path = older_state_file(
             dir.path(),
+            &["ds"],
             "CREATE TABLE documents (
                      datasource_id TEXT NOT NULL REFERENCES datasources(id) ON DELETE CASCADE,
                      doc_id TEXT NOT NULL, path_lower TEXT NOT NULL, rev TEXT,
@@ -1906,6 +1908,7 @@ pub(crate) mod tests {
         // content state in a table of its own (one row's document is gone).
         let path = older_state_file(
             dir.path(),
+            &["ds"],
             "CREATE TABLE documents (
                      datasource_id TEXT NOT NULL REFERENCES datasources(id) ON DELETE CASCADE,
                      doc_id TEXT NOT NULL, path_lower TEXT NOT NULL, rev TEXT,
