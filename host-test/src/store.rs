@@ -656,10 +656,9 @@ impl Store {
         // Interior pages of the index trees stay cached across a listing's pages; a bounded
         // cache keeps the host's memory flat whatever the account's size.
         conn.execute_batch(&format!("PRAGMA cache_size = -{};", sqlite_cache_kib()))?;
-        // Checkpoint every 64 MiB of WAL instead of SQLite's 4 MiB: a listing's commits rewrite
-        // the same index pages, and each checkpoint copies a page once however often it was
-        // written since. The WAL is cut back to that size after a checkpoint.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;")?;
+        // The WAL file is cut back to 64 MiB when it starts over (its checkpoints, one inside
+        // the commits past 64 MiB and one copying ahead on a thread: `db::checkpoint`).
+        conn.execute_batch("PRAGMA journal_size_limit = 67108864;")?;
         // Creating and migrating the schema is one write transaction, taken up front: processes
         // opening the same file at once do it one after the other instead of racing (a `CREATE`
         // or `ALTER` another one just ran).
@@ -674,7 +673,8 @@ impl Store {
         tx.execute_batch(DOCUMENT_INDEXES)?;
         tx.execute_batch(crate::content::INDEXES)?;
         tx.commit()?;
-        Self::with_conn(Box::new(Sqlite::new(conn)), keys)
+        let checkpointer = crate::db::Checkpointer::start(path, &conn, crate::db::AHEAD_ROWS, crate::db::WRITER_PAGES)?;
+        Self::with_conn(Box::new(Sqlite::with_checkpointer(conn, checkpointer)), keys)
     }
 
     /// Connect to a PostgreSQL state shared by replicas, applying missing migrations.

@@ -5,10 +5,12 @@
 //! (placeholders, value types, locking) and owns its schema. Statements are written in the
 //! dialect both accept: `?N` placeholders, `ON CONFLICT … DO …`, `COALESCE`, `CASE`, `CAST`.
 
+mod checkpoint;
 mod postgres;
 mod sqlite;
 mod value;
 
+pub use self::checkpoint::{Checkpointer, AHEAD_ROWS, WRITER_PAGES};
 pub use self::postgres::{redacted as postgres_redacted, Postgres};
 pub use self::sqlite::Sqlite;
 pub use self::value::{FromValue, Row, ToValue, Value};
@@ -31,6 +33,8 @@ pub enum DbError {
     Type { column: String, expected: &'static str, found: &'static str },
     #[error("the statement returned no row")]
     NoRow,
+    #[error("cannot start a thread: {0}")]
+    Thread(String),
     #[error("cannot reach PostgreSQL at {0}")]
     Connect(String),
 }

@@ -5,15 +5,32 @@ use std::sync::Arc;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, Connection};
 
-use super::{Conn, DbResult, Dialect, Row, Value};
+use super::{Checkpointer, Conn, DbResult, Dialect, Row, Value};
 
 pub struct Sqlite {
     conn: Connection,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Sqlite {
     pub fn new(conn: Connection) -> Self {
-        Sqlite { conn }
+        Sqlite { conn, checkpointer: None }
+    }
+
+    /// The writer of a state file, with its WAL checkpoints on their own thread.
+    pub fn with_checkpointer(conn: Connection, checkpointer: Checkpointer) -> Self {
+        Sqlite { conn, checkpointer: Some(checkpointer) }
+    }
+
+    /// After a write of `rows` rows: if it is committed (an explicit `COMMIT`, or a statement
+    /// outside a transaction), the checkpoint thread may have frames to copy.
+    fn wrote(&self, rows: u64) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.wrote(rows);
+            if self.conn.is_autocommit() {
+                checkpointer.committed();
+            }
+        }
     }
 
     /// The connection itself, for what only SQLite has (pragmas, rebuilding old tables).
@@ -50,7 +67,9 @@ impl Conn for Sqlite {
     }
 
     fn execute(&self, sql: &str, args: &[Value]) -> DbResult<u64> {
-        Ok(self.conn.prepare_cached(sql)?.execute(params_from_iter(args))? as u64)
+        let changed = self.conn.prepare_cached(sql)?.execute(params_from_iter(args))? as u64;
+        self.wrote(changed);
+        Ok(changed)
     }
 
     fn query(&self, sql: &str, args: &[Value]) -> DbResult<Vec<Row>> {
@@ -79,7 +98,9 @@ impl Conn for Sqlite {
     }
 
     fn batch(&self, sql: &str) -> DbResult<()> {
-        Ok(self.conn.execute_batch(sql)?)
+        self.conn.execute_batch(sql)?;
+        self.wrote(self.conn.changes());
+        Ok(())
     }
 
     fn begin(&self) -> DbResult<()> {
@@ -87,7 +108,9 @@ impl Conn for Sqlite {
     }
 
     fn commit(&self) -> DbResult<()> {
-        Ok(self.conn.execute_batch("COMMIT")?)
+        self.conn.execute_batch("COMMIT")?;
+        self.wrote(0);
+        Ok(())
     }
 
     fn rollback(&self) -> DbResult<()> {
