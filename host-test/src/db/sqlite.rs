@@ -9,27 +9,21 @@ use super::{Checkpointer, Conn, DbResult, Dialect, Row, Value};
 
 pub struct Sqlite {
     conn: Connection,
-    checkpointer: Option<Checkpointer>,
+    checkpointer: Checkpointer,
 }
 
 impl Sqlite {
-    pub fn new(conn: Connection) -> Self {
-        Sqlite { conn, checkpointer: None }
-    }
-
-    /// The writer of a state file, with its WAL checkpoints on their own thread.
+    /// The writer of a state file, with its WAL checkpoints copied ahead on their own thread.
     pub fn with_checkpointer(conn: Connection, checkpointer: Checkpointer) -> Self {
-        Sqlite { conn, checkpointer: Some(checkpointer) }
+        Sqlite { conn, checkpointer }
     }
 
     /// After a write of `rows` rows: if it is committed (an explicit `COMMIT`, or a statement
     /// outside a transaction), the checkpoint thread may have frames to copy.
     fn wrote(&self, rows: u64) {
-        if let Some(checkpointer) = &self.checkpointer {
-            checkpointer.wrote(rows);
-            if self.conn.is_autocommit() {
-                checkpointer.committed();
-            }
+        self.checkpointer.wrote(rows);
+        if self.conn.is_autocommit() {
+            self.checkpointer.committed();
         }
     }
 
