@@ -16,7 +16,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -88,9 +88,9 @@ impl Checkpointer {
         }
         self.pending.store(0, Ordering::Relaxed);
         if let Some(nudge) = &self.nudge {
-            match nudge.try_send(()) {
-                Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
-            }
+            // Full: a nudge already waits. Disconnected: the thread is gone (it panicked); the
+            // writer's own checkpoint still bounds the WAL.
+            let _ = nudge.try_send(());
         }
     }
 }
@@ -124,23 +124,23 @@ fn run(conn: Connection, nudged: Receiver<()>, copies: &AtomicU64) {
 
 /// What one `PRAGMA wal_checkpoint(PASSIVE)` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pass {
+struct Pass {
     /// Another checkpoint (another process's, or the writer's) held the lock.
-    pub busy: bool,
+    busy: bool,
     /// Frames in the WAL.
-    pub log: i64,
+    log: i64,
     /// Frames of those now in the database file.
-    pub copied: i64,
+    copied: i64,
 }
 
 impl Pass {
     /// Nothing left to copy (or nothing this pass can do now).
-    pub fn caught_up(&self) -> bool {
+    fn caught_up(&self) -> bool {
         self.busy || self.log <= 0 || self.copied >= self.log
     }
 }
 
-pub fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<Pass> {
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<Pass> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok(Pass { busy: r.get::<_, i64>(0)? != 0, log: r.get(1)?, copied: r.get(2)? })
     })
@@ -151,11 +151,14 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn writer(path: &Path) -> Connection {
-        let conn = Connection::open(path).unwrap();
+    /// A fresh state file in WAL mode with one table, and its writer (the folder goes with it).
+    fn fresh() -> (tempfile::TempDir, PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        let conn = Connection::open(&db).unwrap();
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)).unwrap();
         conn.execute_batch("PRAGMA synchronous = FULL; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB);").unwrap();
-        conn
+        (dir, db, conn)
     }
 
     /// Commit `n` transactions of 100 rows (~400 KiB) each, reporting them to `cp` as the
@@ -195,9 +198,7 @@ mod tests {
 
     #[test]
     fn the_thread_copies_commits_into_the_database_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.sqlite");
-        let conn = writer(&db);
+        let (_dir, db, conn) = fresh();
         // No checkpoint in the writer's commits at all (0 turns SQLite's off): only the thread.
         let cp = Checkpointer::start(&db, &conn, 100, 0).unwrap();
         let mut largest_wal = 0;
@@ -206,9 +207,10 @@ mod tests {
             largest_wal = largest_wal.max(len(&wal(&db)));
             assert_eq!(rows(&conn), (round + 1) * 500);
         }
-        drop(cp); // joins once the nudged copies are done
-                  // The writer is still open (closing it would checkpoint): the rows reached the database
-                  // file, and the WAL started over after each copy instead of holding them all.
+        // Joins once the nudged copies are done. The writer is still open (closing it would
+        // checkpoint): the rows reached the database file, and the WAL started over after each
+        // copy instead of holding them all.
+        drop(cp);
         assert!(len(&db) > 12 << 20, "database file is {} bytes", len(&db));
         assert!(largest_wal < 2 << 20, "WAL grew to {largest_wal} bytes");
         drop(conn);
@@ -218,9 +220,7 @@ mod tests {
     #[test]
     fn without_a_checkpoint_the_same_commits_stay_in_the_wal() {
         // The control for the test above: the bound and the copies are the thread's doing.
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.sqlite");
-        let conn = writer(&db);
+        let (_dir, db, conn) = fresh();
         conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         write(&conn, None, 40, false);
         assert!(len(&wal(&db)) > 12 << 20, "WAL is {} bytes", len(&wal(&db)));
@@ -229,9 +229,7 @@ mod tests {
 
     #[test]
     fn small_commits_wait_until_enough_rows_are_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.sqlite");
-        let conn = writer(&db);
+        let (_dir, db, conn) = fresh();
         let cp = Checkpointer::start(&db, &conn, 4_100, 0).unwrap();
         write(&conn, Some(&cp), 40, false); // 4,000 rows: below the mark, nothing copied
         assert_eq!(cp.copies(), 0);
@@ -244,9 +242,7 @@ mod tests {
 
     #[test]
     fn the_writers_own_checkpoint_bounds_the_wal_without_the_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.sqlite");
-        let conn = writer(&db);
+        let (_dir, db, conn) = fresh();
         // The thread is never nudged; the writer's checkpoint runs past 512 pages (2 MiB).
         let _cp = Checkpointer::start(&db, &conn, u64::MAX, 512).unwrap();
         write(&conn, None, 40, false);
@@ -256,9 +252,7 @@ mod tests {
 
     #[test]
     fn a_pass_reports_what_it_copied() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.sqlite");
-        let conn = writer(&db);
+        let (_dir, db, conn) = fresh();
         conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         write(&conn, None, 2, false);
         let other = Connection::open(&db).unwrap();
