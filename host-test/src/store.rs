@@ -628,6 +628,7 @@ fn migrate(conn: &Connection) -> Result<()> {
     rowid_table(conn, "documents")?;
     crate::content::migrate_sqlite(conn)?;
     key_documents(conn)?;
+    crate::content::migrate_sqlite_state_check(conn)?;
     let has_documents: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM pragma_table_info('sync_state') WHERE name = 'documents')",
         [],
@@ -1958,6 +1959,64 @@ pub(crate) mod tests {
         // Opening it again finds nothing left to do.
         drop(store);
         Store::open(&path, keys(KEY)).unwrap();
+    }
+
+    /// The opcodes SQLite compiles a file's insert into `documents` to.
+    fn insert_opcodes(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(
+                "EXPLAIN INSERT INTO documents (ds, doc_id, path_lower, generation, json, content_state)
+                 VALUES (1, 'x', '/x', 1, '{}', 'done')",
+            )
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(1)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn an_older_state_file_gets_the_content_state_check_without_a_temporary_table() {
+        use crate::content::{CONTENT_STATE_DECL, CONTENT_STATE_DECL_BEFORE};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let store = Store::open(&path, keys(KEY)).unwrap();
+        store.save_connected(&datasource("ds")).unwrap();
+        drop(store);
+        // As the previous release created it: the same table with the check written `IN (…)`.
+        let old = Connection::open(&path).unwrap();
+        let before = documents_table("documents").replace(CONTENT_STATE_DECL, CONTENT_STATE_DECL_BEFORE);
+        assert!(before.contains(CONTENT_STATE_DECL_BEFORE));
+        old.execute_batch(&format!(
+            "DROP TABLE documents; {before};
+             INSERT INTO datasource_keys (id) VALUES ('ds');
+             INSERT INTO documents (ds, doc_id, path_lower, generation, json, content_state)
+                 VALUES ((SELECT ds FROM datasource_keys WHERE id = 'ds'), 'd1', '/a.txt', 1, '{{}}', 'pending');"
+        ))
+        .unwrap();
+        assert!(insert_opcodes(&old).iter().any(|op| op == "OpenEphemeral"), "the old check builds a temporary table");
+        drop(old);
+
+        let store = Store::open(&path, keys(KEY)).unwrap();
+        let sql: String = store.conn().value("SELECT sql FROM sqlite_master WHERE name = 'documents'", &[]).unwrap();
+        assert!(sql.contains(CONTENT_STATE_DECL) && !sql.contains(CONTENT_STATE_DECL_BEFORE), "{sql}");
+        assert_eq!(store.document_count("ds").unwrap(), 1, "rows are kept");
+        let bogus = store.conn().execute("UPDATE documents SET content_state = 'bogus' WHERE doc_id = 'd1'", &[]);
+        assert!(format!("{:?}", bogus.unwrap_err()).contains("CHECK"), "the check still holds");
+        drop(store);
+        let reopened = Connection::open(&path).unwrap();
+        assert!(!insert_opcodes(&reopened).iter().any(|op| op == "OpenEphemeral"));
+        let quick: String = reopened.query_row("PRAGMA quick_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(quick, "ok");
+        drop(reopened);
+        // Opening it again finds nothing left to do.
+        Store::open(&path, keys(KEY)).unwrap();
+    }
+
+    #[test]
+    fn a_fresh_state_checks_the_content_state_without_a_temporary_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        drop(Store::open(&path, keys(KEY)).unwrap());
+        let ops = insert_opcodes(&Connection::open(&path).unwrap());
+        assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{ops:?}");
     }
 
     #[test]

@@ -66,6 +66,19 @@ impl Conn for Sqlite {
         Ok(changed)
     }
 
+    /// One prepared statement for every row: a page's upserts do not hash the statement's
+    /// text into the statement cache once per row.
+    fn execute_many(&self, sql: &str, rows: Vec<Vec<Value>>) -> DbResult<u64> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut changed = 0;
+        for args in &rows {
+            changed += stmt.execute(params_from_iter(args))? as u64;
+        }
+        drop(stmt);
+        self.wrote(changed);
+        Ok(changed)
+    }
+
     fn query(&self, sql: &str, args: &[Value]) -> DbResult<Vec<Row>> {
         let mut out = Vec::new();
         self.for_each(sql, args, &mut |r| {
