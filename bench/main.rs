@@ -96,6 +96,9 @@ enum ChildCmd {
         /// A PostgreSQL database for the state (default: SQLite in a temporary folder).
         #[arg(long)]
         state: Option<String>,
+        /// wasmtime's pooling allocator, as the host's `--pooling` (default: on demand).
+        #[arg(long)]
+        pooling: bool,
     },
     /// (internal) Only the wasm page call, `iterations` times: a clean `perf record` target
     /// (`COCO_DROPBOX_PERFMAP=1` names the component's functions).
@@ -162,7 +165,16 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match &args.child {
-        Some(ChildCmd::SyncChild { emulator, limit, incremental, parallel, emulator_pid, commit_docs, state }) => {
+        Some(ChildCmd::SyncChild {
+            emulator,
+            limit,
+            incremental,
+            parallel,
+            emulator_pid,
+            commit_docs,
+            state,
+            pooling,
+        }) => {
             let run = SyncRun {
                 limit: *limit,
                 incremental: *incremental,
@@ -170,6 +182,7 @@ fn main() -> anyhow::Result<()> {
                 emulator_pid: *emulator_pid,
                 commit_docs: *commit_docs,
                 state: state.clone(),
+                pooling: *pooling,
             };
             let figures = rt.block_on(sync_child(&args.component, emulator, &run))?;
             println!("{}", serde_json::to_string(&figures)?);
@@ -523,6 +536,8 @@ struct SyncRun {
     commit_docs: usize,
     /// PostgreSQL state (None: SQLite).
     state: Option<String>,
+    /// wasmtime's pooling allocator (the host's `--pooling`).
+    pooling: bool,
 }
 
 fn run_child(component: &Path, emu: &EmulatorProcess, limit: u32, incremental: bool) -> anyhow::Result<SyncFigures> {
@@ -537,7 +552,15 @@ fn run_child_commits(
     incremental: bool,
     commit_docs: usize,
 ) -> anyhow::Result<SyncFigures> {
-    let run = SyncRun { limit, incremental, parallel: 1, emulator_pid: Some(emu.child.id()), commit_docs, state: None };
+    let run = SyncRun {
+        limit,
+        incremental,
+        parallel: 1,
+        emulator_pid: Some(emu.child.id()),
+        commit_docs,
+        state: None,
+        pooling: false,
+    };
     run_child_with(component, emu, &run)
 }
 
@@ -550,6 +573,7 @@ fn run_child_state(component: &Path, emu: &EmulatorProcess, state: Option<&str>)
         emulator_pid: Some(emu.child.id()),
         commit_docs: coco_host::host::DEFAULT_LISTING_COMMIT_DOCS,
         state: state.map(str::to_string),
+        pooling: false,
     };
     run_child_with(component, emu, &run)
 }
@@ -567,6 +591,9 @@ fn run_child_with(component: &Path, emu: &EmulatorProcess, run: &SyncRun) -> any
     }
     if let Some(state) = &run.state {
         args.extend(["--state", state]);
+    }
+    if run.pooling {
+        args.push("--pooling");
     }
     child_json(component, &args)
 }
@@ -594,7 +621,8 @@ fn bench_cache(dir: &Path) -> coco_host::runtime::CompileCache<'_> {
 async fn sync_child(component: &Path, emulator: &str, run: &SyncRun) -> anyhow::Result<SyncFigures> {
     let (limit, incremental) = (run.limit, run.incremental);
     let tmp = tempfile::tempdir()?;
-    let runtime = Arc::new(Runtime::load(component, Some(bench_cache(&tmp.path().join("cache"))), Limits::default())?);
+    let limits = Limits { pooling: run.pooling, ..Limits::default() };
+    let runtime = Arc::new(Runtime::load(component, Some(bench_cache(&tmp.path().join("cache"))), limits)?);
     let store = replicas::child_store(tmp.path(), run.state.as_deref(), Keys::ephemeral())?;
     let mut host = Host::new(runtime.clone(), store);
     host.default_page_limit = limit;
@@ -725,6 +753,7 @@ fn listing_section(args: &Args, line: &mut impl FnMut(String)) -> anyhow::Result
             emulator_pid: Some(emu.child.id()),
             commit_docs: coco_host::host::DEFAULT_LISTING_COMMIT_DOCS,
             state: None,
+            pooling: false,
         };
         rows.push((parallel, run_child_with(&args.component, &emu, &run)?));
     }
