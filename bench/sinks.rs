@@ -2,16 +2,20 @@
 //!
 //! - the outbox's cost: a full sync with no sink vs with one registered (its pages then also
 //!   record every change), each on a fresh state;
-//! - documents delivered per second to JSONL, an Elasticsearch `_bulk` stand-in (at several
-//!   batch sizes) and a Coco Server stand-in (one request per document, as Coco's API has no
-//!   bulk route). The stand-ins run in this process and do the least a receiver can: parse and
-//!   acknowledge, so the figures are the host's delivery cost plus loopback HTTP.
+//! - documents delivered per second to JSONL and an Elasticsearch `_bulk` stand-in (at several
+//!   batch sizes) that does the least a receiver can: parse and acknowledge, so the figures are
+//!   the host's delivery cost plus loopback HTTP;
+//! - documents per second into the Coco Server stand-in (`dropbox_emulator::coco`), which
+//!   answers as Coco does: one request per document, each answered on the index's next
+//!   refresh (1 s, Elasticsearch's default `refresh_interval`). Both upsert routes, at two
+//!   in-flight bounds, first as creates (a new Coco) and then as updates (the same documents
+//!   again), since the routes differ only for documents Coco already has.
 
 use std::path::Path;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::routing::{delete, post};
+use axum::routing::post;
 use coco_host::deliver::{Deliverer, EsAuth, SinkConfig, Target};
 use coco_host::host::Host;
 use coco_host::secret::Secret;
@@ -26,8 +30,25 @@ pub struct SinkFigures {
     pub jsonl_per_sec: f64,
     /// (batch size, documents per second).
     pub bulk_per_sec: Vec<(usize, f64)>,
-    pub coco_per_sec: f64,
+    /// Coco rows: (route, in flight, documents, creates/s, updates/s, requests per update).
+    pub coco: Vec<CocoRow>,
 }
+
+#[derive(Serialize, Deserialize, Debug, Default, Clone)]
+pub struct CocoRow {
+    pub route: String,
+    pub in_flight: usize,
+    pub documents: u64,
+    pub creates_per_sec: f64,
+    pub updates_per_sec: f64,
+    pub requests_per_update: f64,
+}
+
+/// Coco's index refresh interval (Elasticsearch's default): every write waits for the next.
+pub const COCO_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Outbox batches of 500 delivered per Coco row: 2,000 documents (about 8 s per pass at 256 in
+/// flight, about a minute at 32).
+const COCO_BATCHES: usize = 4;
 
 async fn synced_host(
     dir: &Path,
@@ -44,7 +65,7 @@ async fn synced_host(
     Ok((host, ids[0].clone(), t.elapsed().as_secs_f64()))
 }
 
-/// Stand-ins that acknowledge everything: `_bulk` (every item 200) and Coco's routes.
+/// A stand-in that acknowledges everything: `_bulk` (every item 200).
 async fn stand_ins() -> anyhow::Result<String> {
     async fn bulk(body: Bytes) -> axum::Json<serde_json::Value> {
         let text = std::str::from_utf8(&body).unwrap_or("");
@@ -61,11 +82,7 @@ async fn stand_ins() -> anyhow::Result<String> {
         }
         axum::Json(serde_json::json!({ "errors": false, "items": items }))
     }
-    let app = axum::Router::new()
-        .route("/_bulk", post(bulk))
-        .route("/datasource/", post(|| async { "{}" }))
-        .route("/datasource/{ds}/_doc/{doc}", post(|_b: Bytes| async { "{}" }))
-        .route("/document/", delete(|_b: Bytes| async { "{}" }));
+    let app = axum::Router::new().route("/_bulk", post(bulk));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -77,9 +94,42 @@ fn deliver_all(host: &Host, id: &str, config: SinkConfig) -> anyhow::Result<(u64
     host.store.register_sink(&config.name())?;
     let mut d = Deliverer::new(config);
     let t = Instant::now();
-    let drained = d.drain(&host.store, &Target { id, name: "bench", connector_id: "dropbox" })?;
+    let drained = d.drain(&host.store, &Target { id, name: "bench", connector_id: "dropbox", removed: false })?;
     let n = drained.upserts + drained.deletes;
     Ok((n, n as f64 / t.elapsed().as_secs_f64().max(1e-9)))
+}
+
+/// The first [`COCO_BATCHES`] batches of the backlog into a fresh Coco stand-in (creates),
+/// then the same documents again (updates).
+async fn coco_row(host: &Host, id: &str, route: coco_api::UpsertRoute, in_flight: usize) -> anyhow::Result<CocoRow> {
+    let (model, url) = dropbox_emulator::coco::serve("bench", COCO_REFRESH).await?;
+    let config = SinkConfig::Coco { url, token: Secret::new("bench"), in_flight, route };
+    let target = Target { id, name: "bench", connector_id: "dropbox", removed: false };
+    let timed = |config: &SinkConfig| -> anyhow::Result<(u64, f64)> {
+        host.store.register_sink(&config.name())?;
+        let mut d = Deliverer::new(config.clone());
+        let t = Instant::now();
+        let (drained, _) = d.drain_some(&host.store, &target, COCO_BATCHES)?;
+        let secs = t.elapsed().as_secs_f64().max(1e-9);
+        host.store.unregister_sink(&config.name())?;
+        Ok((drained.upserts, drained.upserts as f64 / secs))
+    };
+    let (documents, creates_per_sec) = tokio::task::block_in_place(|| timed(&config))?;
+    let before: u64 = model.lock().unwrap().counters.by_route.values().sum();
+    let (_, updates_per_sec) = tokio::task::block_in_place(|| timed(&config))?;
+    let requests = model.lock().unwrap().counters.by_route.values().sum::<u64>() - before;
+    let route = match route {
+        coco_api::UpsertRoute::Save => "`PUT /document/:doc_id`",
+        coco_api::UpsertRoute::CreateThenSave => "`POST …/_doc/:doc_id`, `PUT` on a conflict",
+    };
+    Ok(CocoRow {
+        route: route.into(),
+        in_flight,
+        documents,
+        creates_per_sec,
+        updates_per_sec,
+        requests_per_update: requests as f64 / documents.max(1) as f64,
+    })
 }
 
 pub async fn sinks_child(component: &Path, emulator: &str, entries: u64) -> anyhow::Result<SinkFigures> {
@@ -106,8 +156,14 @@ pub async fn sinks_child(component: &Path, emulator: &str, entries: u64) -> anyh
             };
             f.bulk_per_sec.push((batch, deliver_all(&host, &id, config)?.1));
         }
-        f.coco_per_sec = deliver_all(&host, &id, SinkConfig::Coco { url: url.clone(), token: Secret::new("bench") })?.1;
         Ok(())
     })?;
+    for (route, in_flight) in [
+        (coco_api::UpsertRoute::Save, 32),
+        (coco_api::UpsertRoute::Save, 256),
+        (coco_api::UpsertRoute::CreateThenSave, 256),
+    ] {
+        f.coco.push(coco_row(&host, &id, route, in_flight).await?);
+    }
     Ok(f)
 }

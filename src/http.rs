@@ -12,7 +12,7 @@ pub const DEFAULT_MAX_PAGE_BYTES: usize = 32 << 20;
 
 #[derive(Clone)]
 pub struct HttpRequest {
-    /// `POST` for every Dropbox call; sinks also `DELETE`.
+    /// `POST` for every Dropbox call; the Coco sink also `GET`, `PUT` and `DELETE`.
     pub method: Method,
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
@@ -43,7 +43,11 @@ impl HttpRequest {
 
     /// A `DELETE` with a body (Coco Server's bulk document delete).
     pub fn delete(url: String) -> Self {
-        HttpRequest { method: Method::Delete, ..HttpRequest::post(url) }
+        HttpRequest::new(Method::Delete, url)
+    }
+
+    pub fn new(method: Method, url: String) -> Self {
+        HttpRequest { method, ..HttpRequest::post(url) }
     }
 
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
@@ -73,14 +77,18 @@ impl HttpRequest {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
+    Get,
     Post,
+    Put,
     Delete,
 }
 
 impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
+            Method::Get => "GET",
             Method::Post => "POST",
+            Method::Put => "PUT",
             Method::Delete => "DELETE",
         }
     }
@@ -190,6 +198,12 @@ mod tests {
 
 pub trait Transport {
     fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError>;
+
+    /// Several requests, answered in the order asked. A transport that can keep requests in
+    /// flight together sends them at once; by default they go one after another.
+    fn send_all(&mut self, requests: &[HttpRequest]) -> Vec<Result<HttpResponse, TransportError>> {
+        requests.iter().map(|r| self.send(r)).collect()
+    }
 }
 
 /// The one fake [`Transport`] of the unit tests: answers from a script, records what was asked.

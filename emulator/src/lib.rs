@@ -12,6 +12,7 @@
 
 mod browser;
 pub mod cli;
+pub mod coco;
 pub mod content;
 pub mod model;
 mod server;

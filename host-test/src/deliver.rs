@@ -20,8 +20,9 @@ pub enum SinkConfig {
     /// One JSON line per change appended to a file: `{"op":"upsert","id":…,"document":…}` or
     /// `{"op":"delete","id":…}`.
     Jsonl { path: PathBuf },
-    /// Coco Server's REST API (`X-API-TOKEN`).
-    Coco { url: String, token: Secret },
+    /// Coco Server's REST API (`X-API-TOKEN`), through [`coco_api`]: at most `in_flight`
+    /// writes at once (each waits for Coco's next refresh), upserts by `route`.
+    Coco { url: String, token: Secret, in_flight: usize, route: coco_api::UpsertRoute },
     /// `_bulk` into one index of Elasticsearch, OpenSearch or Easysearch.
     Elasticsearch { url: String, index: String, auth: EsAuth, max_docs: usize, max_bytes: usize },
 }
@@ -74,6 +75,15 @@ pub struct Target<'a> {
     pub id: &'a str,
     pub name: &'a str,
     pub connector_id: &'a str,
+    /// The datasource was removed from the state: what is queued for it are the deletes of
+    /// its documents, which Coco does in one `DELETE /datasource/:id`.
+    pub removed: bool,
+}
+
+impl<'a> Target<'a> {
+    pub fn of(ds: &'a crate::store::DatasourceRecord) -> Self {
+        Target { id: &ds.id, name: &ds.name, connector_id: &ds.connector_id, removed: false }
+    }
 }
 
 /// What a drain did.
@@ -101,7 +111,11 @@ pub struct Deliverer {
     pub attempts: u32,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
-    coco_datasources: std::collections::HashSet<String>,
+    /// Datasources whose connector and datasource this deliverer has seen in Coco (a new
+    /// deliverer, e.g. after a restart, checks again: two `GET`s).
+    coco_ready: std::collections::HashSet<String>,
+    /// Datasources this deliverer removed at Coco: their remaining queued deletes are done.
+    coco_removed: std::collections::HashSet<String>,
 }
 
 impl Deliverer {
@@ -111,15 +125,23 @@ impl Deliverer {
 
     /// `timeout` bounds each request to the sink (a hung sink is a retryable failure).
     pub fn with_timeout(config: SinkConfig, timeout: Duration) -> Self {
-        let agent =
-            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into();
+        // Coco's writes go many at once (`coco_api::DEFAULT_IN_FLIGHT`): keep their
+        // connections for the next window instead of opening them again.
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .max_idle_connections(coco_api::DEFAULT_IN_FLIGHT)
+            .max_idle_connections_per_host(coco_api::DEFAULT_IN_FLIGHT)
+            .build()
+            .into();
         Deliverer {
             config,
             agent,
             attempts: 8,
             first_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
-            coco_datasources: Default::default(),
+            coco_ready: Default::default(),
+            coco_removed: Default::default(),
         }
     }
 
@@ -195,7 +217,14 @@ impl Deliverer {
     fn send(&mut self, target: &Target<'_>, changes: &[Change]) -> Result<Vec<(String, String)>, Failure> {
         match self.config.clone() {
             SinkConfig::Jsonl { path } => write_jsonl(&path, changes).map(|()| Vec::new()),
-            SinkConfig::Coco { url, token } => self.send_coco(&url, &token, target, changes),
+            SinkConfig::Coco { url, token, in_flight, route } => {
+                let coco = coco_api::Coco { base: &url, token: token.expose(), in_flight, route };
+                self.send_coco(&coco, target, changes).map_err(|f| match f.is_retryable() {
+                    true => Failure::Retry(f.to_string(), f.retry_after()),
+                    false => Failure::Fatal(f.to_string()),
+                })?;
+                Ok(Vec::new())
+            }
             SinkConfig::Elasticsearch { url, index, auth, max_docs, max_bytes } => {
                 let mut rejected = Vec::new();
                 for body in sinks::bulk_bodies(&index, changes, max_docs, max_bytes) {
@@ -225,55 +254,54 @@ impl Deliverer {
         }
     }
 
+    /// One batch into Coco Server: ensure the connector and the datasource before its first
+    /// upsert, then deletes and upserts ([`coco_api::Coco::push`]). Every refusal fails the
+    /// batch (it stays queued): Coco has no per-document rejection that is safe to skip.
     fn send_coco(
         &mut self,
-        url: &str,
-        token: &Secret,
+        coco: &coco_api::Coco<'_>,
         target: &Target<'_>,
         changes: &[Change],
-    ) -> Result<Vec<(String, String)>, Failure> {
-        let headers = [("x-api-token", token.expose().to_string())];
-        // Deletes alone need no datasource (its documents may outlive it: it was removed here).
-        let upserts = changes.iter().any(|c| matches!(c, Change::Upsert { .. }));
-        if upserts && !self.coco_datasources.contains(target.id) {
-            let ds = sinks::coco_datasource(target.id, target.name, target.connector_id);
-            let answer = self.call(&sinks::coco_create_datasource(url, &ds), &headers)?;
-            // 409: it exists already, which is all we need.
-            if answer.status != 409 {
-                answer.check()?;
-            }
-            self.coco_datasources.insert(target.id.to_string());
-        }
-        let mut rejected = Vec::new();
-        let mut deletes: Vec<&str> = Vec::new();
-        let flush_deletes = |me: &mut Self, deletes: &mut Vec<&str>| -> Result<(), Failure> {
-            if deletes.is_empty() {
+    ) -> Result<(), coco_api::Failure> {
+        let mut transport = UreqTransport { agent: &self.agent };
+        let only_deletes = changes.iter().all(|c| matches!(c, Change::Delete { .. }));
+        // A removed datasource's documents go with it in one request. Only for a batch of
+        // deletes alone: one with upserts means the account was connected again since.
+        if target.removed && only_deletes {
+            if self.coco_removed.contains(target.id) {
                 return Ok(());
             }
-            me.call(&sinks::coco_delete(url, deletes), &headers)?.check()?;
-            deletes.clear();
-            Ok(())
-        };
-        for c in changes {
-            match c {
-                Change::Delete { doc_id } => deletes.push(doc_id),
-                Change::Upsert { doc_id, json } => {
-                    // In order: deletes before this upsert go first.
-                    flush_deletes(self, &mut deletes)?;
-                    let answer = self.call(&sinks::coco_upsert(url, target.id, doc_id, json), &headers)?;
-                    match answer.check() {
-                        Ok(()) => {}
-                        // A refused document is reported; refused credentials stop the sink.
-                        Err(Failure::Fatal(why)) if !matches!(answer.status, 401 | 403) => {
-                            rejected.push((doc_id.clone(), why))
-                        }
-                        Err(e) => return Err(e),
-                    }
+            self.coco_ready.remove(target.id);
+            match coco.remove_datasource(&mut transport, target.id)? {
+                coco_api::Removal::Removed => {
+                    self.coco_removed.insert(target.id.to_string());
+                    return Ok(());
                 }
+                // Documents may be there without their datasource: delete them by id.
+                coco_api::Removal::NotThere => {}
             }
         }
-        flush_deletes(self, &mut deletes)?;
-        Ok(rejected)
+        self.coco_removed.remove(target.id);
+        let mut deletes = Vec::new();
+        let mut upserts = Vec::new();
+        for c in changes {
+            match c {
+                Change::Delete { doc_id } => deletes.push(doc_id.as_str()),
+                Change::Upsert { doc_id, json } => upserts.push((doc_id.as_str(), json.as_str())),
+            }
+        }
+        if !upserts.is_empty() && !self.coco_ready.contains(target.id) {
+            let ds = coco_api::DatasourceRef { id: target.id, name: target.name, connector_id: target.connector_id };
+            let keys = &crate::info::connector_info().file_icon_keys;
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            coco.ensure_datasource(&mut transport, ds, &keys)?;
+            self.coco_ready.insert(target.id.to_string());
+        }
+        // A batch is coalesced (one change per document), so deletes and upserts name
+        // different documents and their order does not matter.
+        let ds = coco_api::DatasourceRef { id: target.id, name: target.name, connector_id: target.connector_id };
+        coco.push(&mut transport, ds, &deletes, &upserts)?;
+        Ok(())
     }
 
     fn call(&self, req: &SinkRequest, headers: &[(&str, String)]) -> Result<Answer, Failure> {
@@ -311,6 +339,61 @@ struct Answer {
 impl Answer {
     fn check(&self) -> Result<(), Failure> {
         check_status(self.status, &self.headers, &self.body)
+    }
+}
+
+/// [`coco_api::Transport`] over the deliverer's agent: a batch of requests at once, one
+/// scoped thread per request (the agent pools connections). Each Coco write waits for its
+/// index's refresh, so what bounds throughput is how many wait together.
+pub struct UreqTransport<'a> {
+    pub agent: &'a ureq::Agent,
+}
+
+impl UreqTransport<'_> {
+    fn send_one(&self, r: &coco_api::Request) -> Result<coco_api::Response, String> {
+        let mut builder = http::Request::builder().method(r.method.as_str()).uri(&r.url);
+        for (k, v) in &r.headers {
+            builder = builder.header(*k, v);
+        }
+        let request = builder.body(r.body.clone()).map_err(|e| format!("bad request: {e}"))?;
+        let resp = self.agent.run(request).map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = resp
+            .into_body()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        Ok(coco_api::Response { status, headers, body })
+    }
+}
+
+impl coco_api::Transport for UreqTransport<'_> {
+    fn send_all(&mut self, requests: &[coco_api::Request]) -> Vec<Result<coco_api::Response, String>> {
+        if requests.len() <= 1 {
+            return requests.iter().map(|r| self.send_one(r)).collect();
+        }
+        let me = &*self;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = requests
+                .iter()
+                .map(|r| {
+                    std::thread::Builder::new()
+                        .stack_size(256 << 10)
+                        .spawn_scoped(scope, move || me.send_one(r))
+                        .map_err(|e| format!("no thread for the request: {e}"))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.and_then(|h| h.join().unwrap_or_else(|_| Err("the request's thread panicked".into()))))
+                .collect()
+        })
     }
 }
 
@@ -383,7 +466,12 @@ mod tests {
             max_bytes: 1,
         };
         assert_eq!(es.name(), "elasticsearch:https://es.example:9200/coco");
-        let coco = SinkConfig::Coco { url: "http://localhost:9000/".into(), token: Secret::new("t0k3n") };
+        let coco = SinkConfig::Coco {
+            url: "http://localhost:9000/".into(),
+            token: Secret::new("t0k3n"),
+            in_flight: 1,
+            route: coco_api::UpsertRoute::Save,
+        };
         assert_eq!(coco.name(), "coco:http://localhost:9000");
         assert!(!format!("{coco:?}").contains("t0k3n"), "Debug hides the token");
     }

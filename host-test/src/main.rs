@@ -317,6 +317,10 @@ struct SinkArgs {
     /// coco: Coco Server's API token (not COCO_API_TOKEN, which guards this host's own API).
     #[arg(long, env = "COCO_SERVER_TOKEN", hide_env_values = true)]
     coco_server_token: Option<String>,
+    /// coco: writes in flight per datasource. Coco answers each write only after its index's
+    /// next refresh (1 s by default), so this is about the documents per second.
+    #[arg(long, env = "COCO_SINK_IN_FLIGHT", default_value_t = coco_api::DEFAULT_IN_FLIGHT)]
+    coco_in_flight: usize,
     /// elasticsearch: base URL (Elasticsearch, OpenSearch or Easysearch).
     #[arg(long)]
     es_url: Option<String>,
@@ -352,6 +356,8 @@ impl SinkArgs {
             Some("coco") => Some(SinkConfig::Coco {
                 url: need(&self.coco_url, "--coco-url")?,
                 token: Secret::new(need(&self.coco_server_token, "COCO_SERVER_TOKEN")?),
+                in_flight: self.coco_in_flight.clamp(1, 1000),
+                route: coco_api::UpsertRoute::Save,
             }),
             Some(_) => {
                 let auth = match (&self.es_user, &self.es_password, &self.es_api_key) {
@@ -607,7 +613,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let (id, name, connector) = (ds.id.clone(), ds.name.clone(), ds.connector_id.clone());
                 let drained = tokio::task::spawn_blocking(move || {
                     let mut d = coco_host::deliver::Deliverer::new(sink);
-                    let target = coco_host::deliver::Target { id: &id, name: &name, connector_id: &connector };
+                    let target =
+                        coco_host::deliver::Target { id: &id, name: &name, connector_id: &connector, removed: false };
                     d.drain(&store, &target)
                 })
                 .await??;
@@ -640,12 +647,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Register(args) => {
-            let (url, token, id) = (args.coco_url.clone(), args.api_token.clone(), args.connector_id.clone());
-            let answer =
-                tokio::task::spawn_blocking(move || coco_host::registration::register(&url, token.as_deref(), &id))
-                    .await??;
-            eprintln!("Registered connector {:?} at {}.", args.connector_id, args.coco_url);
-            println!("{answer}");
+            let (url, id) = (args.coco_url.clone(), args.connector_id.clone());
+            let token = args.api_token.clone().unwrap_or_default();
+            let found =
+                tokio::task::spawn_blocking(move || coco_host::registration::register(&url, &token, &id)).await??;
+            let (said, word) = match found {
+                coco_api::Ensured::Created => ("Registered", "created"),
+                coco_api::Ensured::Existed => ("Coco Server already has", "existed"),
+            };
+            eprintln!("{said} connector {:?} at {}.", args.connector_id, args.coco_url);
+            println!("{word}");
             Ok(())
         }
         Command::Status(args) => status(&cli, args),

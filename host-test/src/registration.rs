@@ -8,53 +8,28 @@ pub fn datasource_id(connector_id: &str, account_id: &str, email: &str) -> Strin
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-const ICON_BASE: &str = "/assets/icons/connector/dropbox";
-
-/// The connector object (upstream's seed `connector.tpl`, id `dropbox`). Folders use the
-/// front-end font icon `font_filetype-folder`, which Coco renders itself: it has no asset.
+/// The connector object (upstream's seed `connector.tpl`, id `dropbox`), with an icon asset for
+/// every icon key `wit/connector-info.json` lists for files.
 pub fn connector_json(id: &str) -> serde_json::Value {
-    let icons: serde_json::Map<String, serde_json::Value> = crate::info::connector_info()
-        .file_icon_keys
-        .iter()
-        .map(|key| {
-            let file = if key == "default" { "icon".to_string() } else { key.to_string() };
-            (key.to_string(), serde_json::Value::String(format!("{ICON_BASE}/{file}.png")))
-        })
-        .collect();
-    serde_json::json!({
-        "id": id,
-        "name": "Dropbox Connector",
-        "description": "Index files from Dropbox.",
-        "category": "cloud_storage",
-        "path_hierarchy": false,
-        "icon": format!("{ICON_BASE}/icon.png"),
-        "tags": ["dropbox", "cloud_storage", "file_sharing"],
-        "url": "http://coco.rs/connectors/dropbox",
-        "assets": { "icons": icons },
-        "oauth_connect_implemented": true,
-        "processor": { "enabled": true, "name": "dropbox" }
-    })
+    coco_api::connector_json(id, &icon_keys())
 }
 
-/// `POST {coco}/connector/` with the connector JSON; returns Coco's answer.
-pub fn register(coco_url: &str, api_token: Option<&str>, id: &str) -> anyhow::Result<String> {
-    let url = format!("{}/connector/", coco_url.trim_end_matches('/'));
+fn icon_keys() -> Vec<&'static str> {
+    crate::info::connector_info().file_icon_keys.iter().map(String::as_str).collect()
+}
+
+/// Make sure Coco Server knows connector `id`: `GET /connector/:id`, and `POST /connector/`
+/// with the connector JSON on a 404 (Coco's create route is create-only: posting an existing
+/// id is a 500). A set-up server ships `dropbox`, which is then left as it is.
+pub fn register(coco_url: &str, api_token: &str, id: &str) -> anyhow::Result<coco_api::Ensured> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(std::time::Duration::from_secs(30)))
         .build()
         .into();
-    let mut req = agent.post(&url).header("content-type", "application/json");
-    if let Some(t) = api_token {
-        req = req.header("X-API-TOKEN", t);
-    }
-    let resp = req.send(connector_json(id).to_string()).map_err(|e| anyhow::anyhow!("POST {url}: {e}"))?;
-    let status = resp.status();
-    let body = resp.into_body().read_to_string().unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!("Coco Server answered {status} to POST {url}: {}", body.chars().take(200).collect::<String>());
-    }
-    Ok(body)
+    let coco = coco_api::Coco { base: coco_url, token: api_token, in_flight: 1, route: coco_api::UpsertRoute::Save };
+    let mut transport = crate::deliver::UreqTransport { agent: &agent };
+    coco.ensure_connector(&mut transport, id, &icon_keys()).map_err(|f| anyhow::anyhow!("{f}"))
 }
 
 #[cfg(test)]

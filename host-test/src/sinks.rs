@@ -1,6 +1,5 @@
-//! What sinks send, as data: Coco Server's REST calls and Elasticsearch's `_bulk` NDJSON, and
-//! how their answers are read. No I/O here; the delivery loop that drains the outbox through
-//! them is the next step of the sinks work.
+//! What the Elasticsearch sink sends, as data: `_bulk` NDJSON, and how its answers are read.
+//! No I/O here. (Coco Server's protocol is the `coco-api` crate, shared with the facade.)
 
 use serde::Deserialize;
 
@@ -13,51 +12,6 @@ pub struct SinkRequest {
     pub url: String,
     pub body: Vec<u8>,
     pub content_type: &'static str,
-}
-
-/// Coco Server's datasource object for one of ours: upstream's id and name, so a Coco that ran
-/// the Go connector finds the same datasource. `sync.enabled` is false and no credential is
-/// sent: this host syncs it, Coco only stores what it is given.
-pub fn coco_datasource(id: &str, name: &str, connector_id: &str) -> serde_json::Value {
-    serde_json::json!({
-        "id": id,
-        "type": "connector",
-        "name": name,
-        "icon": "default",
-        "enabled": true,
-        "sync": { "enabled": false, "interval": "30s" },
-        "connector": { "id": connector_id, "config": {} },
-    })
-}
-
-/// `POST {coco}/datasource/` creating the datasource.
-pub fn coco_create_datasource(base: &str, datasource: &serde_json::Value) -> SinkRequest {
-    SinkRequest {
-        method: "POST",
-        url: format!("{}/datasource/", base.trim_end_matches('/')),
-        body: datasource.to_string().into_bytes(),
-        content_type: "application/json",
-    }
-}
-
-/// `POST {coco}/datasource/{id}/_doc/{doc_id}`: create or overwrite one document.
-pub fn coco_upsert(base: &str, datasource_id: &str, doc_id: &str, json: &str) -> SinkRequest {
-    SinkRequest {
-        method: "POST",
-        url: format!("{}/datasource/{datasource_id}/_doc/{doc_id}", base.trim_end_matches('/')),
-        body: json.as_bytes().to_vec(),
-        content_type: "application/json",
-    }
-}
-
-/// `DELETE {coco}/document/` with a JSON array of ids.
-pub fn coco_delete(base: &str, doc_ids: &[&str]) -> SinkRequest {
-    SinkRequest {
-        method: "DELETE",
-        url: format!("{}/document/", base.trim_end_matches('/')),
-        body: serde_json::to_vec(doc_ids).unwrap_or_default(),
-        content_type: "application/json",
-    }
 }
 
 /// `_bulk` bodies for `changes`, each at most `max_docs` actions and (unless one document alone
@@ -186,21 +140,5 @@ mod tests {
             ]
         );
         assert!(bulk_outcomes(b"<html>").is_err());
-    }
-
-    #[test]
-    fn coco_calls_are_upstreams_routes_without_credentials() {
-        let ds = coco_datasource("0335b4e59c687f2666f7d7e5d5d17686", "Franz's Dropbox", "dropbox");
-        assert_eq!(ds["sync"]["enabled"], false, "Coco must not try to sync it itself");
-        assert_eq!(ds["connector"]["config"], serde_json::json!({}));
-        let create = coco_create_datasource("http://coco:9000/", &ds);
-        assert_eq!((create.method, create.url.as_str()), ("POST", "http://coco:9000/datasource/"));
-        let up = coco_upsert("http://coco:9000", "ds1", "doc1", "{}");
-        assert_eq!(up.url, "http://coco:9000/datasource/ds1/_doc/doc1");
-        let del = coco_delete("http://coco:9000", &["a", "b"]);
-        assert_eq!(
-            (del.method, del.url.as_str(), del.body.as_slice()),
-            ("DELETE", "http://coco:9000/document/", &br#"["a","b"]"#[..])
-        );
     }
 }

@@ -35,6 +35,9 @@ pub const ENV_SEAL_SECRET: &str = "COCO_SEAL_SECRET";
 pub const ENV_SERVER_URL: &str = "COCO_SERVER_URL";
 /// Sent as `X-API-TOKEN` to Coco Server.
 pub const ENV_SERVER_TOKEN: &str = "COCO_SERVER_TOKEN";
+/// Key-value build: Coco writes in flight per page (1–1000; default 256). Each of Coco's
+/// writes waits for its index's next refresh, so this is about the documents per second.
+pub const ENV_SINK_IN_FLIGHT: &str = "COCO_SINK_IN_FLIGHT";
 /// Key-value build: the store's name (wasmtime's in-memory provider: empty; Spin: `default`).
 pub const ENV_KV_STORE: &str = "COCO_KV_STORE";
 /// Entries per list_folder page (1–2000; default 2000).
@@ -44,7 +47,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Spin component variables the `spin` build reads, and the environment variable each stands for.
 /// (Spin variable names are lower-case with underscores.)
-pub const SPIN_VARIABLES: [(&str, &str); 18] = [
+pub const SPIN_VARIABLES: [(&str, &str); 19] = [
     ("client_id", ENV_CLIENT_ID),
     ("client_secret", ENV_CLIENT_SECRET),
     ("state_secret", ENV_STATE_SECRET),
@@ -63,6 +66,7 @@ pub const SPIN_VARIABLES: [(&str, &str); 18] = [
     ("coco_server_token", ENV_SERVER_TOKEN),
     ("kv_store", ENV_KV_STORE),
     ("page_limit", ENV_PAGE_LIMIT),
+    ("sink_in_flight", ENV_SINK_IN_FLIGHT),
 ];
 
 /// The Spin variable standing for an environment variable, if any.
@@ -139,7 +143,11 @@ impl FacadeConfig {
             _ => DEFAULT_MAX_BODY_BYTES,
         };
         let seal = need(ENV_SEAL_SECRET).and_then(|s| SealKey::derive(&SecretBytes::new(s.into_bytes())));
-        let sink = endpoint(ENV_SERVER_URL, ENV_SERVER_TOKEN).map(|(url, token)| CocoSink { url, token });
+        let in_flight = match get(ENV_SINK_IN_FLIGHT).map(|v| v.parse::<usize>()) {
+            Some(Ok(n)) if (1..=1000).contains(&n) => n,
+            _ => coco_api::DEFAULT_IN_FLIGHT,
+        };
+        let sink = endpoint(ENV_SERVER_URL, ENV_SERVER_TOKEN).map(|(url, token)| CocoSink { url, token, in_flight });
         let page_limit = match get(ENV_PAGE_LIMIT).map(|v| v.parse::<u32>()) {
             Some(Ok(n)) if (1..=crate::page::MAX_PAGE_LIMIT).contains(&n) => Some(n),
             _ => None,

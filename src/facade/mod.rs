@@ -298,7 +298,10 @@ pub fn handle<T: Transport>(
         (Route::Sync, _) => sync_route(app, req.body, transport, now),
         // `DELETE` (the reads were answered above).
         (Route::Datasource { id }, Some(kv)) => match &config.seal {
-            Ok(seal) => serverless::remove(serverless::Call { config, app, seal, now, random }, kv, id, transport),
+            Ok(seal) => {
+                let force = req.query.split('&').any(|p| p == "force=true" || p == "force=1");
+                serverless::remove(serverless::Call { config, app, seal, now, random }, kv, id, force, transport)
+            }
             Err(e) => not_configured(e),
         },
         (Route::SyncOne { id }, Some(kv)) => match (&config.seal, &config.sink) {

@@ -119,31 +119,13 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
         ("COCO_SERVER_TOKEN", receivers::COCO_TOKEN),
         ("COCO_PAGE_LIMIT", "300"),
     ];
-    let (_served, base) = serve_component(&kv_wasm(), &KEEP_ONE_INSTANCE, &env);
+    let (served, base) = serve_component(&kv_wasm(), &KEEP_ONE_INSTANCE, &env);
     let mut transcript = String::new();
 
     // 1. The browser connects; the facade keeps the datasource itself (no callback).
     let id = tokio::task::spawn_blocking({
         let base = base.clone();
-        move || {
-            let r = paced("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[], None);
-            assert_eq!(r.status, 302, "{}", r.body);
-            let cookie = r.headers["set-cookie"].split(';').next().unwrap().to_string();
-            let back = http("GET", &r.headers["location"], &[], None).headers["location"].clone();
-            let page = paced("GET", &back, &[("cookie", &cookie)], None);
-            assert_eq!(page.status, 200, "{}", page.body);
-            let (r, list) = api("GET", &format!("{base}/datasources"));
-            assert_eq!(r.status, 200, "{}", r.body);
-            Shapes::load().check("datasource_list", &list);
-            let ds = &list["datasources"][0];
-            assert_eq!((ds["status"].as_str(), ds["documents"].as_u64()), (Some("listing"), Some(0)), "{list}");
-            assert!(page.body.contains(ds["id"].as_str().unwrap()));
-            // Without the API token: nothing.
-            assert_eq!(paced("GET", &format!("{base}/datasources"), &[], None).status, 401);
-            let id = ds["id"].as_str().unwrap().to_string();
-            assert_eq!(paced("POST", &format!("{base}/sync/{id}"), &[("x-api-token", "nope")], Some("")).status, 401);
-            (id, page.body + &r.body)
-        }
+        move || browser_connects(&base)
     })
     .await
     .unwrap();
@@ -166,7 +148,11 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
     assert_converged(&emu, &coco, &id);
     let total = expected(&emu, &id).len() as u64;
     assert_eq!(steps.0.last().unwrap()["documents"].as_u64(), Some(total));
-
+    let routes = |route: &str| coco.coco.lock().unwrap().counters.get(route);
+    assert_eq!(routes("POST /datasource/"), 1, "the datasource was created once");
+    assert_eq!(routes("POST /datasource/:id/_doc/:doc_id"), 0, "documents are saved (PUT), never created twice");
+    assert_eq!(routes("PUT /document/:doc_id"), total);
+    assert_eq!(coco.coco.lock().unwrap().datasources[&id]["connector"]["id"], "dropbox");
     // 3. Changes arrive as deltas: a folder deleted with its subtree, a move, a modify, an add.
     let (folder, children) = {
         let tree = emu.tree(0);
@@ -190,6 +176,14 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
         ns.move_entry(&file.path_display, "/Moved here.txt").unwrap();
         ns.add("/Fresh", true, 0).unwrap();
         ns.add("/Fresh/new file.pdf", false, 1234).unwrap();
+        let edited = ns
+            .tree()
+            .into_iter()
+            .find(|e| {
+                !e.is_folder && !e.path_lower.starts_with(&folder.path_lower) && e.path_lower != "/moved here.txt"
+            })
+            .unwrap();
+        ns.modify(&edited.path_display, 4321).unwrap();
     }
     let deltas = tokio::task::spawn_blocking({
         let (base, id) = (base.clone(), id.clone());
@@ -198,7 +192,7 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
     .await
     .unwrap();
     assert_converged(&emu, &coco, &id);
-    assert!(upserted(&deltas) <= 5, "deltas only: {deltas:?}");
+    assert!(upserted(&deltas) <= 6, "deltas only: {deltas:?}");
     assert_eq!(deltas.iter().map(|s| s["deleted"].as_u64().unwrap()).sum::<u64>(), children as u64 + 1);
 
     // 4. Coco down for a page: 502, the cursor stays, the next call sends the same page.
@@ -251,7 +245,31 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
     }
     assert!(!transcript.contains(SEAL_SECRET) && !transcript.contains("v1."), "no sealed value is shown");
 
-    // 7. DELETE revokes at Dropbox and forgets the datasource.
+    // 7. A restart that loses the facade's memory (wasmtime's in-memory store goes with the
+    //    process): the browser connects again, the listing starts over, and every document is
+    //    sent again over what Coco already has, which a create-only route would refuse.
+    drop(served);
+    let (_served, base) = serve_component(&kv_wasm(), &KEEP_ONE_INSTANCE, &env);
+    let saves_before = routes("PUT /document/:doc_id");
+    let again = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            let (id, _) = browser_connects(&base);
+            let steps = drain(&base, &id, &mut String::new());
+            (id, steps)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(again.0, id, "the same account is the same datasource");
+    let total = expected(&emu, &id).len() as u64;
+    assert_eq!(upserted(&again.1), total, "everything again");
+    assert_eq!(routes("PUT /document/:doc_id") - saves_before, total);
+    assert_eq!(routes("POST /datasource/"), 1, "found, not created again");
+    assert_converged(&emu, &coco, &id);
+
+    // 8. DELETE revokes at Dropbox, removes the datasource and its documents from Coco, and
+    //    forgets it.
     let (deleted, after) = tokio::task::spawn_blocking({
         let (base, id) = (base.clone(), id.clone());
         move || {
@@ -265,5 +283,30 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
     .unwrap();
     assert_eq!(deleted["revoked"], true);
     assert_eq!(after["datasources"], serde_json::json!([]));
+    assert_eq!(routes("DELETE /datasource/:id"), 1);
+    assert!(!coco.coco.lock().unwrap().datasources.contains_key(&id), "the datasource is gone from Coco");
+    assert!(coco.docs().is_empty(), "and every document of it");
     coco.down();
+}
+
+/// The browser's connect flow against the facade at `base`; the datasource id and what the
+/// browser and the API showed.
+fn browser_connects(base: &str) -> (String, String) {
+    let r = paced("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[], None);
+    assert_eq!(r.status, 302, "{}", r.body);
+    let cookie = r.headers["set-cookie"].split(';').next().unwrap().to_string();
+    let back = http("GET", &r.headers["location"], &[], None).headers["location"].clone();
+    let page = paced("GET", &back, &[("cookie", &cookie)], None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (r, list) = api("GET", &format!("{base}/datasources"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    Shapes::load().check("datasource_list", &list);
+    let ds = &list["datasources"][0];
+    assert_eq!((ds["status"].as_str(), ds["documents"].as_u64()), (Some("listing"), Some(0)), "{list}");
+    assert!(page.body.contains(ds["id"].as_str().unwrap()));
+    // Without the API token: nothing.
+    assert_eq!(paced("GET", &format!("{base}/datasources"), &[], None).status, 401);
+    let id = ds["id"].as_str().unwrap().to_string();
+    assert_eq!(paced("POST", &format!("{base}/sync/{id}"), &[("x-api-token", "nope")], Some("")).status, 401);
+    (id, page.body + &r.body)
 }

@@ -2,6 +2,7 @@
 //! under `wasmtime serve`), the reference host, and the emulator over loopback.
 
 mod bad_input;
+mod coco_server;
 mod connect_and_sync;
 mod content;
 mod facade_kv;

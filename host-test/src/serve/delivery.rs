@@ -15,6 +15,9 @@ pub async fn run(svc: Arc<Service>, config: SinkConfig) {
     let sink = config.name();
     let mut deliverer = Some(Deliverer::new(config));
     let mut failures = 0u32;
+    // What was last reported per datasource: a refusal that needs an operator (an unknown
+    // connector, a refused token) is logged once, not every round, until it changes or clears.
+    let mut reported: std::collections::HashMap<String, String> = Default::default();
     let mut shutdown = svc.shutdown.subscribe();
     loop {
         if svc.is_shutting_down() {
@@ -45,13 +48,21 @@ pub async fn run(svc: Arc<Service>, config: SinkConfig) {
                 }
             }
             // A removed datasource still has deletes to deliver; it needs no name for them.
-            let (name, connector) =
-                svc.host.store.datasource(&id).map(|d| (d.name, d.connector_id)).unwrap_or_default();
+            let (name, connector, removed) = match svc.host.store.datasource(&id) {
+                Ok(d) => (d.name, d.connector_id, false),
+                Err(crate::store::StoreError::NoDatasource(_)) => (String::new(), String::new(), true),
+                Err(e) => {
+                    tracing::warn!(%sink, "reading datasource {id} failed: {e}");
+                    let _ = svc.host.store.release_delivery(&sink, &id, &svc.host.lease_holder);
+                    failed = true;
+                    continue;
+                }
+            };
             let Some(mut d) = deliverer.take() else { return };
             let svc2 = svc.clone();
             let target_id = id.clone();
             let joined = tokio::task::spawn_blocking(move || {
-                let target = Target { id: &id, name: &name, connector_id: &connector };
+                let target = Target { id: &id, name: &name, connector_id: &connector, removed };
                 let r = d.drain_some(&svc2.host.store, &target, 4);
                 (d, r)
             })
@@ -64,13 +75,20 @@ pub async fn run(svc: Arc<Service>, config: SinkConfig) {
             let m = &svc.metrics;
             match result {
                 Ok((drained, left)) => {
+                    if reported.remove(&target_id).is_some() {
+                        tracing::info!(%sink, datasource = %target_id, "delivering again");
+                    }
                     m.sink_delivered.with_label_values(&[sink.as_str()]).inc_by(drained.upserts + drained.deletes);
                     m.sink_rejected.with_label_values(&[sink.as_str()]).inc_by(drained.rejected.len() as u64);
                     more |= left;
                 }
                 Err(e) => {
                     m.sink_errors.with_label_values(&[sink.as_str()]).inc();
-                    tracing::warn!(%sink, "delivery failed: {e}");
+                    let message = e.to_string();
+                    if reported.get(&target_id) != Some(&message) {
+                        tracing::warn!(%sink, datasource = %target_id, "delivery failed (the changes stay queued): {message}");
+                        reported.insert(target_id.clone(), message);
+                    }
                     failed = true;
                 }
             }

@@ -1,5 +1,7 @@
-//! Loopback stand-ins for the sinks: Coco Server's three ingestion routes and an
-//! Elasticsearch-style `_bulk` with per-item results, each with scripted faults.
+//! Loopback stand-ins for the sinks, each with scripted faults in front: Coco Server (the
+//! emulator crate's [`dropbox_emulator::coco`], which answers as the real server does:
+//! create-only creates, 500 conflicts, writes on the next refresh tick) and an
+//! Elasticsearch-style `_bulk` with per-item results.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -7,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::post;
 use axum::Router;
+use dropbox_emulator::coco::{CocoModel, SharedCoco};
 
 /// A fault for the next matching request.
 #[derive(Clone, Debug)]
@@ -25,11 +28,10 @@ pub enum Fault {
 
 #[derive(Default)]
 pub struct Received {
-    /// Document id → document.
+    /// Document id → document (Elasticsearch; Coco's are in [`Receiver::coco`]).
     pub docs: BTreeMap<String, serde_json::Value>,
-    pub datasources: Vec<serde_json::Value>,
     pub faults: VecDeque<Fault>,
-    /// Documents whose title contains this are refused (per item for `_bulk`, 400 for Coco).
+    /// `_bulk` items whose title contains this are refused (Coco has no per-document refusal).
     pub reject_titles_containing: Option<String>,
     pub requests: u64,
     pub rejected: u64,
@@ -39,6 +41,8 @@ pub struct Received {
 
 pub struct Receiver {
     pub state: Arc<Mutex<Received>>,
+    /// Coco Server's objects (a set-up server: it ships the connector `dropbox`).
+    pub coco: SharedCoco,
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     kind: Kind,
@@ -52,22 +56,27 @@ pub enum Kind {
 
 pub const COCO_TOKEN: &str = "coco-server-token-0123456789";
 
+/// The stand-in's refresh tick: every Coco write waits for the next one, as with
+/// `refresh=wait_for` (Coco's 1 s is the benchmark's; tests keep it short).
+pub const COCO_REFRESH: Duration = Duration::from_millis(25);
+
+/// Fields Coco Server's ORM sets itself on every write (`created`, `updated`, `_system`).
+pub const COCO_STAMPS: [&str; 3] = ["created", "updated", "_system"];
+
 type Shared = Arc<Mutex<Received>>;
 
 impl Receiver {
     pub async fn start(kind: Kind) -> Receiver {
-        Self::serve(kind, Arc::default(), "127.0.0.1:0".parse().unwrap()).await
+        let coco = Arc::new(Mutex::new(CocoModel::set_up(COCO_TOKEN)));
+        Self::serve(kind, Arc::default(), coco, "127.0.0.1:0".parse().unwrap()).await
     }
 
-    async fn serve(kind: Kind, state: Shared, addr: SocketAddr) -> Receiver {
+    async fn serve(kind: Kind, state: Shared, coco: SharedCoco, addr: SocketAddr) -> Receiver {
         let app = match kind {
-            Kind::Coco => Router::new()
-                .route("/datasource/", post(coco_datasource))
-                .route("/datasource/{ds}/_doc/{doc}", post(coco_upsert))
-                .route("/document/", delete(coco_delete)),
-            Kind::Elasticsearch => Router::new().route("/_bulk", post(bulk)),
-        }
-        .with_state(state.clone());
+            Kind::Coco => dropbox_emulator::coco::router(coco.clone(), COCO_REFRESH)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), faults_first)),
+            Kind::Elasticsearch => Router::new().route("/_bulk", post(bulk)).with_state(state.clone()),
+        };
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -78,7 +87,7 @@ impl Receiver {
                 })
                 .await;
         });
-        Receiver { state, addr, stop: Some(tx), kind }
+        Receiver { state, coco, addr, stop: Some(tx), kind }
     }
 
     pub fn url(&self) -> String {
@@ -93,12 +102,39 @@ impl Receiver {
     }
 
     pub async fn up(&mut self) {
-        let again = Self::serve(self.kind, self.state.clone(), self.addr).await;
+        let again = Self::serve(self.kind, self.state.clone(), self.coco.clone(), self.addr).await;
         self.stop = again.stop;
     }
 
+    /// What the sink holds, comparable with the index: Coco's documents without the fields
+    /// its ORM stamps ([`COCO_STAMPS`]); Elasticsearch's as stored.
     pub fn docs(&self) -> BTreeMap<String, serde_json::Value> {
-        self.state.lock().unwrap().docs.clone()
+        match self.kind {
+            Kind::Coco => self.comparable(self.coco.lock().unwrap().documents.clone()),
+            Kind::Elasticsearch => self.state.lock().unwrap().docs.clone(),
+        }
+    }
+
+    /// `docs` as [`Receiver::docs`] shows them (Coco's stamps left out).
+    pub fn comparable(&self, mut docs: BTreeMap<String, serde_json::Value>) -> BTreeMap<String, serde_json::Value> {
+        if matches!(self.kind, Kind::Coco) {
+            for d in docs.values_mut() {
+                if let Some(o) = d.as_object_mut() {
+                    for f in COCO_STAMPS {
+                        o.remove(f);
+                    }
+                }
+            }
+        }
+        docs
+    }
+}
+
+/// The scripted fault (or delay) before Coco's own answer.
+async fn faults_first(State(s): State<Shared>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match fault(&s).await {
+        Some(r) => r,
+        None => next.run(req).await,
     }
 }
 
@@ -128,60 +164,6 @@ fn refused(state: &Shared, doc: &serde_json::Value) -> bool {
     let s = state.lock().unwrap();
     let title = doc["title"].as_str().unwrap_or("");
     s.reject_titles_containing.as_deref().is_some_and(|r| title.contains(r))
-}
-
-fn coco_auth(headers: &HeaderMap) -> bool {
-    headers.get("x-api-token").and_then(|v| v.to_str().ok()) == Some(COCO_TOKEN)
-}
-
-async fn coco_datasource(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if !coco_auth(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if let Some(r) = fault(&s).await {
-        return r;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    s.lock().unwrap().datasources.push(v);
-    (StatusCode::OK, r#"{"result":"created"}"#).into_response()
-}
-
-async fn coco_upsert(
-    State(s): State<Shared>,
-    Path((ds, doc)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !coco_auth(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if let Some(r) = fault(&s).await {
-        return r;
-    }
-    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    if refused(&s, &v) {
-        s.lock().unwrap().rejected += 1;
-        return (StatusCode::BAD_REQUEST, "document refused").into_response();
-    }
-    // Coco overwrites `source` with the datasource's; keep what identifies it.
-    v["source"]["id"] = ds.into();
-    s.lock().unwrap().docs.insert(doc, v);
-    (StatusCode::OK, r#"{"result":"updated"}"#).into_response()
-}
-
-async fn coco_delete(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if !coco_auth(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if let Some(r) = fault(&s).await {
-        return r;
-    }
-    let ids: Vec<String> = serde_json::from_slice(&body).unwrap();
-    let mut st = s.lock().unwrap();
-    for id in ids {
-        st.docs.remove(&id);
-    }
-    (StatusCode::OK, r#"{"result":"deleted"}"#).into_response()
 }
 
 async fn bulk(State(s): State<Shared>, body: Bytes) -> Response {

@@ -1,62 +1,78 @@
-//! `coco-host register` posts the connector JSON to a Coco Server; a loopback receiver checks it.
+//! `coco-host register` against the Coco stand-in: it makes sure Coco has the connector
+//! (`GET /connector/:id`, `POST /connector/` on a 404), so a set-up server, which ships
+//! `dropbox`, is left as it is instead of answering the create with a 500.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::routing::post;
-use axum::{Json, Router};
+use dropbox_emulator::coco::{router, CocoModel, SharedCoco};
 
-type Seen = Arc<Mutex<Vec<(String, Option<String>, serde_json::Value)>>>;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_posts_the_seed_connector_json() {
-    let seen: Seen = Arc::default();
-    let app = Router::new()
-        .route(
-            "/connector/",
-            post(|State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<serde_json::Value>| async move {
-                let token = headers.get("x-api-token").and_then(|v| v.to_str().ok()).map(str::to_string);
-                seen.lock().unwrap().push(("/connector/".into(), token, body));
-                Json(serde_json::json!({ "_id": "dropbox", "result": "created" }))
-            }),
-        )
-        .with_state(seen.clone());
+async fn coco(model: CocoModel) -> (SharedCoco, String) {
+    let model: SharedCoco = Arc::new(Mutex::new(model));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(model.clone(), Duration::from_millis(10));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (model, base)
+}
 
-    let out = tokio::task::spawn_blocking(move || {
+async fn register(base: &str, token: &str) -> std::process::Output {
+    let (base, token) = (base.to_string(), token.to_string());
+    tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_coco-host"))
-            .args(["register", "--coco-url", &base, "--api-token", "tok-123"])
+            .args(["register", "--coco-url", &base, "--api-token", &token])
             .output()
             .unwrap()
     })
     .await
-    .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("created"));
+    .unwrap()
+}
 
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 1);
-    let (_, token, body) = &seen[0];
-    assert_eq!(token.as_deref(), Some("tok-123"));
-    assert_eq!(body["id"], "dropbox");
-    assert_eq!(body["name"], "Dropbox Connector");
-    assert_eq!(body["category"], "cloud_storage");
-    assert_eq!(body["path_hierarchy"], false);
-    assert_eq!(body["tags"], serde_json::json!(["dropbox", "cloud_storage", "file_sharing"]));
-    assert_eq!(body["processor"], serde_json::json!({ "enabled": true, "name": "dropbox" }));
-    for key in ["default", "docx", "xlsx", "pptx", "pdf", "paper", "gdoc", "gexcel", "gppt"] {
-        assert!(
-            body["assets"]["icons"][key].as_str().is_some_and(|u| u.starts_with("/assets/icons/connector/dropbox/")),
-            "{key}"
-        );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_creates_the_seed_connector_once_and_leaves_a_set_up_servers_alone() {
+    // A server without connectors: created, with the seed document's fields.
+    let (model, base) = coco(CocoModel::empty("tok-123")).await;
+    let out = register(&base, "tok-123").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "created");
+    {
+        let m = model.lock().unwrap();
+        let body = &m.connectors["dropbox"];
+        assert_eq!(body["name"], "Dropbox Connector");
+        assert_eq!(body["category"], "cloud_storage");
+        assert_eq!(body["path_hierarchy"], false);
+        assert_eq!(body["tags"], serde_json::json!(["dropbox", "cloud_storage", "file_sharing"]));
+        assert_eq!(body["processor"], serde_json::json!({ "enabled": true, "name": "dropbox" }));
+        // Every icon a file document can carry (the published list) resolves to an asset.
+        for key in &coco_host::info::connector_info().file_icon_keys {
+            assert!(
+                body["assets"]["icons"][key.as_str()]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("/assets/icons/connector/dropbox/")),
+                "{key}"
+            );
+        }
     }
-    // Every icon a file document can carry (the published list) resolves to an asset.
-    for key in &coco_host::info::connector_info().file_icon_keys {
-        assert!(body["assets"]["icons"].get(key.as_str()).is_some(), "{key}");
-    }
+    // Again: Coco has it, nothing is posted (a second create would be a 500 conflict).
+    let out = register(&base, "tok-123").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "existed");
+    assert_eq!(model.lock().unwrap().counters.get("POST /connector/"), 1);
+
+    // A set-up server ships `dropbox`: left as it is.
+    let (model, base) = coco(CocoModel::set_up("tok-123")).await;
+    let out = register(&base, "tok-123").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "existed");
+    assert_eq!(model.lock().unwrap().counters.get("POST /connector/"), 0);
+    assert_eq!(model.lock().unwrap().connectors["dropbox"]["builtin"], true, "not overwritten");
+
+    // A refused token: one clear line with the route and Coco's reason, no secret.
+    let out = register(&base, "wrong-token").await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("GET /connector/dropbox") && err.contains("invalid login"), "{err}");
+    assert!(!err.contains("wrong-token"), "{err}");
 }
 
 #[test]

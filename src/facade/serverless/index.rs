@@ -29,6 +29,21 @@ pub fn node_prefix(datasource_id: &str) -> String {
     format!("n:{datasource_id}:")
 }
 
+/// Every document id the index holds for a datasource (a removal's deletes by id, when Coco
+/// no longer has the datasource they hang on). Lists the store's keys: never per page.
+pub fn all_ids(kv: &mut dyn KvStore, datasource_id: &str) -> Result<Vec<String>, KvError> {
+    let mut ids = Vec::new();
+    for key in kv.keys_with_prefix(&node_prefix(datasource_id))? {
+        let Some(raw) = kv.get(&key)? else { continue };
+        let node: Node =
+            serde_json::from_slice(&raw).map_err(|e| KvError(format!("index node {key} is unreadable: {e}")))?;
+        ids.extend(node.children.into_values().map(|Child(id, _, _)| id));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 /// `/a/b` → (`/a`, `b`); `/a` → (``, `a`).
 fn split(path_lower: &str) -> (&str, &str) {
     path_lower.rsplit_once('/').unwrap_or(("", path_lower))

@@ -25,7 +25,7 @@ use kv::{KvError, KvStore};
 use lease::Claim;
 use record::Record;
 use seal::SealKey;
-use sink::{CocoSink, Target};
+use sink::{CocoSink, SinkFailure, Target};
 
 fn store_failed(e: &KvError) -> Outgoing {
     Outgoing::error(503, "store-failed", &e.to_string())
@@ -118,9 +118,11 @@ pub fn store_connected(
             last_sync_at: None,
             last_error: None,
             reauth_required: false,
+            revoked: false,
         });
         r.name = ds.name.clone();
         r.reauth_required = false;
+        r.revoked = false;
         if r.root_info.as_ref().map(|x| &x.root_namespace_id) != Some(&root.root_namespace_id) {
             start_relisting(&mut r);
         }
@@ -193,39 +195,89 @@ pub fn show(kv: &mut dyn KvStore, id: &str) -> Outgoing {
     }
 }
 
-/// `DELETE /datasources/{id}`: revoke the tokens at Dropbox, then forget the datasource.
-/// Tokens Dropbox already refuses need no revoking; any other failure keeps everything.
-pub fn remove<T: Transport>(call: Call<'_>, kv: &mut dyn KvStore, id: &str, transport: &mut T) -> Outgoing {
-    let Call { app, seal, now, random, .. } = call;
+/// `DELETE /datasources/{id}`: revoke the tokens at Dropbox, remove the datasource and its
+/// documents from Coco Server (`DELETE /datasource/:id`), then forget it. Tokens Dropbox
+/// already refuses need no revoking. A failure keeps the record, so the call can be made again:
+/// a revoke that went through is remembered, so the next call goes straight to Coco. With
+/// `force`, a Coco Server that refuses (one that is gone for good, a token without the
+/// permission) does not keep the record.
+pub fn remove<T: Transport>(
+    call: Call<'_>,
+    kv: &mut dyn KvStore,
+    id: &str,
+    force: bool,
+    transport: &mut T,
+) -> Outgoing {
+    let Call { config, app, seal, now, random } = call;
     leased(kv, id, now, random, |kv| {
-        let r = match record::load(kv, id) {
+        let mut r = match record::load(kv, id) {
             Ok(Some(r)) => r,
             Ok(None) => return not_found(id),
             Err(e) => return store_failed(&e),
         };
-        let revoked = match r.open_tokens(seal) {
-            Ok(tokens) => {
-                let req = RevokeRequest {
-                    app: AppCredentials { client_id: app.client_id.clone(), client_secret: app.client_secret.clone() },
-                    tokens,
-                    now,
-                    endpoints: app.endpoints.clone(),
-                };
-                match connect::revoke(&req, transport) {
-                    Ok(()) => true,
-                    Err(Error::ReauthRequired(_)) => false,
-                    Err(e) => return error_response(&e, None),
+        if !r.revoked {
+            let revoked = match r.open_tokens(seal) {
+                Ok(tokens) => {
+                    let req = RevokeRequest {
+                        app: AppCredentials {
+                            client_id: app.client_id.clone(),
+                            client_secret: app.client_secret.clone(),
+                        },
+                        tokens,
+                        now,
+                        endpoints: app.endpoints.clone(),
+                    };
+                    match connect::revoke(&req, transport) {
+                        Ok(()) => true,
+                        Err(Error::ReauthRequired(_)) => false,
+                        Err(e) => return error_response(&e, None),
+                    }
+                }
+                // Unreadable tokens cannot be revoked, and nobody can use them either.
+                Err(_) => false,
+            };
+            // From here on the datasource cannot sync; remember that it was revoked.
+            r.revoked = revoked;
+            r.reauth_required = true;
+            r.tokens = String::new();
+            if let Err(e) = record::save(kv, &r) {
+                return store_failed(&e);
+            }
+        }
+        // Without a sink nothing was ever handed to Coco (`/sync` needs one).
+        if let Ok(sink) = &config.sink {
+            // An unreadable index only costs the fallback's deletes by id.
+            let ids = || index::all_ids(kv, id).unwrap_or_default();
+            if let Err(f) = sink.remove(transport, id, ids) {
+                if !force {
+                    r.last_error = Some(f.message.clone());
+                    let _ = record::save(kv, &r);
+                    return sink_failed(&f);
                 }
             }
-            // Unreadable tokens cannot be revoked, and nobody can use them either.
-            Err(_) => false,
-        };
+        }
         if let Err(e) = forget(kv, id) {
             return store_failed(&e);
         }
         // The lease goes as `leased` gives it back.
-        Outgoing::json(200, &serde_json::json!({ "id": id, "removed": true, "revoked": revoked }))
+        Outgoing::json(200, &serde_json::json!({ "id": id, "removed": true, "revoked": r.revoked }))
     })
+}
+
+fn sink_failed(f: &SinkFailure) -> Outgoing {
+    let mut out = Outgoing::json(
+        502,
+        &serde_json::json!({ "error": {
+            "kind": "sink-failed",
+            "message": f.message,
+            "retry_after_secs": f.retry_after_secs,
+            "needs_operator": f.needs_operator,
+        }}),
+    );
+    if let Some(s) = f.retry_after_secs {
+        out.headers.push(("retry-after", s.max(1).to_string()));
+    }
+    out
 }
 
 /// The record first (the datasource is gone from the API at once), then its index.
@@ -245,6 +297,8 @@ struct Step {
     /// Documents handed to Coco Server in this call.
     upserted: usize,
     deleted: usize,
+    /// Always 0: a document Coco refuses fails the call and keeps the cursor (kept for
+    /// clients of earlier versions, which counted refusals here and moved on).
     rejected: usize,
     /// The account's listing started over (cursor reset or a new root); call again.
     reset: bool,
@@ -348,25 +402,12 @@ fn step<T: Transport>(
     gone.sort_unstable();
     gone.dedup();
     let target = Target { id: &r.id, name: &r.name, connector_id: &r.connector_id };
-    let upserts = page.documents.iter().map(|d| (d.id, d.json));
-    let pushed = match sink.push(transport, &target, !r.coco_created, &gone, upserts) {
-        Ok(p) => p,
-        Err(f) => {
-            r.last_error = Some(f.message.clone());
-            let mut out = Outgoing::json(
-                502,
-                &serde_json::json!({ "error": {
-                    "kind": "sink-failed",
-                    "message": f.message,
-                    "retry_after_secs": f.retry_after_secs,
-                }}),
-            );
-            if let Some(s) = f.retry_after_secs {
-                out.headers.push(("retry-after", s.max(1).to_string()));
-            }
-            return out;
-        }
-    };
+    let upserts: Vec<(&str, &str)> = page.documents.iter().map(|d| (d.id, d.json)).collect();
+    // A refusal keeps the cursor where it is: the next call sends the same page again.
+    if let Err(f) = sink.push(transport, &target, !r.coco_created, &gone, &upserts) {
+        r.last_error = Some(f.message.clone());
+        return sink_failed(&f);
+    }
     let (added, removed) = (ix.added, ix.removed);
     if let Err(e) = ix.commit() {
         r.last_error = Some(e.to_string());
@@ -380,10 +421,7 @@ fn step<T: Transport>(
     r.pages += 1;
     r.last_sync_at = Some(now);
     r.reauth_required = false;
-    r.last_error = pushed
-        .rejected
-        .first()
-        .map(|(id, why)| format!("Coco Server refused {} document(s), e.g. {id}: {why}", pushed.rejected.len()));
+    r.last_error = None;
     if !page.has_more {
         r.listing = false;
     }
@@ -392,9 +430,9 @@ fn step<T: Transport>(
         &Step {
             id: r.id.clone(),
             has_more: page.has_more,
-            upserted: page.documents.len() - pushed.rejected.len(),
+            upserted: page.documents.len(),
             deleted: gone.len(),
-            rejected: pushed.rejected.len(),
+            rejected: 0,
             reset: false,
             listing: r.listing,
             documents: r.documents,

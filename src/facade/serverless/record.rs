@@ -39,6 +39,10 @@ pub struct Record {
     pub last_error: Option<String>,
     /// Dropbox no longer accepts the refresh token: connect the account again.
     pub reauth_required: bool,
+    /// A `DELETE` revoked the tokens and is still to remove the datasource at Coco Server
+    /// (absent in records of earlier versions).
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 impl Record {

@@ -138,9 +138,10 @@ fn sync_hands_each_page_to_coco_before_the_cursor_moves() {
     let mut w = World::new();
     w.connect();
     let first = [folder("a", "id:A", "/a"), file("x.txt", "id:X", "/a/x.txt"), file("y.txt", "id:Y", "/y.txt")];
-    // Page 1: list_folder, then Coco: create the datasource, three documents.
+    // Page 1: list_folder, then Coco: the connector and the datasource exist, three documents.
     let mut t = Scripted::new([
         page(&first, "C1", true),
+        reply(200, "{}"),
         reply(200, "{}"),
         reply(200, "{}"),
         reply(200, "{}"),
@@ -151,8 +152,13 @@ fn sync_hands_each_page_to_coco_before_the_cursor_moves() {
     assert_eq!((step["has_more"].as_bool(), step["upserted"].as_u64()), (Some(true), Some(3)));
     assert_eq!(step["wait_secs"].as_u64(), Some(0), "more to come: go on");
     assert!(t.seen[0].url.ends_with("/2/files/list_folder"));
-    assert_eq!((t.seen[1].method, t.seen[1].url.as_str()), (Method::Post, "http://coco.test:9000/datasource/"));
-    assert!(t.seen[2].url.ends_with(&format!("/datasource/{DS}/_doc/{}", doc_id("id:A"))));
+    assert_eq!((t.seen[1].method, t.seen[1].url.as_str()), (Method::Get, "http://coco.test:9000/connector/dropbox"));
+    assert_eq!(
+        (t.seen[2].method, t.seen[2].url.clone()),
+        (Method::Get, format!("http://coco.test:9000/datasource/{DS}"))
+    );
+    assert_eq!(t.seen[3].method, Method::Put, "create or overwrite");
+    assert!(t.seen[3].url.ends_with(&format!("/document/{}", doc_id("id:A"))));
     // Page 2: Coco is down. The cursor stays at C1: the next call asks for the same page.
     let second = [deleted("/a"), file("z.txt", "id:Z", "/z.txt")];
     let mut t = Scripted::new([page(&second, "C2", false)]);
@@ -192,6 +198,7 @@ fn a_reset_relists_and_sweeps_what_is_gone() {
     w.connect();
     let mut t = Scripted::new([
         page(&[file("a", "id:A", "/a"), file("b", "id:B", "/b")], "C1", false),
+        reply(200, "{}"),
         reply(200, "{}"),
         reply(200, "{}"),
         reply(200, "{}"),
@@ -244,6 +251,7 @@ fn refreshed_tokens_are_kept_even_when_the_page_is_not_handed_on() {
     assert!(!w.all_values().contains("FRESH"), "sealed");
     // The next call uses the refreshed token without refreshing again.
     let mut t = Scripted::new([page(&[file("a", "id:A", "/a")], "C1", false), reply(200, "{}"), reply(200, "{}")]);
+    t.answers.push_back(reply(200, "{}"));
     assert_eq!(w.api("POST", &format!("/sync/{DS}"), &mut t).0, 200);
     assert!(t.seen[0].headers.iter().any(|(k, v)| *k == "authorization" && v == "Bearer sl.FRESH-1"));
 }
@@ -253,18 +261,53 @@ fn delete_revokes_then_forgets_everything() {
     let mut w = World::new();
     w.connect();
     let mut t = Scripted::new([page(&[folder("a", "id:A", "/a"), file("x", "id:X", "/a/x")], "C1", false)]);
-    t.answers.extend([reply(200, "{}"), reply(200, "{}"), reply(200, "{}")]);
+    t.answers.extend([reply(200, "{}"), reply(200, "{}"), reply(200, "{}"), reply(200, "{}")]);
     assert_eq!(w.api("POST", &format!("/sync/{DS}"), &mut t).0, 200);
     // Dropbox down: nothing is removed.
     let (status, _) = w.api("DELETE", &format!("/datasources/{DS}"), &mut Scripted::new([reply(503, "down")]));
     assert_eq!(status, 503);
     assert!(w.kv.map.contains_key(&format!("ds:{DS}")));
-    let mut t = Scripted::new([reply(200, "null")]);
+    // Coco refuses: the record stays, and the call can be made again.
+    let mut t = Scripted::new([reply(200, "null"), reply(500, r#"{"error":{"reason":"es down"},"status":500}"#)]);
     let (status, body) = w.api("DELETE", &format!("/datasources/{DS}"), &mut t);
-    assert_eq!((status, body["revoked"].as_bool()), (200, Some(true)));
-    assert!(t.seen[0].url.ends_with("/2/auth/token/revoke"));
+    assert_eq!((status, body["error"]["kind"].as_str()), (502, Some("sink-failed")), "{body}");
+    assert!(w.kv.map.contains_key(&format!("ds:{DS}")));
+    assert!(!w.all_values().contains("v1."), "the revoked tokens are gone from the store");
+    // Again: the revoke went through before, so straight to Coco, which no longer has the
+    // datasource: the documents the index holds are deleted by id.
+    let not_found = r#"{"error":{"reason":"record not found","status":500}}"#;
+    let mut t = Scripted::new([reply(500, not_found), reply(200, "{}")]);
+    let (status, body) = w.api("DELETE", &format!("/datasources/{DS}"), &mut t);
+    assert_eq!((status, body["revoked"].as_bool()), (200, Some(true)), "{body}");
+    assert_eq!(
+        (t.seen[0].method, t.seen[0].url.clone()),
+        (Method::Delete, format!("http://coco.test:9000/datasource/{DS}"))
+    );
+    assert_eq!(t.seen[1].url, "http://coco.test:9000/document/");
+    let mut ids: Vec<String> = serde_json::from_slice(&t.seen[1].body).unwrap();
+    ids.sort();
+    let mut want = vec![doc_id("id:A"), doc_id("id:X")];
+    want.sort();
+    assert_eq!(ids, want);
     assert!(w.kv.map.is_empty(), "{}", w.all_values());
     assert_eq!(w.api("POST", &format!("/sync/{DS}"), &mut Scripted::offline()).0, 404);
+}
+
+#[test]
+fn a_coco_that_refuses_for_good_keeps_the_record_until_forced() {
+    let mut w = World::new();
+    w.connect();
+    let denied = r#"{"error":{"reason":"permission [[coco#datasource/delete]] not allowed"},"status":403}"#;
+    let mut t = Scripted::new([reply(200, "null"), reply(403, denied)]);
+    let (status, body) = w.api("DELETE", &format!("/datasources/{DS}"), &mut t);
+    assert_eq!((status, body["error"]["needs_operator"].as_bool()), (502, Some(true)), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("not allowed"), "{body}");
+    assert!(w.kv.map.contains_key(&format!("ds:{DS}")));
+    let hs = [("x-api-token", API_TOKEN)];
+    let out =
+        w.call("DELETE", &format!("/datasources/{DS}"), "force=true", &hs, &mut Scripted::new([reply(403, denied)]));
+    assert_eq!(out.status, 200, "{}", String::from_utf8_lossy(&out.body));
+    assert!(w.kv.map.is_empty(), "{}", w.all_values());
 }
 
 #[test]
@@ -289,6 +332,7 @@ fn a_tick_steps_every_datasource_once() {
     let mut w = World::new();
     w.connect();
     let mut t = Scripted::new([page(&[file("a", "id:A", "/a")], "C1", false), reply(200, "{}"), reply(200, "{}")]);
+    t.answers.push_back(reply(200, "{}"));
     let mut n = 0u8;
     let steps = super::tick(&w.config, &mut w.kv, &mut t, w.now, || {
         n += 1;
@@ -309,11 +353,13 @@ fn a_store_that_refuses_writes_fails_the_step_without_moving_the_cursor() {
     w.connect();
     w.kv.fail_writes_to = Some("n:".into());
     let mut t = Scripted::new([page(&[file("a", "id:A", "/a")], "C1", false), reply(200, "{}"), reply(200, "{}")]);
+    t.answers.push_back(reply(200, "{}"));
     let (status, body) = w.api("POST", &format!("/sync/{DS}"), &mut t);
     assert_eq!((status, body["error"]["kind"].as_str()), (503, Some("store-failed")), "{body}");
     w.kv.fail_writes_to = None;
     // The page again, handed on again (Coco's datasource too: that it exists was not stored).
     let mut t = Scripted::new([page(&[file("a", "id:A", "/a")], "C1", false), reply(200, "{}"), reply(200, "{}")]);
+    t.answers.push_back(reply(200, "{}"));
     assert_eq!(w.api("POST", &format!("/sync/{DS}"), &mut t).0, 200);
     assert!(!String::from_utf8_lossy(&t.seen[0].body).contains("C1"), "the same first page again");
 }
