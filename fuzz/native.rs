@@ -187,6 +187,7 @@ fn seeded_store(config: &FacadeConfig) -> MemoryKv {
         last_sync_at: None,
         last_error: None,
         reauth_required: false,
+        revoked: false,
     };
     let tokens = Tokens {
         access_token: Secret::new(gen::ACCESS_TOKEN),

@@ -18,11 +18,8 @@ use coco_host::secret::Secret;
 use coco_host::store::DatasourceRecord;
 use dropbox_emulator::Config;
 
-#[allow(dead_code)]
-#[path = "../../host-test/tests/all/receivers.rs"]
-mod receivers;
 
-use receivers::{Kind, Receiver, COCO_TOKEN};
+use crate::receivers::{Kind, Receiver, COCO_TOKEN};
 
 fn index(host: &Host, ds: &str) -> BTreeMap<String, serde_json::Value> {
     let mut out = BTreeMap::new();
@@ -157,10 +154,11 @@ async fn coco_holds_the_index_through_content_edits_a_restart_and_removal() {
     host.store.remove_datasource(&ds.id).unwrap();
     deliver(&mut d, &host, &removed, true);
     assert_eq!(count(&coco, "DELETE /datasource/:id"), 1);
-    let m = coco.coco.lock().unwrap();
-    assert!(!m.datasources.contains_key(&ds.id), "the datasource is gone");
-    assert!(m.documents_of(&ds.id).is_empty(), "and every document of it");
-    drop(m);
+    {
+        let m = coco.coco.lock().unwrap();
+        assert!(!m.datasources.contains_key(&ds.id), "the datasource is gone");
+        assert!(m.documents_of(&ds.id).is_empty(), "and every document of it");
+    }
     assert_holds(&coco, &host, &ds.id, "removed");
     let backlog = host.store.sink_backlogs().unwrap();
     assert!(backlog.iter().all(|b| b.pending == 0), "{backlog:?}");

@@ -8,9 +8,7 @@ use std::path::PathBuf;
 use dropbox_emulator::{Config, Emulator};
 
 use super::facade_serve::{http, serve_component, Reply, Shapes, API_TOKEN, CLIENT_ID, CLIENT_SECRET};
-#[allow(dead_code)]
-#[path = "../../host-test/tests/all/receivers.rs"]
-mod receivers;
+use crate::receivers;
 
 const SEAL_SECRET: &str = "KV-seal-secret-0123456789abcdef-0123456789";
 

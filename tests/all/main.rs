@@ -10,6 +10,10 @@ mod facade_serve;
 mod incremental;
 mod oauth_lifecycle;
 mod parallel;
+/// The sinks' stand-ins, shared with the host's own tests.
+#[allow(dead_code)]
+#[path = "../../host-test/tests/all/receivers.rs"]
+mod receivers;
 mod spin_kv;
 mod spin_manifest;
 mod spinkube;
