@@ -59,6 +59,22 @@ pub fn classify(resp: &Response) -> Answer {
     let says = |needle: &str| body.windows(needle.len()).any(|w| w == needle.as_bytes());
     match resp.status {
         200..=299 => Answer::Ok,
+        300..=399 => {
+            let to = resp.header("location").unwrap_or("");
+            // A redirect target may name a user: show where it points, not who.
+            let to = match to.split_once("://") {
+                Some((scheme, rest)) => {
+                    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                    let host = rest[..end].rsplit_once('@').map_or(&rest[..end], |(_, h)| h);
+                    format!("{scheme}://{host}{}", &rest[end..])
+                }
+                None => to.to_string(),
+            };
+            Answer::Refused(format!(
+                "a redirect ({}) to {to}: not followed, the token would go along; configure the final URL",
+                resp.status
+            ))
+        }
         404 => Answer::NotFound,
         401 | 403 => Answer::Unauthorized(reason(body)),
         409 => Answer::Conflict,
@@ -126,6 +142,17 @@ mod tests {
         for (status, body, want) in table {
             assert_eq!(answer(status, body), want, "{status} {body}");
         }
+    }
+
+    #[test]
+    fn a_redirect_is_refused_and_named_without_its_user() {
+        let resp = Response {
+            status: 307,
+            headers: vec![("location".into(), "https://someone:pw@elsewhere.example/document/x".into())],
+            body: vec![],
+        };
+        let Answer::Refused(why) = classify(&resp) else { panic!("a redirect is refused") };
+        assert!(why.contains("https://elsewhere.example/document/x") && !why.contains("pw"), "{why}");
     }
 
     #[test]

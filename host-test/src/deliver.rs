@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::outbox::{coalesce, Change};
+use crate::redact;
 use crate::secret::Secret;
 use crate::sinks::{self, ItemOutcome, SinkRequest};
 use crate::store::Store;
@@ -127,8 +128,10 @@ impl Deliverer {
     pub fn with_timeout(config: SinkConfig, timeout: Duration) -> Self {
         // Coco's writes go many at once (`coco_api::DEFAULT_IN_FLIGHT`): keep their
         // connections for the next window instead of opening them again.
+        // No redirects: the sink's credentials would go along to wherever it points.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_redirects(0)
             .timeout_global(Some(timeout))
             .max_idle_connections(coco_api::DEFAULT_IN_FLIGHT)
             .max_idle_connections_per_host(coco_api::DEFAULT_IN_FLIGHT)
@@ -204,7 +207,7 @@ impl Deliverer {
                     drained.rejected.extend(rejected);
                 }
                 Err(e) => {
-                    store.record_sink_error(&sink, target.id, &e.to_string())?;
+                    store.record_sink_error(&sink, target.id, &redact::urls(&e.to_string()))?;
                     return Err(e);
                 }
             }
@@ -311,8 +314,10 @@ impl Deliverer {
             builder = builder.header(*k, v);
         }
         let request = builder.body(req.body.clone()).map_err(|e| Failure::Fatal(format!("bad request: {e}")))?;
-        let resp =
-            self.agent.run(request).map_err(|e| Failure::Retry(format!("{} {}: {e}", req.method, req.url), None))?;
+        let resp = self
+            .agent
+            .run(request)
+            .map_err(|e| Failure::Retry(redact::urls(&format!("{} {}: {e}", req.method, req.url)), None))?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -324,7 +329,7 @@ impl Deliverer {
             .with_config()
             .limit(64 << 20)
             .read_to_vec()
-            .map_err(|e| Failure::Retry(format!("reading the answer of {}: {e}", req.url), None))?;
+            .map_err(|e| Failure::Retry(redact::urls(&format!("reading the answer of {}: {e}", req.url)), None))?;
         Ok(Answer { status, headers, body })
     }
 }
@@ -414,6 +419,12 @@ fn check_status(status: u16, headers: &[(String, String)], body: &[u8]) -> Resul
     let quote = || String::from_utf8_lossy(&body[..body.len().min(200)]).replace(['\n', '\r'], " ");
     match status {
         200..=299 => Ok(()),
+        300..=399 => {
+            let to = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("location")).map_or("", |(_, v)| v.as_str());
+            Err(Failure::Fatal(redact::urls(&format!(
+                "answered {status}, a redirect to {to}: not followed (the credentials would go along); configure the final URL"
+            ))))
+        }
         429 | 500..=599 => {
             let after = headers
                 .iter()
@@ -429,7 +440,11 @@ fn check_status(status: u16, headers: &[(String, String)], body: &[u8]) -> Resul
 
 fn write_jsonl(path: &std::path::Path, changes: &[Change]) -> Result<(), Failure> {
     let io = |e: std::io::Error| Failure::Retry(format!("writing {}: {e}", path.display()), None);
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+    // A symbolic link at the target is refused for good: retrying would not change it.
+    let file = crate::paths::open_output(path, true).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => Failure::Fatal(e.to_string()),
+        _ => io(e),
+    })?;
     let mut w = std::io::BufWriter::new(file);
     for c in changes {
         match c {

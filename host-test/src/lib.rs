@@ -15,6 +15,7 @@ pub mod parallel;
 pub mod paths;
 mod pg_schema;
 pub mod policy;
+pub mod redact;
 pub mod registration;
 pub mod runtime;
 pub mod secret;

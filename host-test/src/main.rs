@@ -351,7 +351,11 @@ impl SinkArgs {
         Ok(match self.sink.as_deref() {
             None => None,
             Some("jsonl") => {
-                Some(SinkConfig::Jsonl { path: self.sink_file.clone().context("--sink jsonl needs --sink-file")? })
+                let path = self.sink_file.clone().context("--sink jsonl needs --sink-file")?;
+                // Refused now rather than after a sync: a symbolic link is never written through.
+                coco_host::paths::open_output(&path, true)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                Some(SinkConfig::Jsonl { path })
             }
             Some("coco") => Some(SinkConfig::Coco {
                 url: need(&self.coco_url, "--coco-url")?,
@@ -396,9 +400,10 @@ struct RegisterArgs {
     /// Coco Server's base URL, e.g. http://localhost:9000
     #[arg(long)]
     coco_url: String,
-    /// Coco API token (sent as X-API-TOKEN).
-    #[arg(long, env = "COCO_API_TOKEN", hide_env_values = true)]
-    api_token: Option<String>,
+    /// Coco Server's API token (sent as X-API-TOKEN), as the sinks take it. COCO_API_TOKEN,
+    /// which guards this host's own API, is still read here for one release, with a warning.
+    #[arg(long = "coco-server-token", alias = "api-token", env = "COCO_SERVER_TOKEN", hide_env_values = true)]
+    coco_server_token: Option<String>,
     #[arg(long, default_value = "dropbox")]
     connector_id: String,
 }
@@ -420,6 +425,16 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
         .init();
     let cli = Cli::parse();
+    // The host's admin token and Coco Server's token guard different things; one value for
+    // both means whoever reads one (Coco's logs, this host's clients) holds the other.
+    let same = |a: &str, b: &str| {
+        std::env::var(a).ok().filter(|v| !v.is_empty()) == std::env::var(b).ok().filter(|v| !v.is_empty())
+    };
+    if std::env::var_os("COCO_API_TOKEN").is_some() && same("COCO_API_TOKEN", "COCO_SERVER_TOKEN") {
+        tracing::warn!(
+            "COCO_API_TOKEN and COCO_SERVER_TOKEN are the same: give Coco Server and this host's API different tokens"
+        );
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
@@ -594,6 +609,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ds.status_detail.unwrap_or_default()
                 );
             }
+            // Where the documents go is checked before a long sync, not after it.
+            if let Some(out) = args.out.as_deref().filter(|o| *o != Path::new("-")) {
+                coco_host::paths::open_output(out, true).with_context(|| format!("cannot create {}", out.display()))?;
+            }
             let sink = args.sink.config()?;
             if let Some(sink) = &sink {
                 // Before the sync: its pages then record their changes for the sink.
@@ -648,7 +667,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Register(args) => {
             let (url, id) = (args.coco_url.clone(), args.connector_id.clone());
-            let token = args.api_token.clone().unwrap_or_default();
+            let token = match args.coco_server_token.clone().filter(|t| !t.is_empty()) {
+                Some(t) => t,
+                None => match std::env::var("COCO_API_TOKEN").ok().filter(|t| !t.is_empty()) {
+                    Some(t) => {
+                        eprintln!(
+                            "warning: register read COCO_API_TOKEN; set COCO_SERVER_TOKEN instead (COCO_API_TOKEN guards this host's own API and will not be read here in the next release)"
+                        );
+                        t
+                    }
+                    None => String::new(),
+                },
+            };
             let found =
                 tokio::task::spawn_blocking(move || coco_host::registration::register(&url, &token, &id)).await??;
             let (said, word) = match found {
@@ -886,7 +916,7 @@ fn export_jsonl(store: &Store, id: &str, out: &Path) -> anyhow::Result<u64> {
     let sink: Box<dyn Write> = if out == Path::new("-") {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?)
+        Box::new(coco_host::paths::open_output(out, false).with_context(|| format!("cannot create {}", out.display()))?)
     };
     let mut w = std::io::BufWriter::new(sink);
     let n = store.for_each_document(id, |_, json| {

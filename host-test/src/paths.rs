@@ -58,3 +58,52 @@ pub fn private_file(path: &Path) -> std::io::Result<()> {
     std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
+
+/// Open a file documents are written to (`export --out`, the JSONL sink) the safe way: created
+/// readable by its owner only, and never through a symbolic link (`O_NOFOLLOW`), so nobody
+/// who can write the folder can redirect the documents elsewhere.
+pub fn open_output(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    options.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is a symbolic link: not writing documents through it", path.display()),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_output;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn outputs_are_owner_only_and_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("docs.jsonl");
+        for append in [false, true] {
+            open_output(&out, append).unwrap();
+            assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "keep").unwrap();
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        for append in [false, true] {
+            let e = open_output(&link, append).unwrap_err();
+            assert!(e.to_string().contains("symbolic link"), "{e}");
+        }
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep", "the link's target is untouched");
+    }
+}

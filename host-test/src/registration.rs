@@ -24,6 +24,7 @@ fn icon_keys() -> Vec<&'static str> {
 pub fn register(coco_url: &str, api_token: &str, id: &str) -> anyhow::Result<coco_api::Ensured> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_redirects(0)
         .timeout_global(Some(std::time::Duration::from_secs(30)))
         .build()
         .into();

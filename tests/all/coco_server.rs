@@ -18,7 +18,6 @@ use coco_host::secret::Secret;
 use coco_host::store::DatasourceRecord;
 use dropbox_emulator::Config;
 
-
 use crate::receivers::{Kind, Receiver, COCO_TOKEN};
 
 fn index(host: &Host, ds: &str) -> BTreeMap<String, serde_json::Value> {

@@ -116,6 +116,18 @@ async fn scripted_cli_round_trip_leaks_no_secret() {
             assert_eq!(rows[0]["phase"], "incremental");
             let docs = std::fs::read_to_string(&out_file).unwrap();
             assert_eq!(docs.lines().count() as u64, rows[0]["documents"].as_u64().unwrap());
+            // Documents are written owner-only, and never through a symbolic link.
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777, 0o600);
+            let link = out_file.with_file_name("link.jsonl");
+            let elsewhere = out_file.with_file_name("elsewhere");
+            std::fs::write(&elsewhere, "keep").unwrap();
+            std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+            let e = cli.fails(&["sync", &id, "--out", link.to_str().unwrap()], true);
+            assert!(e.contains("symbolic link"), "{e}");
+            let e = cli.fails(&["sync", &id, "--sink", "jsonl", "--sink-file", link.to_str().unwrap()], true);
+            assert!(e.contains("symbolic link") && !e.contains("attempts"), "refused at once: {e}");
+            assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep");
             for line in docs.lines() {
                 let _: serde_json::Value = serde_json::from_str(line).expect("one JSON document per line");
             }

@@ -17,10 +17,20 @@ async fn coco(model: CocoModel) -> (SharedCoco, String) {
 }
 
 async fn register(base: &str, token: &str) -> std::process::Output {
-    let (base, token) = (base.to_string(), token.to_string());
+    register_with(base, &["--coco-server-token", token], &[]).await
+}
+
+async fn register_with(base: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let base = base.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_coco-host"))
-            .args(["register", "--coco-url", &base, "--api-token", &token])
+            .args(["register", "--coco-url", &base])
+            .args(&args)
+            .env_remove("COCO_API_TOKEN")
+            .env_remove("COCO_SERVER_TOKEN")
+            .envs(env)
             .output()
             .unwrap()
     })
@@ -73,6 +83,24 @@ async fn register_creates_the_seed_connector_once_and_leaves_a_set_up_servers_al
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("GET /connector/dropbox") && err.contains("invalid login"), "{err}");
     assert!(!err.contains("wrong-token"), "{err}");
+}
+
+/// `register` takes Coco Server's token as the sinks do (`COCO_SERVER_TOKEN`); the host's own
+/// `COCO_API_TOKEN` is still read for one release, with a warning, and one value for both is
+/// warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_reads_coco_server_token_and_warns_about_the_old_variable() {
+    let (_, base) = coco(CocoModel::set_up("tok-123")).await;
+    let out = register_with(&base, &[], &[("COCO_SERVER_TOKEN", "tok-123")]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let out = register_with(&base, &[], &[("COCO_API_TOKEN", "tok-123")]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("COCO_API_TOKEN") && err.contains("COCO_SERVER_TOKEN"), "{err}");
+    let out = register_with(&base, &[], &[("COCO_API_TOKEN", "tok-123"), ("COCO_SERVER_TOKEN", "tok-123")]).await;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("are the same"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

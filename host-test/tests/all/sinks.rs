@@ -287,3 +287,75 @@ async fn serve_delivers_to_coco_as_it_syncs() {
     assert!(metrics.contains("coco_sink_backlog{sink=\"coco:"));
     emu.stop().await;
 }
+
+/// A sink that answers with a redirect is not followed (its credentials would go along): one
+/// clear refusal that names where it pointed, and nothing reaches that place. A sink URL with
+/// credentials never shows them, in the error or in the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_follow_no_redirect_and_never_show_url_credentials() {
+    use std::sync::{Arc, Mutex};
+    const PASSWORD: &str = "sink-url-password-4711";
+    let emu = Emulator::start(Config::single(24, 30, APP.0, APP.1), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (host, ds) = connected_host(&emu, tmp.path(), APP).await;
+    host.sync(&ds.id, |_| {}).await.unwrap();
+
+    async fn listen(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+    let reached: Arc<Mutex<u32>> = Arc::default();
+    let elsewhere = listen(axum::Router::new().fallback({
+        let reached = reached.clone();
+        move || async move {
+            *reached.lock().unwrap() += 1;
+            "{}"
+        }
+    }))
+    .await;
+    let target = format!("{elsewhere}/landing");
+    let redirector = listen(axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { (axum::http::StatusCode::TEMPORARY_REDIRECT, [("location", target)], "") }
+    }))
+    .await;
+    let with_password = |base: &str| base.replace("http://", &format!("http://elastic:{PASSWORD}@"));
+    let es = |url: String| SinkConfig::Elasticsearch {
+        url,
+        index: "coco".into(),
+        auth: EsAuth::None,
+        max_docs: 100,
+        max_bytes: 1 << 20,
+    };
+    let coco = SinkConfig::Coco {
+        url: redirector.clone(),
+        token: coco_host::secret::Secret::new(COCO_TOKEN),
+        in_flight: 8,
+        route: coco_api::UpsertRoute::Save,
+    };
+    for config in [es(with_password(&redirector)), coco] {
+        host.store.register_sink(&config.name()).unwrap();
+        let mut d = Deliverer::new(config);
+        d.attempts = 1;
+        let (_, r) = drain(d, &host, &ds).await;
+        let e = r.expect_err("a redirect is refused").to_string();
+        assert!(e.contains("redirect") && e.contains(&format!("{elsewhere}/landing")), "{e}");
+        assert!(!e.contains(PASSWORD), "{e}");
+    }
+    assert_eq!(*reached.lock().unwrap(), 0, "nothing followed the redirect");
+
+    // No answer at all: the error names the URL without its credentials, here and in the state.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = es(with_password(&format!("http://{closed}")));
+    host.store.register_sink(&config.name()).unwrap();
+    let mut d = Deliverer::new(config);
+    d.attempts = 1;
+    let (_, r) = drain(d, &host, &ds).await;
+    let e = r.expect_err("nothing listens").to_string();
+    assert!(e.contains(&closed.to_string()) && !e.contains(PASSWORD), "{e}");
+    let shown = format!("{:?}", host.store.sink_backlogs().unwrap());
+    assert!(shown.contains(&closed.to_string()) && !shown.contains(PASSWORD), "{shown}");
+    emu.stop().await;
+}
