@@ -1229,6 +1229,39 @@ impl Store {
         Ok(removed)
     }
 
+    /// Bind one-use connect link `nonce` (valid until `expires_at`) to a browser, by the
+    /// digest of the cookie `/connect` is about to give it. The first caller wins (an insert
+    /// that only one can make); a later one holding the bound cookie (`presented`) is the same
+    /// browser and is bound to its new cookie; anyone else gets `false`. Expired links are
+    /// forgotten here (their keys sort by expiry).
+    pub fn bind_connect_link(
+        &self,
+        nonce: &str,
+        expires_at: u64,
+        presented: Option<&str>,
+        issued: &str,
+    ) -> Result<bool> {
+        let key = format!("connect-link:{expires_at:012}:{nonce}");
+        let conn = self.conn();
+        let tx = Tx::begin(&**conn)?;
+        let expired = format!("connect-link:{:012}:", now_unix().max(0));
+        tx.execute("DELETE FROM meta WHERE key >= 'connect-link:' AND key < ?1", &args![expired])?;
+        let first = tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            &args![key, issued],
+        )? == 1;
+        let bound = first || {
+            let holder: Option<String> = tx.value_opt("SELECT value FROM meta WHERE key = ?1", &args![key])?;
+            let same = holder.is_some() && holder.as_deref() == presented;
+            if same {
+                tx.execute("UPDATE meta SET value = ?2 WHERE key = ?1", &args![key, issued])?;
+            }
+            same
+        };
+        tx.commit()?;
+        Ok(bound)
+    }
+
     pub fn document_count(&self, id: &str) -> Result<u64> {
         let count = concat!("SELECT COUNT(*) FROM documents WHERE ds = ", ds_of!());
         Ok(self.conn().value::<i64>(count, &args![id])?.max(0) as u64)

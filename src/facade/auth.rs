@@ -42,17 +42,16 @@ pub fn set_cookie(https: bool, value: Option<&str>) -> String {
     format!("{}={value}; Max-Age={age}; Path=/; HttpOnly; SameSite=Lax{secure}", cookie_name(https))
 }
 
-/// The session cookie the browser sent back, under either name.
-pub fn session_cookie<'a>(req: &'a Incoming<'_>) -> Option<&'a str> {
+/// The session cookie the browser sent back. Over https only the `__Host-` cookie counts: an
+/// unprefixed one could have been planted by a sibling host or over plain http.
+pub fn session_cookie<'a>(req: &'a Incoming<'_>, https: bool) -> Option<&'a str> {
     let header = req.header("cookie")?;
-    let mut found = None;
-    for pair in header.split(';') {
-        let Some((name, value)) = pair.trim().split_once('=') else { continue };
-        if name == cookie_name(true) || (name == cookie_name(false) && found.is_none()) {
-            found = Some(value.trim());
-        }
-    }
-    found.filter(|v| !v.is_empty())
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == cookie_name(https))
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]
@@ -86,8 +85,11 @@ mod tests {
         assert!(!set_cookie(false, Some("v")).contains("Secure"));
         assert!(set_cookie(false, None).contains("Max-Age=0"));
         let r = req(&[("cookie", "a=b; coco_dropbox_oauth=abc; c=d")]);
-        assert_eq!(session_cookie(&r), Some("abc"));
+        assert_eq!(session_cookie(&r, false), Some("abc"));
+        assert_eq!(session_cookie(&r, true), None, "over https only the __Host- cookie counts");
+        let r = req(&[("cookie", "coco_dropbox_oauth=planted; __Host-coco_dropbox_oauth=real")]);
+        assert_eq!(session_cookie(&r, true), Some("real"));
         let r = req(&[("cookie", "coco_dropbox_oauth=; x=y")]);
-        assert_eq!(session_cookie(&r), None);
+        assert_eq!(session_cookie(&r, false), None);
     }
 }

@@ -38,6 +38,9 @@ pub const ENV_SERVER_TOKEN: &str = "COCO_SERVER_TOKEN";
 /// Key-value build: Coco writes in flight per page (1–1000; default 256). Each of Coco's
 /// writes waits for its index's next refresh, so this is about the documents per second.
 pub const ENV_SINK_IN_FLIGHT: &str = "COCO_SINK_IN_FLIGHT";
+/// The connector ids whose browser routes exist, comma-separated (default `dropbox`): each
+/// needs its redirect URI registered at Dropbox; any other id is a 404.
+pub const ENV_CONNECTOR_IDS: &str = "COCO_CONNECTOR_IDS";
 /// Key-value build: the store's name (wasmtime's in-memory provider: empty; Spin: `default`).
 pub const ENV_KV_STORE: &str = "COCO_KV_STORE";
 /// Entries per list_folder page (1–2000; default 2000).
@@ -47,7 +50,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Spin component variables the `spin` build reads, and the environment variable each stands for.
 /// (Spin variable names are lower-case with underscores.)
-pub const SPIN_VARIABLES: [(&str, &str); 19] = [
+pub const SPIN_VARIABLES: [(&str, &str); 20] = [
     ("client_id", ENV_CLIENT_ID),
     ("client_secret", ENV_CLIENT_SECRET),
     ("state_secret", ENV_STATE_SECRET),
@@ -67,6 +70,7 @@ pub const SPIN_VARIABLES: [(&str, &str); 19] = [
     ("kv_store", ENV_KV_STORE),
     ("page_limit", ENV_PAGE_LIMIT),
     ("sink_in_flight", ENV_SINK_IN_FLIGHT),
+    ("connector_ids", ENV_CONNECTOR_IDS),
 ];
 
 /// The Spin variable standing for an environment variable, if any.
@@ -103,6 +107,8 @@ pub struct FacadeConfig {
     /// Key-value build: the store to open (`None`: the runtime's default for this build).
     pub kv_store: Option<String>,
     pub page_limit: Option<u32>,
+    /// The connector ids the browser routes answer for.
+    pub connector_ids: Vec<String>,
 }
 
 impl FacadeConfig {
@@ -152,7 +158,17 @@ impl FacadeConfig {
             Some(Ok(n)) if (1..=crate::page::MAX_PAGE_LIMIT).contains(&n) => Some(n),
             _ => None,
         };
+        let mut connector_ids: Vec<String> = get(ENV_CONNECTOR_IDS)
+            .unwrap_or_default()
+            .split(',')
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty())
+            .collect();
+        if connector_ids.is_empty() {
+            connector_ids.push("dropbox".into());
+        }
         FacadeConfig {
+            connector_ids,
             seal,
             sink,
             kv_store: get(ENV_KV_STORE),

@@ -13,6 +13,7 @@
 
 mod auth;
 mod config;
+pub mod links;
 pub mod serverless;
 mod shapes;
 
@@ -31,13 +32,14 @@ use serverless::kv::KvStore;
 use shapes::{ExchangeBody, StatsJson, SyncBody, SyncOut};
 
 /// Route patterns, as `spin.toml` must declare them (`{id}` is any connector id).
-pub const ROUTES: [&str; 6] = [
+pub const ROUTES: [&str; 7] = [
     "/connector/{id}/dropbox/connect",
     "/connector/{id}/dropbox/oauth_redirect",
     "/api/coco/connector/{id}/dropbox/connect",
     "/api/coco/connector/{id}/dropbox/oauth_redirect",
     "/sync",
     "/oauth/exchange",
+    "/api/connect-links",
 ];
 
 /// The routes only the key-value build serves (`{id}` is a datasource id), as
@@ -116,6 +118,7 @@ enum Route<'a> {
     Redirect { connector_id: &'a str, prefix: &'static str },
     Sync,
     Exchange,
+    ConnectLinks,
     Datasources,
     Datasource { id: &'a str },
     SyncOne { id: &'a str },
@@ -126,12 +129,14 @@ impl Route<'_> {
     fn methods(&self) -> &'static [&'static str] {
         match self {
             Route::Connect { .. } | Route::Redirect { .. } | Route::Datasources => &["GET"],
-            Route::Sync | Route::Exchange | Route::SyncOne { .. } => &["POST"],
+            Route::Sync | Route::Exchange | Route::ConnectLinks | Route::SyncOne { .. } => &["POST"],
             Route::Datasource { .. } => &["GET", "DELETE"],
         }
     }
 
-    /// Routes that are not a browser step: they need the API token.
+    /// Routes that are not a browser step: they need the API token. `/connect` takes the
+    /// token or a connect link (checked by the route); `/oauth_redirect` is bound to the
+    /// cookie and state that only `/connect` hands out.
     fn needs_token(&self) -> bool {
         !matches!(self, Route::Connect { .. } | Route::Redirect { .. })
     }
@@ -147,6 +152,7 @@ fn route(path: &str) -> Option<Route<'_>> {
     match path {
         "/sync" => return Some(Route::Sync),
         "/oauth/exchange" => return Some(Route::Exchange),
+        "/api/connect-links" => return Some(Route::ConnectLinks),
         "/datasources" => return Some(Route::Datasources),
         _ => {}
     }
@@ -259,6 +265,17 @@ pub fn handle<T: Transport>(
     let Some(route) = route(req.path) else {
         return Outgoing::error(404, "not-found", "no such route");
     };
+    // Only the configured connectors have browser routes (each needs its redirect URI
+    // registered at Dropbox): any other id is no route at all.
+    if let Route::Connect { connector_id, .. } | Route::Redirect { connector_id, .. } = route {
+        if !config.connector_ids.iter().any(|c| c == connector_id) {
+            return Outgoing::error(
+                404,
+                "not-found",
+                &format!("no connector {connector_id:?} here ({ENV_CONNECTOR_IDS})"),
+            );
+        }
+    }
     let stateful = matches!(route, Route::Datasources | Route::Datasource { .. } | Route::SyncOne { .. });
     if stateful && kv.is_none() {
         return Outgoing::error(404, "not-found", "no such route (this build keeps no state: use POST /sync)");
@@ -292,7 +309,8 @@ pub fn handle<T: Transport>(
     };
     let browser = |connector_id, prefix| BrowserStep { config, app, req, connector_id, prefix, now, random };
     match (route, kv) {
-        (Route::Connect { connector_id, prefix }, kv) => connect_route(browser(connector_id, prefix), kv.is_some()),
+        (Route::Connect { connector_id, prefix }, kv) => connect_route(browser(connector_id, prefix), kv),
+        (Route::ConnectLinks, _) => connect_links_route(config, app, req, now, random),
         (Route::Redirect { connector_id, prefix }, kv) => redirect_route(browser(connector_id, prefix), transport, kv),
         (Route::Exchange, _) => exchange_route(config, app, req, transport, now),
         (Route::Sync, _) => sync_route(app, req.body, transport, now),
@@ -333,17 +351,53 @@ struct BrowserStep<'a> {
     random: &'a Randomness,
 }
 
-/// `GET …/connect`: a new session cookie, a state bound to it, `302` to Dropbox.
-fn connect_route(step: BrowserStep<'_>, stateful: bool) -> Outgoing {
+/// `GET …/connect`: for a caller with the API token or a connect link, a new session cookie,
+/// a state bound to it, `302` to Dropbox. With a store, a link is single-use: it binds to the
+/// first browser that opens it (that browser may open it again), and any other is refused.
+fn connect_route(step: BrowserStep<'_>, kv: Option<&mut dyn KvStore>) -> Outgoing {
     let BrowserStep { config, app, req, connector_id, prefix, now, random } = step;
     // Without a place to deliver the result, a finished flow would have nowhere to go.
-    let destination = if stateful { config.seal.as_ref().map(|_| ()) } else { config.callback.as_ref().map(|_| ()) };
+    let destination =
+        if kv.is_some() { config.seal.as_ref().map(|_| ()) } else { config.callback.as_ref().map(|_| ()) };
     if let Err(e) = destination {
         return not_configured(e);
+    }
+    let Some(api_token) = &config.api_token else {
+        return Outgoing::error(
+            503,
+            "not-configured",
+            &format!("{ENV_API_TOKEN} is not set: connecting is closed (it takes the token or a link minted with it)"),
+        );
+    };
+    let link = links::from_query(req.query).and_then(|t| links::check(app.state_secret.expose(), t, connector_id, now));
+    let by_token = auth::presented_token(req).is_some_and(|p| auth::token_matches(api_token, p));
+    if link.is_none() && !by_token {
+        return Outgoing::error(
+            401,
+            "unauthorized",
+            "starting a connect flow needs the API token or a link from POST /api/connect-links (links expire after 10 minutes)",
+        )
+        .no_store();
     }
     let redirect_uri = redirect_uri(config, req, prefix, connector_id);
     let https = is_https(&redirect_uri);
     let cookie = base64_url(&random.cookie);
+    if let (Some(link), Some(kv)) = (&link, kv) {
+        if !by_token {
+            match serverless::bind_link(kv, &link.nonce, link.expires_at, auth::session_cookie(req, https), &cookie) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Outgoing::error(
+                        403,
+                        "denied",
+                        "this connect link was already opened in another browser: ask for a new one",
+                    )
+                    .no_store()
+                }
+                Err(e) => return Outgoing::error(503, "store-failed", &e.to_string()),
+            }
+        }
+    }
     let connect = ConnectRequest {
         connector_id: connector_id.to_string(),
         client_id: app.client_id.clone(),
@@ -361,6 +415,42 @@ fn connect_route(step: BrowserStep<'_>, stateful: bool) -> Outgoing {
             .no_store(),
         Err(e) => error_response(&e, None).no_store(),
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkBody {
+    #[serde(default)]
+    connector_id: Option<String>,
+}
+
+/// `POST /api/connect-links` (API token): a link a browser can open to start connecting one
+/// of the configured connectors, for ten minutes. `{"url","expires_at"}`.
+fn connect_links_route(
+    config: &FacadeConfig,
+    app: &App,
+    req: &Incoming<'_>,
+    now: u64,
+    random: &Randomness,
+) -> Outgoing {
+    let body: LinkBody = if req.body.iter().all(u8::is_ascii_whitespace) {
+        LinkBody { connector_id: None }
+    } else {
+        match serde_json::from_slice(req.body) {
+            Ok(b) => b,
+            Err(e) => return Outgoing::error(400, "invalid-input", &format!("request body: {e}")),
+        }
+    };
+    let connector_id = body.connector_id.unwrap_or_else(|| config.connector_ids[0].clone());
+    if !config.connector_ids.contains(&connector_id) {
+        return Outgoing::error(404, "not-found", &format!("no connector {connector_id:?} here ({ENV_CONNECTOR_IDS})"));
+    }
+    let expires_at = now + links::LINK_TTL_SECS;
+    let ticket = links::mint(app.state_secret.expose(), &connector_id, expires_at, &random.nonce);
+    // The connect route that sits beside the redirect URI the flow comes back to.
+    let back = redirect_uri(config, req, "", &connector_id);
+    let url = format!("{}?link={ticket}", back.trim_end_matches("/oauth_redirect").to_string() + "/connect");
+    Outgoing::json(200, &serde_json::json!({ "url": url, "expires_at": links::rfc3339(expires_at) })).no_store()
 }
 
 /// `GET …/oauth_redirect`: only the browser that started the flow (its cookie) gets the code
@@ -381,7 +471,7 @@ fn redirect_route<T: Transport>(step: BrowserStep<'_>, transport: &mut T, kv: Op
     let redirect_uri = redirect_uri(config, req, prefix, connector_id);
     let https = is_https(&redirect_uri);
     let clear = auth::set_cookie(https, None);
-    let Some(cookie) = auth::session_cookie(req) else {
+    let Some(cookie) = auth::session_cookie(req, https) else {
         return Outgoing::error(
             403,
             "denied",

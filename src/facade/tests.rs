@@ -56,7 +56,7 @@ fn run(config: &FacadeConfig, req: &Incoming<'_>, t: &mut Scripted) -> Outgoing 
 }
 
 fn connect(config: &FacadeConfig) -> (Outgoing, HashMap<String, String>, String) {
-    let h = headers(&[("host", "coco.example:9000")]);
+    let h = headers(&[("host", "coco.example:9000"), ("x-api-token", API_TOKEN)]);
     let out = run(
         config,
         &request("GET", "/api/coco/connector/dropbox/dropbox/connect", "", &h, b""),
@@ -98,7 +98,12 @@ fn connect_sets_a_bound_cookie_and_is_never_cached() {
 
 #[test]
 fn forwarded_headers_count_only_when_trusted_and_a_configured_uri_wins() {
-    let h = headers(&[("host", "inner:8080"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil.example")]);
+    let h = headers(&[
+        ("host", "inner:8080"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-api-token", API_TOKEN),
+    ]);
     let req = request("GET", "/connector/dropbox/dropbox/connect", "", &h, b"");
     let uri = |c: &FacadeConfig| redirect_uri(c, &req, "", "dropbox");
     assert_eq!(uri(&config_with(&[])), "http://inner:8080/connector/dropbox/dropbox/oauth_redirect");
@@ -272,4 +277,58 @@ fn errors_have_fitting_statuses() {
     assert!(limited.headers.contains(&("retry-after", "2".into())));
     let h = headers(&[("x-api-token", API_TOKEN)]);
     assert_eq!(run(&config, &request("POST", "/sync", "", &h, b"{"), &mut Scripted::offline()).status, 400);
+}
+
+/// `/connect` is by invitation: the API token, or a link from `POST /api/connect-links` for that
+/// connector, unexpired; only configured connector ids have routes at all.
+#[test]
+fn connect_needs_the_token_or_a_fresh_link_for_that_connector() {
+    let config = config_with(&[]);
+    let host = headers(&[("host", "coco.example:9000")]);
+    let open =
+        |query: &str, path: &str| run(&config, &request("GET", path, query, &host, b""), &mut Scripted::offline());
+    let path = "/connector/dropbox/dropbox/connect";
+    let out = open("", path);
+    assert_eq!(out.status, 401, "a stranger's browser is refused");
+    assert!(String::from_utf8_lossy(&out.body).contains("/api/connect-links"));
+    // Minting needs the token.
+    let mint = |h: &[(String, String)], body: &[u8]| {
+        run(&config, &request("POST", "/api/connect-links", "", h, body), &mut Scripted::offline())
+    };
+    assert_eq!(mint(&host, b"").status, 401);
+    let with_token = headers(&[("host", "coco.example:9000"), ("x-api-token", API_TOKEN)]);
+    let out = mint(&with_token, b"");
+    assert_eq!(out.status, 200, "{}", String::from_utf8_lossy(&out.body));
+    assert_eq!(header(&out, "cache-control"), Some("no-store"));
+    let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    let url = url::Url::parse(v["url"].as_str().unwrap()).unwrap();
+    assert_eq!(url.path(), path);
+    assert_eq!(v["expires_at"], "1970-01-01T00:26:40Z", "ten minutes after now (1,000 s)");
+    let query = url.query().unwrap().to_string();
+    assert_eq!(open(&query, path).status, 302, "the link lets a browser in");
+    // Not for another connector, not once expired, not forged.
+    assert_eq!(open(&query, "/connector/other/dropbox/connect").status, 404, "only configured connectors");
+    let late =
+        handle(&config, &request("GET", path, &query, &host, b""), &mut Scripted::offline(), 1_600, &random(), None);
+    assert_eq!(late.status, 401, "expired");
+    assert_eq!(open(&query.replace("link=", "link=x"), path).status, 401);
+    // Bad requests for a link.
+    assert_eq!(mint(&with_token, br#"{"connector_id":"other"}"#).status, 404);
+    assert_eq!(mint(&with_token, br#"{"connector":"dropbox"}"#).status, 400, "unknown fields are refused");
+    // A second allowed connector gets its own links.
+    let two = config_with(&[(ENV_CONNECTOR_IDS, "dropbox, team")]);
+    let out = run(
+        &two,
+        &request("POST", "/api/connect-links", "", &with_token, br#"{"connector_id":"team"}"#),
+        &mut Scripted::offline(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    let url = url::Url::parse(v["url"].as_str().unwrap()).unwrap();
+    assert_eq!(url.path(), "/connector/team/dropbox/connect");
+    let out = run(&two, &request("GET", url.path(), url.query().unwrap(), &host, b""), &mut Scripted::offline());
+    assert_eq!(out.status, 302);
+    assert_eq!(
+        run(&config, &request("GET", url.path(), url.query().unwrap(), &host, b""), &mut Scripted::offline()).status,
+        404
+    );
 }

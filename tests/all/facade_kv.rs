@@ -290,8 +290,14 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
 /// The browser's connect flow against the facade at `base`; the datasource id and what the
 /// browser and the API showed.
 fn browser_connects(base: &str) -> (String, String) {
-    let r = paced("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[], None);
+    // Without the token or a link, nobody starts connecting; the operator hands out a link.
+    assert_eq!(paced("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[], None).status, 401);
+    let link = super::facade_serve::connect_link(base);
+    std::thread::sleep(SETTLE);
+    let r = paced("GET", &link, &[], None);
     assert_eq!(r.status, 302, "{}", r.body);
+    // A second browser cannot use the same link.
+    assert_eq!(paced("GET", &link, &[], None).status, 403, "single-use");
     let cookie = r.headers["set-cookie"].split(';').next().unwrap().to_string();
     let back = http("GET", &r.headers["location"], &[], None).headers["location"].clone();
     let page = paced("GET", &back, &[("cookie", &cookie)], None);

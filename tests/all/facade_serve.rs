@@ -183,6 +183,15 @@ fn announce_huge_body(base: &str, len: u64) -> (String, Duration) {
     (String::from_utf8_lossy(&buf[..n]).into_owned(), started.elapsed())
 }
 
+/// What the operator hands a browser: `POST /api/connect-links` with the API token.
+pub(crate) fn connect_link(base: &str) -> String {
+    let r = http("POST", &format!("{base}/api/connect-links"), &[("x-api-token", API_TOKEN)], Some(""));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    Shapes::load().check("connect_link", &v);
+    v["url"].as_str().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_bound_connect_callback_delivery_and_authenticated_sync_under_wasmtime_serve() {
     let emu = Emulator::start(Config::single(77, 3_000, CLIENT_ID, CLIENT_SECRET), "127.0.0.1:0".parse().unwrap())
@@ -205,8 +214,16 @@ async fn browser_bound_connect_callback_delivery_and_authenticated_sync_under_wa
             let mut transcript = String::new();
             // 1. GET …/connect → 302 to the authorize URL with a session cookie; redirect_uri
             //    derived from the request.
+            //    A browser without the token or a link is refused; the operator's token opens it.
+            let r = http("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[], None);
+            assert_eq!(r.status, 401, "{}", r.body);
             for prefix in ["", "/api/coco"] {
-                let r = http("GET", &format!("{base}{prefix}/connector/dropbox/dropbox/connect"), &[], None);
+                let r = http(
+                    "GET",
+                    &format!("{base}{prefix}/connector/dropbox/dropbox/connect"),
+                    &[("x-api-token", API_TOKEN)],
+                    None,
+                );
                 assert_eq!(r.status, 302, "{}", r.body);
                 let location = &r.headers["location"];
                 assert!(location.starts_with(&format!("{emu_base}/oauth2/authorize?")), "{location}");
@@ -216,7 +233,9 @@ async fn browser_bound_connect_callback_delivery_and_authenticated_sync_under_wa
                 assert_eq!(r.headers["cache-control"], "no-store");
                 assert!(r.headers["set-cookie"].contains("HttpOnly"));
             }
-            let r = http("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[], None);
+            // The browser opens a connect link the operator minted.
+            let r = http("GET", &connect_link(&base), &[], None);
+            assert_eq!(r.status, 302, "{}", r.body);
             let location = r.headers["location"].clone();
             let cookie = r.headers["set-cookie"].split(';').next().unwrap().to_string();
 
@@ -359,7 +378,10 @@ async fn browser_bound_connect_callback_delivery_and_authenticated_sync_under_wa
     assert!(took < Duration::from_secs(10), "{took:?}");
     let still = tokio::task::spawn_blocking({
         let base = base.clone();
-        move || http("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[], None).status
+        move || {
+            http("GET", &format!("{base}/connector/dropbox/dropbox/connect"), &[("x-api-token", API_TOKEN)], None)
+                .status
+        }
     })
     .await
     .unwrap();

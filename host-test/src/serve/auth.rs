@@ -66,25 +66,36 @@ fn link_mac(key: &[u8], payload: &str) -> hmac::Hmac<Sha256> {
     mac
 }
 
-/// A connect link's ticket: the connector id and an expiry, MACed with a host secret.
-pub fn connect_ticket(key: &[u8], connector_id: &str, expires_at: u64) -> String {
-    let payload = format!("{expires_at}:{connector_id}");
+/// A connect link's ticket: an expiry, a nonce (the link's single use) and the connector id,
+/// MACed with a host secret.
+pub fn connect_ticket(key: &[u8], connector_id: &str, expires_at: u64, nonce: &[u8; 16]) -> String {
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let payload = format!("{expires_at}:{nonce}:{connector_id}");
     let tag = link_mac(key, &payload).finalize().into_bytes();
     format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag))
 }
 
-/// Whether `ticket` is ours, for this connector, and not expired at `now`.
-pub fn ticket_valid(key: &[u8], ticket: &str, connector_id: &str, now: u64) -> bool {
-    let Some((payload, tag)) = ticket.split_once('.') else { return false };
-    let (Ok(payload), Ok(tag)) = (URL_SAFE_NO_PAD.decode(payload), URL_SAFE_NO_PAD.decode(tag)) else {
-        return false;
-    };
-    let Ok(payload) = String::from_utf8(payload) else { return false };
-    if link_mac(key, &payload).verify_slice(&tag).is_err() {
-        return false;
-    }
-    let Some((exp, id)) = payload.split_once(':') else { return false };
-    id == connector_id && exp.parse::<u64>().is_ok_and(|e| now < e)
+/// A ticket that checked out: its nonce and expiry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ticket {
+    pub nonce: String,
+    pub expires_at: u64,
+}
+
+/// The ticket, if it is ours, for this connector, and not expired at `now`.
+pub fn ticket_valid(key: &[u8], ticket: &str, connector_id: &str, now: u64) -> Option<Ticket> {
+    let (payload, tag) = ticket.split_once('.')?;
+    let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    link_mac(key, &payload).verify_slice(&URL_SAFE_NO_PAD.decode(tag).ok()?).ok()?;
+    let mut parts = payload.splitn(3, ':');
+    let expires_at = parts.next()?.parse::<u64>().ok()?;
+    let nonce = parts.next()?.to_string();
+    (parts.next()? == connector_id && now < expires_at && !nonce.is_empty()).then_some(Ticket { nonce, expires_at })
+}
+
+/// A cookie as the store keeps it (a link's holder): its SHA-256, hex.
+pub fn cookie_digest(cookie: &str) -> String {
+    Sha256::digest(cookie.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -123,13 +134,13 @@ mod tests {
     #[test]
     fn connect_links_expire_and_name_one_connector() {
         let key = b"state-secret-of-the-host-0123456";
-        let t = connect_ticket(key, "dropbox", 1_000);
-        assert!(ticket_valid(key, &t, "dropbox", 999));
-        assert!(!ticket_valid(key, &t, "dropbox", 1_000), "expired");
-        assert!(!ticket_valid(key, &t, "other", 999), "another connector");
-        assert!(!ticket_valid(b"another-key-of-sufficient-length", &t, "dropbox", 999));
-        let forged = connect_ticket(b"another-key-of-sufficient-length", "dropbox", 5_000);
-        assert!(!ticket_valid(key, &forged, "dropbox", 999));
-        assert!(!ticket_valid(key, "garbage", "dropbox", 0));
+        let t = connect_ticket(key, "dropbox", 1_000, &[0xab; 16]);
+        assert_eq!(ticket_valid(key, &t, "dropbox", 999), Some(Ticket { nonce: "ab".repeat(16), expires_at: 1_000 }));
+        assert!(ticket_valid(key, &t, "dropbox", 1_000).is_none(), "expired");
+        assert!(ticket_valid(key, &t, "other", 999).is_none(), "another connector");
+        assert!(ticket_valid(b"another-key-of-sufficient-length", &t, "dropbox", 999).is_none());
+        let forged = connect_ticket(b"another-key-of-sufficient-length", "dropbox", 5_000, &[1; 16]);
+        assert!(ticket_valid(key, &forged, "dropbox", 999).is_none());
+        assert!(ticket_valid(key, "garbage", "dropbox", 0).is_none());
     }
 }

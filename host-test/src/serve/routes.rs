@@ -176,9 +176,10 @@ async fn connect(
     uri: Uri,
 ) -> Response {
     let keys = svc.host.store.keys();
-    let ticket_ok =
-        q.ticket.as_deref().is_some_and(|t| auth::ticket_valid(keys.state_secret(), t, &connector_id, now_unix()));
-    if !svc.config.open_connect && !ticket_ok && !auth::has_token(&headers, &svc.config.api_token) {
+    let ticket =
+        q.ticket.as_deref().and_then(|t| auth::ticket_valid(keys.state_secret(), t, &connector_id, now_unix()));
+    let by_token = auth::has_token(&headers, &svc.config.api_token);
+    if !svc.config.open_connect && ticket.is_none() && !by_token {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -193,6 +194,27 @@ async fn connect(
     connector.redirect_uri = redirect_uri(&svc, route_prefix(&uri), &connector_id);
     let https = connector.redirect_uri.starts_with("https://");
     let cookie = base64_url(&rand::random::<[u8; 32]>());
+    // A link is single-use: it binds to the first browser that opens it (which may open it
+    // again: it sends the cookie it was given); any other browser is refused.
+    if let (Some(t), false) = (&ticket, by_token || svc.config.open_connect) {
+        let presented = auth::session_cookie(&headers, https).map(|c| auth::cookie_digest(&c));
+        match svc.host.store.bind_connect_link(
+            &t.nonce,
+            t.expires_at,
+            presented.as_deref(),
+            &auth::cookie_digest(&cookie),
+        ) {
+            Ok(true) => {}
+            Ok(false) => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "denied",
+                    "this connect link was already opened in another browser: ask for a new one",
+                )
+            }
+            Err(e) => return host_error(&e.into()),
+        }
+    }
     match svc.host.authorize_url(&connector, Some(cookie.as_bytes())).await {
         Ok(url) => {
             let mut r = StatusCode::FOUND.into_response();
@@ -314,7 +336,8 @@ async fn connect_link(State(svc): Svc, headers: HeaderMap, body: Bytes) -> Respo
         Err(e) => return host_error(&e.into()),
     }
     let expires = now_unix() + CONNECT_LINK_TTL_SECS;
-    let ticket = auth::connect_ticket(svc.host.store.keys().state_secret(), &body.connector_id, expires);
+    let ticket =
+        auth::connect_ticket(svc.host.store.keys().state_secret(), &body.connector_id, expires, &rand::random());
     let url = format!(
         "{}/connector/{}/dropbox/connect?ticket={ticket}",
         svc.config.public_url.trim_end_matches('/'),

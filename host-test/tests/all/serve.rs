@@ -262,6 +262,15 @@ async fn connect_admin_api_and_webhooks() {
     let tampered = http("GET", &link_url.replace("ticket=", "ticket=x"), &[], None).await;
     assert_eq!(tampered.status, 401);
     let cookie = start.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    // The link is single-use: another browser is refused; the first may open it again.
+    let second = http("GET", &link_url, &[], None).await;
+    assert_eq!(second.status, 403, "a second browser: {}", second.body);
+    let planted = http("GET", &link_url, &[("cookie", "coco_dropbox_oauth=someone-elses")], None).await;
+    assert_eq!(planted.status, 403);
+    let again = http("GET", &link_url, &[("cookie", &cookie)], None).await;
+    assert_eq!(again.status, 302, "the same browser: {}", again.body);
+    let cookie = again.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let start = again;
     let back = dropbox_emulator::approve(start.header("location").unwrap()).await.unwrap();
     assert_eq!(http("GET", &back, &[("cookie", &cookie)], None).await.status, 200);
 

@@ -176,6 +176,41 @@ fn view(r: &Record) -> View<'_> {
     }
 }
 
+/// A connect link's single use: bind link `nonce` to the browser `/connect` is about to give
+/// the cookie `issued`. The first browser to open the link wins (an atomic increment decides
+/// a race); the same browser (it presents the cookie it was given) may open it again and is
+/// bound to its new cookie; any other is refused (`false`). Cookies are kept as digests.
+pub fn bind_link(
+    kv: &mut dyn KvStore,
+    nonce: &str,
+    until: u64,
+    presented: Option<&str>,
+    issued: &str,
+) -> Result<bool, KvError> {
+    use sha2::{Digest, Sha256};
+    let digest =
+        |cookie: &str| -> String { Sha256::digest(cookie.as_bytes()).iter().map(|b| format!("{b:02x}")).collect() };
+    let key = format!("link:{nonce}");
+    let bound = |browser: String| {
+        serde_json::to_vec(&serde_json::json!({ "browser": browser, "until": until })).unwrap_or_default()
+    };
+    if kv.increment(&format!("link-claim:{nonce}"), 1)? == 1 {
+        kv.set(&key, &bound(digest(issued)))?;
+        return Ok(true);
+    }
+    let holder = kv
+        .get(&key)?
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+        .and_then(|v| v["browser"].as_str().map(str::to_string));
+    match (holder, presented) {
+        (Some(h), Some(p)) if h == digest(p) => {
+            kv.set(&key, &bound(digest(issued)))?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// `GET /datasources`.
 pub fn list(kv: &mut dyn KvStore) -> Outgoing {
     match record::all(kv) {

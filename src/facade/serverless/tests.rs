@@ -61,8 +61,13 @@ impl World {
 
     /// The browser flow: connect, consent (the scripted token and account), redirect.
     fn connect(&mut self) -> Outgoing {
-        let out =
-            self.call("GET", "/connector/dropbox/dropbox/connect", "", &[("host", "f.test")], &mut Scripted::offline());
+        let out = self.call(
+            "GET",
+            "/connector/dropbox/dropbox/connect",
+            "",
+            &[("host", "f.test"), ("x-api-token", API_TOKEN)],
+            &mut Scripted::offline(),
+        );
         let location = out.headers.iter().find(|(k, _)| *k == "location").unwrap().1.clone();
         let state =
             url::Url::parse(&location).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.to_string();
@@ -362,4 +367,31 @@ fn a_store_that_refuses_writes_fails_the_step_without_moving_the_cursor() {
     t.answers.push_back(reply(200, "{}"));
     assert_eq!(w.api("POST", &format!("/sync/{DS}"), &mut t).0, 200);
     assert!(!String::from_utf8_lossy(&t.seen[0].body).contains("C1"), "the same first page again");
+}
+
+/// With a store a connect link is single-use: the first browser that opens it holds it (and may
+/// open it again); a second browser is refused.
+#[test]
+fn a_connect_link_binds_to_the_first_browser() {
+    let mut w = World::new();
+    let hs = [("x-api-token", API_TOKEN), ("host", "f.test")];
+    let out = w.call("POST", "/api/connect-links", "", &hs, &mut Scripted::offline());
+    assert_eq!(out.status, 200, "{}", String::from_utf8_lossy(&out.body));
+    let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    let url = url::Url::parse(v["url"].as_str().unwrap()).unwrap();
+    let (path, query) = (url.path().to_string(), url.query().unwrap().to_string());
+    let first = w.call("GET", &path, &query, &[("host", "f.test")], &mut Scripted::offline());
+    assert_eq!(first.status, 302, "{}", String::from_utf8_lossy(&first.body));
+    let cookie =
+        first.headers.iter().find(|(k, _)| *k == "set-cookie").unwrap().1.split(';').next().unwrap().to_string();
+    // The same browser again (it sends its cookie): fine.
+    let again = w.call("GET", &path, &query, &[("host", "f.test"), ("cookie", &cookie)], &mut Scripted::offline());
+    assert_eq!(again.status, 302);
+    // Another browser: no cookie, or another one.
+    for other in [vec![("host", "f.test")], vec![("host", "f.test"), ("cookie", "coco_dropbox_oauth=someone-else")]] {
+        let out = w.call("GET", &path, &query, &other, &mut Scripted::offline());
+        assert_eq!(out.status, 403, "{}", String::from_utf8_lossy(&out.body));
+    }
+    // The API token still opens /connect without a link.
+    assert_eq!(w.connect().status, 200);
 }
