@@ -19,6 +19,7 @@ pub mod redact;
 pub mod registration;
 pub mod runtime;
 pub mod secret;
+pub mod secret_files;
 pub mod serve;
 pub mod shards;
 pub mod sinks;

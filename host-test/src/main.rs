@@ -18,7 +18,14 @@ use coco_host::store::{ConnectorRecord, EndpointsRecord, StateLocation, Status, 
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "coco-host", version, about = "Reference host for the coco-dropbox WebAssembly connector")]
+#[command(
+    name = "coco-host",
+    version,
+    about = "Reference host for the coco-dropbox WebAssembly connector",
+    after_help = "Secrets (COCO_MASTER_KEY, COCO_API_TOKEN, COCO_SERVER_TOKEN, COCO_DROPBOX_CLIENT_SECRET, \
+COCO_ES_PASSWORD, COCO_ES_API_KEY): prefer the environment, or a file named by NAME_FILE (e.g. \
+COCO_MASTER_KEY_FILE=/run/secrets/master-key), over flags, which anyone on the machine can read in `ps`."
+)]
 struct Cli {
     /// Where the state lives: a folder (SQLite database and compiled-component cache), or a
     /// PostgreSQL URL `postgres://user:password@host:port/db` that several replicas share
@@ -424,6 +431,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
         .init();
+    // `NAME_FILE` for every secret variable, before the flags and variables are read.
+    match coco_host::secret_files::from_files(|k| std::env::var(k).ok()) {
+        Ok(found) => {
+            for (name, value) in found {
+                // Single-threaded still: nothing else reads the environment yet.
+                std::env::set_var(name, value);
+            }
+        }
+        Err(why) => return fail(anyhow::anyhow!(why)),
+    }
     let cli = Cli::parse();
     // The host's admin token and Coco Server's token guard different things; one value for
     // both means whoever reads one (Coco's logs, this host's clients) holds the other.

@@ -209,3 +209,29 @@ fn ureq_location(url: &str) -> String {
     let resp = agent.get(url).call().unwrap();
     resp.headers().get("location").unwrap().to_str().unwrap().to_string()
 }
+
+/// Every secret variable can come from a file (`NAME_FILE`); `--help` says to prefer that, or
+/// the environment, over flags; a variable set both ways is refused.
+#[test]
+fn secrets_come_from_files_and_help_prefers_them_over_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key_file = tmp.path().join("master-key");
+    std::fs::write(&key_file, format!("{}\n", "k".repeat(40))).unwrap();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_coco-host"))
+            .args(args)
+            .env("COCO_STATE_DIR", tmp.path().join("state"))
+            .env_remove("COCO_MASTER_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let file = key_file.to_str().unwrap();
+    let out = run(&[("COCO_MASTER_KEY_FILE", file)], &["status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[("COCO_MASTER_KEY_FILE", file), ("COCO_MASTER_KEY", "x")], &["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("both set"));
+    let help = String::from_utf8(run(&[], &["--help"]).stdout).unwrap();
+    assert!(help.contains("NAME_FILE") && help.contains("ps"), "{help}");
+}
