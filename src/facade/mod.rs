@@ -179,19 +179,48 @@ fn route(path: &str) -> Option<Route<'_>> {
 }
 
 /// The redirect URI for a connector: `COCO_REDIRECT_URI` when set; else derived from the request
-/// as upstream does, trusting `X-Forwarded-*` only when told to.
-fn redirect_uri(config: &FacadeConfig, req: &Incoming<'_>, prefix: &str, connector_id: &str) -> String {
+/// as upstream does, trusting `X-Forwarded-*` only when told to. A public host needs one of
+/// the two: behind a TLS proxy a request looks like plain http, and a guessed `http://` URI
+/// is one Dropbox does not know (and a session cookie without `Secure`), so the browser routes
+/// answer `503` naming the variable instead.
+fn redirect_uri(
+    config: &FacadeConfig,
+    req: &Incoming<'_>,
+    prefix: &str,
+    connector_id: &str,
+) -> Result<String, Outgoing> {
     if let Some(template) = &config.redirect_uri {
-        return template.replace("{id}", connector_id);
+        return Ok(template.replace("{id}", connector_id));
     }
     let forwarded = |name| if config.trust_forwarded { req.header(name) } else { None };
-    let scheme = match forwarded("x-forwarded-proto") {
-        Some("https") => "https",
-        _ => "http",
-    };
+    let proto = forwarded("x-forwarded-proto");
+    let scheme = if proto == Some("https") { "https" } else { "http" };
     let host =
         forwarded("x-forwarded-host").or(req.header("host")).filter(|h| !h.is_empty()).unwrap_or("localhost:9000");
-    format!("{scheme}://{host}{prefix}/connector/{connector_id}/dropbox/oauth_redirect")
+    if !is_loopback(host) && proto.is_none() {
+        return Err(Outgoing::error(
+            503,
+            "not-configured",
+            &format!(
+                "{ENV_REDIRECT_URI} is not set: a redirect URI is not guessed for the public host {host:?} (set it to the URI registered at Dropbox, e.g. https://{host}/connector/{{id}}/dropbox/oauth_redirect, or {ENV_TRUST_FORWARDED}=1 behind a proxy that sends X-Forwarded-Proto)"
+            ),
+        ));
+    }
+    Ok(format!("{scheme}://{host}{prefix}/connector/{connector_id}/dropbox/oauth_redirect"))
+}
+
+/// `localhost`, `127.0.0.1:9000`, `[::1]:8080`: a host only this machine reaches.
+fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn status_of(e: &Error) -> u16 {
@@ -379,7 +408,10 @@ fn connect_route(step: BrowserStep<'_>, kv: Option<&mut dyn KvStore>) -> Outgoin
         )
         .no_store();
     }
-    let redirect_uri = redirect_uri(config, req, prefix, connector_id);
+    let redirect_uri = match redirect_uri(config, req, prefix, connector_id) {
+        Ok(uri) => uri,
+        Err(out) => return out,
+    };
     let https = is_https(&redirect_uri);
     let cookie = base64_url(&random.cookie);
     if let (Some(link), Some(kv)) = (&link, kv) {
@@ -448,7 +480,10 @@ fn connect_links_route(
     let expires_at = now + links::LINK_TTL_SECS;
     let ticket = links::mint(app.state_secret.expose(), &connector_id, expires_at, &random.nonce);
     // The connect route that sits beside the redirect URI the flow comes back to.
-    let back = redirect_uri(config, req, "", &connector_id);
+    let back = match redirect_uri(config, req, "", &connector_id) {
+        Ok(uri) => uri,
+        Err(out) => return out,
+    };
     let url = format!("{}?link={ticket}", back.trim_end_matches("/oauth_redirect").to_string() + "/connect");
     Outgoing::json(200, &serde_json::json!({ "url": url, "expires_at": links::rfc3339(expires_at) })).no_store()
 }
@@ -468,7 +503,10 @@ fn redirect_route<T: Transport>(step: BrowserStep<'_>, transport: &mut T, kv: Op
             Err(e) => return not_configured(e),
         },
     };
-    let redirect_uri = redirect_uri(config, req, prefix, connector_id);
+    let redirect_uri = match redirect_uri(config, req, prefix, connector_id) {
+        Ok(uri) => uri,
+        Err(out) => return out,
+    };
     let https = is_https(&redirect_uri);
     let clear = auth::set_cookie(https, None);
     let Some(cookie) = auth::session_cookie(req, https) else {

@@ -56,7 +56,7 @@ fn run(config: &FacadeConfig, req: &Incoming<'_>, t: &mut Scripted) -> Outgoing 
 }
 
 fn connect(config: &FacadeConfig) -> (Outgoing, HashMap<String, String>, String) {
-    let h = headers(&[("host", "coco.example:9000"), ("x-api-token", API_TOKEN)]);
+    let h = headers(&[("host", "127.0.0.1:9000"), ("x-api-token", API_TOKEN)]);
     let out = run(
         config,
         &request("GET", "/api/coco/connector/dropbox/dropbox/connect", "", &h, b""),
@@ -86,7 +86,7 @@ fn routes_match_upstream_and_the_api_prefix() {
 fn connect_sets_a_bound_cookie_and_is_never_cached() {
     let (out, q, cookie) = connect(&config_with(&[]));
     assert_eq!(out.status, 302);
-    assert_eq!(q["redirect_uri"], "http://coco.example:9000/api/coco/connector/dropbox/dropbox/oauth_redirect");
+    assert_eq!(q["redirect_uri"], "http://127.0.0.1:9000/api/coco/connector/dropbox/dropbox/oauth_redirect");
     assert!(cookie.starts_with("coco_dropbox_oauth="), "{cookie}");
     assert!(header(&out, "set-cookie").unwrap().contains("HttpOnly"));
     assert_eq!(header(&out, "cache-control"), Some("no-store"));
@@ -105,14 +105,26 @@ fn forwarded_headers_count_only_when_trusted_and_a_configured_uri_wins() {
         ("x-api-token", API_TOKEN),
     ]);
     let req = request("GET", "/connector/dropbox/dropbox/connect", "", &h, b"");
-    let uri = |c: &FacadeConfig| redirect_uri(c, &req, "", "dropbox");
-    assert_eq!(uri(&config_with(&[])), "http://inner:8080/connector/dropbox/dropbox/oauth_redirect");
+    let uri = |c: &FacadeConfig| redirect_uri(c, &req, "", "dropbox").map_err(|o| o.status);
+    // A public host behind untrusted headers: not guessed (an `http://` guess behind a TLS proxy
+    // would be a URI Dropbox does not know), a 503 naming the variable.
+    assert_eq!(uri(&config_with(&[])), Err(503));
+    let out = run(&config_with(&[]), &req, &mut Scripted::offline());
+    assert_eq!(out.status, 503);
+    assert!(String::from_utf8_lossy(&out.body).contains(ENV_REDIRECT_URI));
     assert_eq!(
         uri(&config_with(&[(ENV_TRUST_FORWARDED, "1")])),
-        "https://evil.example/connector/dropbox/dropbox/oauth_redirect"
+        Ok("https://evil.example/connector/dropbox/dropbox/oauth_redirect".to_string())
     );
     let fixed = config_with(&[(ENV_REDIRECT_URI, "https://coco.example/connector/{id}/dropbox/oauth_redirect")]);
-    assert_eq!(uri(&fixed), "https://coco.example/connector/dropbox/dropbox/oauth_redirect");
+    assert_eq!(uri(&fixed), Ok("https://coco.example/connector/dropbox/dropbox/oauth_redirect".to_string()));
+    // On loopback it is derived.
+    let local = headers(&[("host", "127.0.0.1:9000")]);
+    let req_local = request("GET", "/connector/dropbox/dropbox/connect", "", &local, b"");
+    assert_eq!(
+        redirect_uri(&config_with(&[]), &req_local, "", "dropbox").map_err(|o| o.status),
+        Ok("http://127.0.0.1:9000/connector/dropbox/dropbox/oauth_redirect".to_string())
+    );
     // Over https the cookie is __Host- prefixed and Secure.
     let out = run(&fixed, &req, &mut Scripted::offline());
     assert!(header(&out, "set-cookie").unwrap().starts_with("__Host-coco_dropbox_oauth="));
@@ -142,7 +154,7 @@ fn the_browser_flow_delivers_tokens_to_the_callback_and_only_id_and_name_to_the_
     let config = config_with(&[]);
     let (_, q, cookie) = connect(&config);
     let query = format!("code=CODE&state={}", q["state"]);
-    let h = headers(&[("host", "coco.example:9000"), ("cookie", &cookie)]);
+    let h = headers(&[("host", "127.0.0.1:9000"), ("cookie", &cookie)]);
     let mut t = Scripted::new([reply(200, TOKEN_BODY), reply(200, ACCOUNT), reply(201, "{}")]);
     let out =
         run(&config, &request("GET", "/api/coco/connector/dropbox/dropbox/oauth_redirect", &query, &h, b""), &mut t);
@@ -284,7 +296,7 @@ fn errors_have_fitting_statuses() {
 #[test]
 fn connect_needs_the_token_or_a_fresh_link_for_that_connector() {
     let config = config_with(&[]);
-    let host = headers(&[("host", "coco.example:9000")]);
+    let host = headers(&[("host", "127.0.0.1:9000")]);
     let open =
         |query: &str, path: &str| run(&config, &request("GET", path, query, &host, b""), &mut Scripted::offline());
     let path = "/connector/dropbox/dropbox/connect";
@@ -296,7 +308,7 @@ fn connect_needs_the_token_or_a_fresh_link_for_that_connector() {
         run(&config, &request("POST", "/api/connect-links", "", h, body), &mut Scripted::offline())
     };
     assert_eq!(mint(&host, b"").status, 401);
-    let with_token = headers(&[("host", "coco.example:9000"), ("x-api-token", API_TOKEN)]);
+    let with_token = headers(&[("host", "127.0.0.1:9000"), ("x-api-token", API_TOKEN)]);
     let out = mint(&with_token, b"");
     assert_eq!(out.status, 200, "{}", String::from_utf8_lossy(&out.body));
     assert_eq!(header(&out, "cache-control"), Some("no-store"));
@@ -331,4 +343,14 @@ fn connect_needs_the_token_or_a_fresh_link_for_that_connector() {
         run(&config, &request("GET", url.path(), url.query().unwrap(), &host, b""), &mut Scripted::offline()).status,
         404
     );
+}
+
+#[test]
+fn loopback_hosts_are_told_apart_from_public_ones() {
+    for host in ["localhost", "localhost:9000", "127.0.0.1", "127.0.0.1:8080", "[::1]:80", "app.localhost:3000"] {
+        assert!(is_loopback(host), "{host}");
+    }
+    for host in ["coco.example", "coco.example:9000", "10.0.0.1:80", "[2001:db8::1]:443", "localhost.example.com"] {
+        assert!(!is_loopback(host), "{host}");
+    }
 }

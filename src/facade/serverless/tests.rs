@@ -65,7 +65,7 @@ impl World {
             "GET",
             "/connector/dropbox/dropbox/connect",
             "",
-            &[("host", "f.test"), ("x-api-token", API_TOKEN)],
+            &[("host", "127.0.0.1:8080"), ("x-api-token", API_TOKEN)],
             &mut Scripted::offline(),
         );
         let location = out.headers.iter().find(|(k, _)| *k == "location").unwrap().1.clone();
@@ -79,7 +79,7 @@ impl World {
             "GET",
             "/connector/dropbox/dropbox/oauth_redirect",
             &query,
-            &[("host", "f.test"), ("cookie", &cookie)],
+            &[("host", "127.0.0.1:8080"), ("cookie", &cookie)],
             &mut t,
         )
     }
@@ -374,21 +374,25 @@ fn a_store_that_refuses_writes_fails_the_step_without_moving_the_cursor() {
 #[test]
 fn a_connect_link_binds_to_the_first_browser() {
     let mut w = World::new();
-    let hs = [("x-api-token", API_TOKEN), ("host", "f.test")];
+    let hs = [("x-api-token", API_TOKEN), ("host", "127.0.0.1:8080")];
     let out = w.call("POST", "/api/connect-links", "", &hs, &mut Scripted::offline());
     assert_eq!(out.status, 200, "{}", String::from_utf8_lossy(&out.body));
     let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
     let url = url::Url::parse(v["url"].as_str().unwrap()).unwrap();
     let (path, query) = (url.path().to_string(), url.query().unwrap().to_string());
-    let first = w.call("GET", &path, &query, &[("host", "f.test")], &mut Scripted::offline());
+    let first = w.call("GET", &path, &query, &[("host", "127.0.0.1:8080")], &mut Scripted::offline());
     assert_eq!(first.status, 302, "{}", String::from_utf8_lossy(&first.body));
     let cookie =
         first.headers.iter().find(|(k, _)| *k == "set-cookie").unwrap().1.split(';').next().unwrap().to_string();
     // The same browser again (it sends its cookie): fine.
-    let again = w.call("GET", &path, &query, &[("host", "f.test"), ("cookie", &cookie)], &mut Scripted::offline());
+    let again =
+        w.call("GET", &path, &query, &[("host", "127.0.0.1:8080"), ("cookie", &cookie)], &mut Scripted::offline());
     assert_eq!(again.status, 302);
     // Another browser: no cookie, or another one.
-    for other in [vec![("host", "f.test")], vec![("host", "f.test"), ("cookie", "coco_dropbox_oauth=someone-else")]] {
+    for other in [
+        vec![("host", "127.0.0.1:8080")],
+        vec![("host", "127.0.0.1:8080"), ("cookie", "coco_dropbox_oauth=someone-else")],
+    ] {
         let out = w.call("GET", &path, &query, &other, &mut Scripted::offline());
         assert_eq!(out.status, 403, "{}", String::from_utf8_lossy(&out.body));
     }
