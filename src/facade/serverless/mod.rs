@@ -321,7 +321,8 @@ fn forget(kv: &mut dyn KvStore, id: &str) -> Result<(), KvError> {
     for key in kv.keys_with_prefix(&index::node_prefix(id))? {
         kv.delete(&key)?;
     }
-    Ok(())
+    // Its lease too: the caller holds it, and a datasource that is gone needs none.
+    lease::forget(kv, id)
 }
 
 /// `POST /sync/{id}`'s answer.
