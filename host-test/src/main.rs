@@ -161,6 +161,15 @@ struct ServeArgs {
     /// Content calls in flight across datasources (0: fetch no content in this process).
     #[arg(long, default_value_t = 2)]
     content_concurrency: usize,
+    /// Open HTTP connections at most; more are closed at once.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's header.
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a whole request (its body and the answer) may take; then 408.
+    #[arg(long, default_value_t = 30)]
+    request_timeout_secs: u64,
     /// Sync lease length in seconds (renewed every third of it).
     #[arg(long, default_value_t = 60)]
     lease_ttl: u64,
@@ -808,6 +817,11 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     config.lease_ttl = Duration::from_secs(args.lease_ttl.max(3));
     config.sinks = args.sink.config()?.into_iter().collect();
     config.content_concurrency = args.content_concurrency;
+    config.http_limits = coco_host::serve::listener::Limits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+    };
     let service = serve::Service::new(host, config);
     serve::run(service, serve::terminated()).await
 }

@@ -14,6 +14,7 @@
 mod auth;
 mod delivery;
 mod driver;
+pub mod listener;
 mod metrics;
 mod routes;
 pub mod schedule;
@@ -61,6 +62,8 @@ pub struct ServeConfig {
     pub sinks: Vec<crate::deliver::SinkConfig>,
     /// Content calls in flight across datasources (0: no content fetching in this process).
     pub content_concurrency: usize,
+    /// Connections, header and request deadlines of the HTTP server.
+    pub http_limits: listener::Limits,
 }
 
 impl ServeConfig {
@@ -87,6 +90,7 @@ impl ServeConfig {
             reload_every: Duration::from_secs(2),
             sinks: Vec::new(),
             content_concurrency: 2,
+            http_limits: listener::Limits::default(),
         }
     }
 }
@@ -243,11 +247,11 @@ async fn serve_on(
     service.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(%addr, "serving");
     eprintln!("coco-host serve: listening on http://{addr} (public URL {})", service.config.public_url);
-    let mut shutdown = service.shutdown.subscribe();
-    let http = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|s| *s).await;
+    let http = listener::serve(listener, app, service.config.http_limits, service.shutdown.subscribe());
+    let mut http = std::pin::pin!(async move {
+        http.await;
+        Ok::<(), std::io::Error>(())
     });
-    let mut http = std::pin::pin!(std::future::IntoFuture::into_future(http));
     let early = tokio::select! {
         r = &mut http => Some(r),
         () = stop => None,

@@ -763,3 +763,107 @@ async fn a_datasource_delivered_by_the_facade_is_adopted_and_synced() {
         .await;
     emu.stop().await;
 }
+
+/// Slow clients hold a connection for seconds, never the service: with 100 of them trickling a
+/// header or a webhook body, `/healthz`, a signed webhook and the scheduled sync go on; each
+/// slow one is cut off at its deadline; past the connection cap a new connection is closed at
+/// once, and service resumes as the idle ones time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_do_not_stop_webhooks_health_or_syncs() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let emu =
+        Emulator::start(Config::accounts(41, &[200, 200], APP.0, APP.1), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let flags = ["--interval", "3600", "--header-timeout-secs", "2", "--request-timeout-secs", "3"];
+    let s = serve(&emu, &state, &[&flags[..], &["--max-connections", "150"]].concat()).await;
+    let base = s.base.clone();
+    let addr = base.trim_start_matches("http://").to_string();
+    connect(&emu, &base, 0).await;
+    connect(&emu, &base, 1).await;
+    let store = open_store(&state);
+    let ids: Vec<String> = (0..2).map(|a| datasource_id(&emu, a)).collect();
+    until("two full syncs", Duration::from_secs(60), || {
+        (0..2).all(|a| indexed(&store, &ids[a]) == expected(&emu, a, &ids[a]))
+    })
+    .await;
+
+    // 100 slow clients: half trickle a header, half announce a webhook body and send one byte.
+    let mut slow = Vec::new();
+    for i in 0..100 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let start: &[u8] = if i % 2 == 0 {
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        } else {
+            b"POST /dropbox/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n{"
+        };
+        c.write_all(start).await.unwrap();
+        slow.push(c);
+    }
+    let t = Instant::now();
+    assert_eq!(http("GET", &format!("{base}/healthz"), &[], None).await.status, 200);
+    emu.edit(1).add("/while slow clients hang.txt", false, 10).unwrap();
+    let body = serde_json::to_vec(&serde_json::json!({ "list_folder": { "accounts": [emu.account_id(1).unwrap()] } }))
+        .unwrap();
+    let hook =
+        http("POST", &format!("{base}/dropbox/webhook"), &[("x-dropbox-signature", &sign(&body, APP.1))], Some(&body))
+            .await;
+    assert_eq!(hook.status, 200, "{}", hook.body);
+    assert!(t.elapsed() < Duration::from_secs(2), "answered while the slow clients hang: {:?}", t.elapsed());
+    until("the webhook's sync", Duration::from_secs(20), || indexed(&store, &ids[1]) == expected(&emu, 1, &ids[1]))
+        .await;
+
+    // Each slow client is cut off at its deadline (EOF, or a 408 for a slow body).
+    for mut c in slow {
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut seen)).await;
+        assert!(read.is_ok(), "a slow client still holds its connection");
+        let text = String::from_utf8_lossy(&seen);
+        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408") || text.starts_with("HTTP/1.1 400"), "{text}");
+    }
+
+    // The cap: 150 idle connections fill it; the next is closed at once, without an answer.
+    let mut idle = Vec::new();
+    for _ in 0..150 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(1), extra.read_to_end(&mut seen)).await;
+    assert!(
+        read.is_ok() && seen.is_empty(),
+        "past the cap a connection is closed unanswered: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    // The idle ones time out; then the service answers again.
+    until_async_ok(&base).await;
+    drop(idle);
+    emu.stop().await;
+}
+
+/// `/healthz` answers again within the header deadline and a little.
+async fn until_async_ok(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok =
+            tokio::time::timeout(Duration::from_secs(1), health_over_a_new_connection(base)).await.unwrap_or(false);
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the service did not answer again after the idle connections timed out");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn health_over_a_new_connection(base: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut c) = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await else { return false };
+    if c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut seen = Vec::new();
+    let _ = c.read_to_end(&mut seen).await;
+    seen.starts_with(b"HTTP/1.1 200")
+}

@@ -1,0 +1,96 @@
+//! The HTTP front door of `serve`, with the limits a public endpoint needs (webhooks and the
+//! connect flow face the internet): at most `max_connections` open at once (more are closed at
+//! once), a request's header must arrive within `header_timeout`, and a whole request (its body
+//! and the handler) must be done within `request_timeout` (else `408`). A slow client therefore
+//! holds one connection for seconds, never a task for ever; webhooks, `/healthz` and the
+//! scheduler go on. Stopping is graceful: no new connections, open ones finish their request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{watch, Semaphore};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A whole request, body and handler, within the limit.
+async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            (StatusCode::REQUEST_TIMEOUT, [("connection", "close")], "the request took too long\n").into_response()
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone), holding no borrow of it.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Serve `app` on `listener` until `shutdown` turns true, then wait for open connections to
+/// finish the request they are on.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = app.layer(axum::middleware::from_fn_with_state(limits.request_timeout, deadline));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut open = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: back off rather than spin.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => break,
+        };
+        while open.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("{} connections open: closing a new one", limits.max_connections);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = shutdown.clone();
+        open.spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    while open.join_next().await.is_some() {}
+}
