@@ -161,12 +161,17 @@ mod tests {
         assert!(kv.map.len() <= 3, "{:?}", kv.map.keys().collect::<Vec<_>>());
     }
 
+    /// The other caller's whole run, against the same store.
+    type Other<'a> = Box<dyn FnOnce(&mut MemoryKv) + 'a>;
+    /// How a test store starts out.
+    type Setup = fn(&mut MemoryKv);
+
     /// Runs `other` against the store just before this caller's `at`-th operation.
     struct Interleaved<'a> {
         kv: &'a mut MemoryKv,
         step: usize,
         at: usize,
-        other: Option<Box<dyn FnOnce(&mut MemoryKv) + 'a>>,
+        other: Option<Other<'a>>,
     }
 
     impl Interleaved<'_> {
@@ -208,7 +213,7 @@ mod tests {
     /// not lost (a later caller gets it once any clock started meanwhile has run out).
     #[test]
     fn interleaved_claims_never_make_two_holders() {
-        let setups: [(&str, fn(&mut MemoryKv)); 3] = [
+        let setups: [(&str, Setup); 3] = [
             ("fresh", |_| {}),
             ("released", |kv| {
                 let l = held(claim(kv, "ds", 1, "old").unwrap());
