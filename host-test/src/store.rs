@@ -26,6 +26,9 @@ pub enum StoreError {
     Corrupt { what: &'static str, why: String },
     #[error("no datasource {0}")]
     NoDatasource(String),
+    /// A row's endpoints were written outside coco-host: its tokens go nowhere.
+    #[error("{what} {id}: its endpoints {why}; refusing to send its credentials anywhere (connect it again with coco-host to trust new endpoints)")]
+    UntrustedEndpoints { what: &'static str, id: String, why: String },
     #[error("the datasource's cursor or listing generation moved while this page was fetched (another host applied it, or the folder changed); page discarded")]
     CursorConflict,
     #[error("cannot prepare the state folder: {0}")]
@@ -753,8 +756,48 @@ impl Store {
         Ok(Secret::new(self.keys.open(&format!("{what}:{id}"), sealed)?))
     }
 
+    /// Endpoints are where a row's tokens and client secret are sent, so they are sealed under
+    /// the master key and bound to their row, like the secrets: whoever can write the database
+    /// (a shared PostgreSQL) cannot point a connector at their own host.
+    fn seal_endpoints(&self, what: &str, id: &str, e: &EndpointsRecord) -> Result<String> {
+        let json = serde_json::to_string(e).map_err(corrupt("endpoints"))?;
+        Ok(self.keys.seal(&format!("endpoints:{what}:{id}"), &json))
+    }
+
+    /// The row's endpoints, if this state sealed them. A row from before sealing (plain JSON)
+    /// is trusted only where it names Dropbox's own hosts, where the credentials belong anyway.
+    fn open_endpoints(&self, what: &'static str, id: &str, stored: &str) -> Result<EndpointsRecord> {
+        let untrusted = |why: String| StoreError::UntrustedEndpoints { what, id: id.to_string(), why };
+        if stored.trim_start().starts_with('{') {
+            let e: EndpointsRecord = serde_json::from_str(stored).map_err(corrupt("endpoints"))?;
+            let dropbox = EndpointsRecord::dropbox();
+            let theirs = [Some(&e.authorize), Some(&e.api), e.notify.as_ref(), e.content.as_ref()];
+            let ours = [
+                &dropbox.authorize,
+                &dropbox.api,
+                dropbox.notify.as_ref().unwrap_or(&dropbox.api),
+                dropbox.content.as_ref().unwrap_or(&dropbox.api),
+            ];
+            let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin().ascii_serialization());
+            let ours: Vec<_> = ours.iter().filter_map(|u| origin(u)).collect();
+            if let Some(stranger) = theirs.into_iter().flatten().find(|u| origin(u).is_none_or(|o| !ours.contains(&o)))
+            {
+                return Err(untrusted(format!(
+                    "are stored unsealed and name {}, not Dropbox",
+                    crate::redact::urls(stranger)
+                )));
+            }
+            return Ok(e);
+        }
+        let json = self
+            .keys
+            .open(&format!("endpoints:{what}:{id}"), stored)
+            .map_err(|_| untrusted("do not open under this state's key (changed outside coco-host)".into()))?;
+        serde_json::from_str(&json).map_err(corrupt("endpoints"))
+    }
+
     pub fn upsert_connector(&self, c: &ConnectorRecord) -> Result<()> {
-        let endpoints = serde_json::to_string(&c.endpoints).map_err(corrupt("endpoints"))?;
+        let endpoints = self.seal_endpoints("connector", &c.id, &c.endpoints)?;
         self.conn().execute(
             "INSERT INTO connectors (id, client_id, client_secret_sealed, redirect_uri, endpoints_json)
              VALUES (?1, ?2, ?3, ?4, ?5)
@@ -777,7 +820,7 @@ impl Store {
             client_id,
             client_secret: self.open_secret("client_secret", id, &secret)?,
             redirect_uri,
-            endpoints: serde_json::from_str(&endpoints).map_err(corrupt("endpoints"))?,
+            endpoints: self.open_endpoints("connector", id, &endpoints)?,
         }))
     }
 
@@ -786,7 +829,7 @@ impl Store {
     /// index and options: sync resumes where it stopped.
     pub fn save_connected(&self, ds: &DatasourceRecord) -> Result<()> {
         let profile = serde_json::to_string(&ds.profile).map_err(corrupt("profile"))?;
-        let endpoints = serde_json::to_string(&ds.endpoints).map_err(corrupt("endpoints"))?;
+        let endpoints = self.seal_endpoints("datasource", &ds.id, &ds.endpoints)?;
         let conn = self.conn();
         let tx = Tx::begin(&**conn)?;
         tx.execute(
@@ -834,7 +877,7 @@ impl Store {
                 refresh_token: self.open_secret("refresh_token", &id, &r.get::<String>("refresh_token_sealed")?)?,
             },
             profile: serde_json::from_str(&profile).map_err(corrupt("profile"))?,
-            endpoints: serde_json::from_str(&endpoints).map_err(corrupt("endpoints"))?,
+            endpoints: self.open_endpoints("datasource", &id, &endpoints)?,
             path: r.get("path")?,
             page_limit: r.get("page_limit")?,
             owner_id: r.get("owner_id")?,
@@ -851,9 +894,19 @@ impl Store {
         }
     }
 
+    /// Every datasource but those whose endpoints cannot be trusted: one tampered row stops
+    /// that datasource (reported each time the list is read), not every tenant.
     pub fn datasources(&self) -> Result<Vec<DatasourceRecord>> {
         let rows = self.conn().query("SELECT * FROM datasources ORDER BY connected_at, id", &[])?;
-        rows.iter().map(|r| self.row_to_datasource(r)).collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match self.row_to_datasource(r) {
+                Ok(ds) => out.push(ds),
+                Err(e @ StoreError::UntrustedEndpoints { .. }) => tracing::error!("{e}"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Set the folder to index and the page size; a changed folder restarts the listing.
@@ -1470,6 +1523,47 @@ pub(crate) mod tests {
 
     pub(crate) fn on_postgres() -> bool {
         std::env::var("COCO_TEST_STORE").as_deref() == Ok("postgres")
+    }
+
+    #[test]
+    fn endpoints_changed_outside_coco_host_are_refused_for_that_row_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_test_store(dir.path());
+        store.save_connected(&datasource("good")).unwrap();
+        store.save_connected(&datasource("bad")).unwrap();
+        let connector = ConnectorRecord {
+            id: "dropbox".into(),
+            client_id: "k".into(),
+            client_secret: Secret::new("s"),
+            redirect_uri: "http://127.0.0.1:9/connector/dropbox/dropbox/oauth_redirect".into(),
+            endpoints: EndpointsRecord::single("http://127.0.0.1:9"),
+        };
+        store.upsert_connector(&connector).unwrap();
+        assert_eq!(store.datasource("good").unwrap().endpoints, EndpointsRecord::single("http://127.0.0.1:9"));
+        // Someone with write access to the database points them at their own host.
+        let evil = serde_json::to_string(&EndpointsRecord::single("https://collector.example")).unwrap();
+        store.conn().execute("UPDATE datasources SET endpoints_json = ?1 WHERE id = 'bad'", &args![evil]).unwrap();
+        store.conn().execute("UPDATE connectors SET endpoints_json = ?1", &args![evil]).unwrap();
+        let e = store.datasource("bad").unwrap_err().to_string();
+        assert!(e.contains("datasource bad") && e.contains("collector.example") && e.contains("refusing"), "{e}");
+        assert!(store.connector("dropbox").unwrap_err().to_string().contains("connector dropbox"));
+        // A sealed value moved from another row does not open either.
+        let sealed: String =
+            store.conn().value("SELECT endpoints_json FROM datasources WHERE id = 'good'", &[]).unwrap();
+        store.conn().execute("UPDATE datasources SET endpoints_json = ?1 WHERE id = 'bad'", &args![sealed]).unwrap();
+        assert!(matches!(store.datasource("bad"), Err(StoreError::UntrustedEndpoints { .. })));
+        // The other tenants go on.
+        let ids: Vec<String> = store.datasources().unwrap().into_iter().map(|d| d.id).collect();
+        assert_eq!(ids, ["good"]);
+        // Rows from before sealing that name Dropbox itself stay readable.
+        let plain = serde_json::to_string(&EndpointsRecord::dropbox()).unwrap();
+        store.conn().execute("UPDATE datasources SET endpoints_json = ?1 WHERE id = 'bad'", &args![plain]).unwrap();
+        assert_eq!(store.datasource("bad").unwrap().endpoints, EndpointsRecord::dropbox());
+        assert!(!store
+            .conn()
+            .value::<String>("SELECT endpoints_json FROM datasources WHERE id = 'good'", &[])
+            .unwrap()
+            .contains("127.0.0.1"));
     }
 
     pub(crate) fn datasource(id: &str) -> DatasourceRecord {
