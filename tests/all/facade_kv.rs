@@ -151,7 +151,8 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
     assert_eq!(routes("POST /datasource/:id/_doc/:doc_id"), 0, "documents are saved (PUT), never created twice");
     assert_eq!(routes("PUT /document/:doc_id"), total);
     assert_eq!(coco.coco.lock().unwrap().datasources[&id]["connector"]["id"], "dropbox");
-    // 3. Changes arrive as deltas: a folder deleted with its subtree, a move, a modify, an add.
+    // 3. Changes arrive as deltas: a folder deleted with its subtree, a subtree moved, a file
+    //    moved, a modify, an add.
     let (folder, children) = {
         let tree = emu.tree(0);
         let folder = tree
@@ -168,9 +169,29 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
     };
     assert!(children >= 3, "a folder with a subtree: {children}");
     let file = emu.tree(0).into_iter().find(|e| !e.is_folder && !e.path_lower.starts_with(&folder.path_lower)).unwrap();
+    // A second top-level folder with files under it, apart from the deleted one and the file.
+    let moved = emu
+        .tree(0)
+        .into_iter()
+        .find(|e| {
+            e.is_folder
+                && e.path_lower.matches('/').count() == 1
+                && e.path_lower != folder.path_lower
+                && !folder.path_lower.starts_with(&format!("{}/", e.path_lower))
+                && !file.path_lower.starts_with(&format!("{}/", e.path_lower))
+                && emu.tree(0).iter().any(|c| !c.is_folder && c.path_lower.starts_with(&format!("{}/", e.path_lower)))
+        })
+        .unwrap();
+    let moved_ids: Vec<String> = emu
+        .tree(0)
+        .into_iter()
+        .filter(|c| c.name != ".DS_Store" && c.path_lower.starts_with(&format!("{}/", moved.path_lower)))
+        .map(|c| coco_e2e::document_id(&id, &c.id))
+        .collect();
     {
         let mut ns = emu.edit(0);
         ns.delete(&folder.path_display).unwrap();
+        ns.move_entry(&moved.path_display, "/Moved subtree").unwrap();
         ns.move_entry(&file.path_display, "/Moved here.txt").unwrap();
         ns.add("/Fresh", true, 0).unwrap();
         ns.add("/Fresh/new file.pdf", false, 1234).unwrap();
@@ -178,7 +199,10 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
             .tree()
             .into_iter()
             .find(|e| {
-                !e.is_folder && !e.path_lower.starts_with(&folder.path_lower) && e.path_lower != "/moved here.txt"
+                !e.is_folder
+                    && !e.path_lower.starts_with(&folder.path_lower)
+                    && !e.path_lower.starts_with("/moved subtree/")
+                    && e.path_lower != "/moved here.txt"
             })
             .unwrap();
         ns.modify(&edited.path_display, 4321).unwrap();
@@ -190,8 +214,13 @@ async fn a_scheduled_post_sync_per_page_keeps_coco_equal_to_the_account() {
     .await
     .unwrap();
     assert_converged(&emu, &coco, &id);
-    assert!(upserted(&deltas) <= 6, "deltas only: {deltas:?}");
-    assert_eq!(deltas.iter().map(|s| s["deleted"].as_u64().unwrap()).sum::<u64>(), children as u64 + 1);
+    // The moved subtree keeps its document ids, now under the new path.
+    let now_there = received(&coco);
+    for doc in &moved_ids {
+        assert!(now_there.get(doc).is_some_and(|p| p.starts_with("/Moved subtree/")), "{doc} moved with its folder");
+    }
+    assert!(upserted(&deltas) <= 7 + moved_ids.len() as u64, "deltas only: {deltas:?}");
+    assert!(deltas.iter().map(|s| s["deleted"].as_u64().unwrap()).sum::<u64>() >= children as u64 + 1);
 
     // 4. Coco down for a page: 502, the cursor stays, the next call sends the same page.
     emu.edit(0).add("/while coco was down.txt", false, 7).unwrap();
