@@ -5,7 +5,6 @@
 //! renames, a folder delete and a moved subtree, a restart that forgets what was delivered,
 //! and removing the datasource. After each step Coco holds exactly the index.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,18 +17,7 @@ use coco_host::secret::Secret;
 use coco_host::store::DatasourceRecord;
 use dropbox_emulator::Config;
 
-use crate::receivers::{Kind, Receiver, COCO_TOKEN};
-
-fn index(host: &Host, ds: &str) -> BTreeMap<String, serde_json::Value> {
-    let mut out = BTreeMap::new();
-    host.store
-        .for_each_document(ds, |id, json| {
-            out.insert(id.to_string(), serde_json::from_str(json).unwrap());
-            Ok(())
-        })
-        .unwrap();
-    out
-}
+use crate::receivers::{indexed as index, Kind, Receiver, COCO_TOKEN};
 
 /// Coco holds exactly the index (but for the fields Coco's ORM stamps itself).
 fn assert_holds(coco: &Receiver, host: &Host, ds: &str, step: &str) {

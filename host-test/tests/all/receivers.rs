@@ -130,6 +130,18 @@ impl Receiver {
     }
 }
 
+/// What a sink must hold for a datasource: every indexed document (ids and JSON, content merged).
+pub fn indexed(host: &coco_host::host::Host, ds: &str) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    host.store
+        .for_each_document(ds, |id, json| {
+            out.insert(id.to_string(), serde_json::from_str(json).unwrap());
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
 /// The scripted fault (or delay) before Coco's own answer.
 async fn faults_first(State(s): State<Shared>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     match fault(&s).await {

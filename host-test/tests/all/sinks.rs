@@ -13,22 +13,11 @@ use coco_host::store::DatasourceRecord;
 use dropbox_emulator::{Config, Emulator};
 
 use crate::crash::{connected_host, MASTER_KEY};
-use crate::receivers::{Fault, Kind, Receiver, COCO_TOKEN};
+use crate::receivers::{indexed as index, Fault, Kind, Receiver, COCO_TOKEN};
 
 const APP: (&str, &str) = ("sink-app", "sink-secret");
 
 /// What the sink must hold: every indexed document (ids and JSON), minus refused ones.
-fn index(host: &Host, ds: &str) -> BTreeMap<String, serde_json::Value> {
-    let mut out = BTreeMap::new();
-    host.store
-        .for_each_document(ds, |id, json| {
-            out.insert(id.to_string(), serde_json::from_str(json).unwrap());
-            Ok(())
-        })
-        .unwrap();
-    out
-}
-
 fn expected_ids(emu: &Emulator, ds: &str) -> BTreeSet<String> {
     emu.tree(0).into_iter().filter(|e| e.name != ".DS_Store").map(|e| crate::document_id(ds, &e.id)).collect()
 }
