@@ -453,10 +453,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The host's admin token and Coco Server's token guard different things; one value for
     // both means whoever reads one (Coco's logs, this host's clients) holds the other.
-    let same = |a: &str, b: &str| {
-        std::env::var(a).ok().filter(|v| !v.is_empty()) == std::env::var(b).ok().filter(|v| !v.is_empty())
-    };
-    if std::env::var_os("COCO_API_TOKEN").is_some() && same("COCO_API_TOKEN", "COCO_SERVER_TOKEN") {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if set("COCO_API_TOKEN").is_some() && set("COCO_API_TOKEN") == set("COCO_SERVER_TOKEN") {
         tracing::warn!(
             "COCO_API_TOKEN and COCO_SERVER_TOKEN are the same: give Coco Server and this host's API different tokens"
         );

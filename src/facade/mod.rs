@@ -484,7 +484,7 @@ fn connect_links_route(
         Ok(uri) => uri,
         Err(out) => return out,
     };
-    let url = format!("{}?link={ticket}", back.trim_end_matches("/oauth_redirect").to_string() + "/connect");
+    let url = format!("{}/connect?link={ticket}", back.trim_end_matches("/oauth_redirect"));
     Outgoing::json(200, &serde_json::json!({ "url": url, "expires_at": links::rfc3339(expires_at) })).no_store()
 }
 
