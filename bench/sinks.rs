@@ -153,6 +153,7 @@ pub async fn sinks_child(component: &Path, emulator: &str, entries: u64) -> anyh
                 auth: EsAuth::None,
                 max_docs: batch,
                 max_bytes: 64 << 20,
+                identity: None,
             };
             f.bulk_per_sec.push((batch, deliver_all(&host, &id, config)?.1));
         }

@@ -17,6 +17,7 @@ pub mod content;
 pub mod model;
 mod server;
 mod state;
+pub mod tls;
 
 pub use browser::{approve, BrowserError};
 pub use model::MutationError;

@@ -33,6 +33,8 @@ type Shared = Arc<Inner>;
 pub struct Emulator {
     state: Shared,
     addr: SocketAddr,
+    /// `https` when started with [`Emulator::start_tls`].
+    scheme: &'static str,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -40,6 +42,19 @@ pub struct Emulator {
 impl Emulator {
     /// Generate the accounts and serve on `addr` (port 0 picks a free port).
     pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_with(config, addr, None).await
+    }
+
+    /// [`Emulator::start`] serving https with `tls` (its URLs are then `https://`).
+    pub async fn start_tls(config: Config, addr: SocketAddr, tls: Arc<rustls::ServerConfig>) -> anyhow::Result<Self> {
+        Self::start_with(config, addr, Some(tls)).await
+    }
+
+    async fn start_with(
+        config: Config,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> anyhow::Result<Self> {
         let state = Arc::new(Inner {
             state: Mutex::new(State::new(&config)),
             changed: tokio::sync::watch::Sender::new(0),
@@ -49,18 +64,29 @@ impl Emulator {
         let addr = listener.local_addr()?;
         let app = router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let stopped = async {
+            let _ = rx.await;
+        };
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+            match tls {
+                Some(tls) => crate::tls::serve(listener, app, tls, stopped).await,
+                None => {
+                    let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
+                }
+            }
         });
-        Ok(Emulator { state, addr, shutdown: Some(tx), task: Some(task) })
+        Ok(Emulator { state, addr, scheme, shutdown: Some(tx), task: Some(task) })
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// The base URL under another host name that resolves to the same address (a browser
+    /// test gives each site its own name).
+    pub fn base_url_as(&self, host: &str) -> String {
+        format!("{}://{host}:{}", self.scheme, self.addr.port())
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -6,6 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::net::HttpClient;
 use crate::outbox::{coalesce, Change};
 use crate::redact;
 use crate::secret::Secret;
@@ -25,7 +26,15 @@ pub enum SinkConfig {
     /// writes at once (each waits for Coco's next refresh), upserts by `route`.
     Coco { url: String, token: Secret, in_flight: usize, route: coco_api::UpsertRoute },
     /// `_bulk` into one index of Elasticsearch, OpenSearch or Easysearch.
-    Elasticsearch { url: String, index: String, auth: EsAuth, max_docs: usize, max_bytes: usize },
+    /// `identity`: a client certificate for clusters that require mTLS.
+    Elasticsearch {
+        url: String,
+        index: String,
+        auth: EsAuth,
+        max_docs: usize,
+        max_bytes: usize,
+        identity: Option<crate::net::tls::ClientIdentity>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -107,7 +116,9 @@ enum Failure {
 
 pub struct Deliverer {
     pub config: SinkConfig,
-    agent: ureq::Agent,
+    client: Result<HttpClient, String>,
+    /// Bounds each request to the sink (a hung sink is a retryable failure).
+    timeout: Duration,
     /// Attempts per batch before giving up (the changes stay queued).
     pub attempts: u32,
     pub first_backoff: Duration,
@@ -126,20 +137,22 @@ impl Deliverer {
 
     /// `timeout` bounds each request to the sink (a hung sink is a retryable failure).
     pub fn with_timeout(config: SinkConfig, timeout: Duration) -> Self {
-        // Coco's writes go many at once (`coco_api::DEFAULT_IN_FLIGHT`): keep their
-        // connections for the next window instead of opening them again.
-        // No redirects: the sink's credentials would go along to wherever it points.
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(timeout))
-            .max_idle_connections(coco_api::DEFAULT_IN_FLIGHT)
-            .max_idle_connections_per_host(coco_api::DEFAULT_IN_FLIGHT)
-            .build()
-            .into();
+        let client = match &config {
+            // A cluster that wants a client certificate gets its own client (same roots, proxy).
+            SinkConfig::Elasticsearch { identity: Some(id), .. } => {
+                crate::net::client::settings().and_then(|s| HttpClient::new(&s, Some(id))).map_err(|e| e.to_string())
+            }
+            _ => HttpClient::shared().map_err(|e| e.to_string()),
+        };
+        Self::with_client(config, timeout, client)
+    }
+
+    /// Over a given client (tests: a client that trusts a test CA).
+    pub fn with_client(config: SinkConfig, timeout: Duration, client: Result<HttpClient, String>) -> Self {
         Deliverer {
             config,
-            agent,
+            client,
+            timeout,
             attempts: 8,
             first_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
@@ -222,13 +235,10 @@ impl Deliverer {
             SinkConfig::Jsonl { path } => write_jsonl(&path, changes).map(|()| Vec::new()),
             SinkConfig::Coco { url, token, in_flight, route } => {
                 let coco = coco_api::Coco { base: &url, token: token.expose(), in_flight, route };
-                self.send_coco(&coco, target, changes).map_err(|f| match f.is_retryable() {
-                    true => Failure::Retry(f.to_string(), f.retry_after()),
-                    false => Failure::Fatal(f.to_string()),
-                })?;
+                self.send_coco(&coco, target, changes)?;
                 Ok(Vec::new())
             }
-            SinkConfig::Elasticsearch { url, index, auth, max_docs, max_bytes } => {
+            SinkConfig::Elasticsearch { url, index, auth, max_docs, max_bytes, .. } => {
                 let mut rejected = Vec::new();
                 for body in sinks::bulk_bodies(&index, changes, max_docs, max_bytes) {
                     let req = SinkRequest {
@@ -260,13 +270,26 @@ impl Deliverer {
     /// One batch into Coco Server: ensure the connector and the datasource before its first
     /// upsert, then deletes and upserts ([`coco_api::Coco::push`]). Every refusal fails the
     /// batch (it stays queued): Coco has no per-document rejection that is safe to skip.
-    fn send_coco(
+    fn send_coco(&mut self, coco: &coco_api::Coco<'_>, target: &Target<'_>, changes: &[Change]) -> Result<(), Failure> {
+        let client = self.client.clone().map_err(Failure::Fatal)?;
+        let mut transport = HttpTransport::new(&client, self.timeout);
+        let result = self.push_coco(coco, target, changes, &mut transport);
+        match (result, transport.permanent) {
+            (Ok(()), _) => Ok(()),
+            // A certificate that does not verify is not worth the backed-off attempts.
+            (Err(_), Some(why)) => Err(Failure::Fatal(why)),
+            (Err(f), None) if f.is_retryable() => Err(Failure::Retry(f.to_string(), f.retry_after())),
+            (Err(f), None) => Err(Failure::Fatal(f.to_string())),
+        }
+    }
+
+    fn push_coco(
         &mut self,
         coco: &coco_api::Coco<'_>,
         target: &Target<'_>,
         changes: &[Change],
+        transport: &mut HttpTransport<'_>,
     ) -> Result<(), coco_api::Failure> {
-        let mut transport = UreqTransport { agent: &self.agent };
         let only_deletes = changes.iter().all(|c| matches!(c, Change::Delete { .. }));
         // A removed datasource's documents go with it in one request. Only for a batch of
         // deletes alone: one with upserts means the account was connected again since.
@@ -275,7 +298,7 @@ impl Deliverer {
                 return Ok(());
             }
             self.coco_ready.remove(target.id);
-            match coco.remove_datasource(&mut transport, target.id)? {
+            match coco.remove_datasource(transport, target.id)? {
                 coco_api::Removal::Removed => {
                     self.coco_removed.insert(target.id.to_string());
                     return Ok(());
@@ -297,40 +320,31 @@ impl Deliverer {
             let ds = coco_api::DatasourceRef { id: target.id, name: target.name, connector_id: target.connector_id };
             let keys = &crate::info::connector_info().file_icon_keys;
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            coco.ensure_datasource(&mut transport, ds, &keys)?;
+            coco.ensure_datasource(transport, ds, &keys)?;
             self.coco_ready.insert(target.id.to_string());
         }
         // A batch is coalesced (one change per document), so deletes and upserts name
         // different documents and their order does not matter.
         let ds = coco_api::DatasourceRef { id: target.id, name: target.name, connector_id: target.connector_id };
-        coco.push(&mut transport, ds, &deletes, &upserts)?;
+        coco.push(transport, ds, &deletes, &upserts)?;
         Ok(())
     }
 
     fn call(&self, req: &SinkRequest, headers: &[(&str, String)]) -> Result<Answer, Failure> {
-        let mut builder =
-            http::Request::builder().method(req.method).uri(&req.url).header("content-type", req.content_type);
-        for (k, v) in headers {
-            builder = builder.header(*k, v);
-        }
-        let request = builder.body(req.body.clone()).map_err(|e| Failure::Fatal(format!("bad request: {e}")))?;
-        let resp = self
-            .agent
-            .run(request)
-            .map_err(|e| Failure::Retry(redact::urls(&format!("{} {}: {e}", req.method, req.url)), None))?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let body = resp
-            .into_body()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .map_err(|e| Failure::Retry(redact::urls(&format!("reading the answer of {}: {e}", req.url)), None))?;
-        Ok(Answer { status, headers, body })
+        let client = self.client.as_ref().map_err(|e| Failure::Fatal(e.clone()))?;
+        let mut all: Vec<(&str, String)> = vec![("content-type", req.content_type.to_string())];
+        all.extend(headers.iter().map(|(k, v)| (*k, v.clone())));
+        let answer =
+            crate::net::block_on(client.send(req.method, &req.url, &all, req.body.clone(), self.timeout, 64 << 20))
+                .map_err(|e| {
+                    let why = redact::urls(&format!("{} {}: {e}", req.method, req.url));
+                    if e.is_permanent() {
+                        Failure::Fatal(why)
+                    } else {
+                        Failure::Retry(why, None)
+                    }
+                })?;
+        Ok(Answer { status: answer.status, headers: answer.headers, body: answer.body })
     }
 }
 
@@ -347,58 +361,44 @@ impl Answer {
     }
 }
 
-/// [`coco_api::Transport`] over the deliverer's agent: a batch of requests at once, one
-/// scoped thread per request (the agent pools connections). Each Coco write waits for its
-/// index's refresh, so what bounds throughput is how many wait together.
-pub struct UreqTransport<'a> {
-    pub agent: &'a ureq::Agent,
+/// [`coco_api::Transport`] over the shared client: a batch of requests at once on the async
+/// runtime. Each Coco write waits for its index's refresh, so what bounds throughput is how
+/// many wait together.
+pub struct HttpTransport<'a> {
+    client: &'a HttpClient,
+    timeout: Duration,
+    /// The last failure that no retry can fix (a certificate that does not verify).
+    pub permanent: Option<String>,
 }
 
-impl UreqTransport<'_> {
-    fn send_one(&self, r: &coco_api::Request) -> Result<coco_api::Response, String> {
-        let mut builder = http::Request::builder().method(r.method.as_str()).uri(&r.url);
-        for (k, v) in &r.headers {
-            builder = builder.header(*k, v);
-        }
-        let request = builder.body(r.body.clone()).map_err(|e| format!("bad request: {e}"))?;
-        let resp = self.agent.run(request).map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let body = resp
-            .into_body()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_vec()
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        Ok(coco_api::Response { status, headers, body })
+impl<'a> HttpTransport<'a> {
+    pub fn new(client: &'a HttpClient, timeout: Duration) -> Self {
+        HttpTransport { client, timeout, permanent: None }
     }
 }
 
-impl coco_api::Transport for UreqTransport<'_> {
+impl coco_api::Transport for HttpTransport<'_> {
     fn send_all(&mut self, requests: &[coco_api::Request]) -> Vec<Result<coco_api::Response, String>> {
-        if requests.len() <= 1 {
-            return requests.iter().map(|r| self.send_one(r)).collect();
-        }
-        let me = &*self;
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = requests
-                .iter()
-                .map(|r| {
-                    std::thread::Builder::new()
-                        .stack_size(256 << 10)
-                        .spawn_scoped(scope, move || me.send_one(r))
-                        .map_err(|e| format!("no thread for the request: {e}"))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.and_then(|h| h.join().unwrap_or_else(|_| Err("the request's thread panicked".into()))))
-                .collect()
-        })
+        let (client, timeout) = (self.client, self.timeout);
+        let sends = requests.iter().map(|r| {
+            let headers: Vec<(&str, String)> = r.headers.iter().map(|(k, v)| (*k, v.clone())).collect();
+            let body = r.body.clone();
+            async move { client.send(r.method.as_str(), &r.url, &headers, body, timeout, 1 << 20).await }
+        });
+        let answers = crate::net::block_on(futures_util::future::join_all(sends));
+        answers
+            .into_iter()
+            .map(|a| match a {
+                Ok(a) => Ok(coco_api::Response { status: a.status, headers: a.headers, body: a.body }),
+                Err(e) => {
+                    let why = redact::urls(&e.to_string());
+                    if e.is_permanent() {
+                        self.permanent = Some(why.clone());
+                    }
+                    Err(why)
+                }
+            })
+            .collect()
     }
 }
 
@@ -479,6 +479,7 @@ mod tests {
             auth: EsAuth::None,
             max_docs: 1,
             max_bytes: 1,
+            identity: None,
         };
         assert_eq!(es.name(), "elasticsearch:https://es.example:9200/coco");
         let coco = SinkConfig::Coco {

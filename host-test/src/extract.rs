@@ -83,6 +83,10 @@ pub fn outcome_of(
         Err(e @ RuntimeError::Instantiate(_)) => {
             (Outcome::Retry { class: "instantiate".into(), detail: e.to_string(), delay_secs: 60, free: false }, 0, 0)
         }
+        // A certificate that does not verify: later, once an operator fixed the trust.
+        Err(e @ RuntimeError::Network(_)) => {
+            (Outcome::Retry { class: "network".into(), detail: e.to_string(), delay_secs: 300, free: false }, 0, 0)
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod host;
 pub mod info;
 pub mod keys;
+pub mod net;
 pub mod outbox;
 pub mod parallel;
 pub mod paths;

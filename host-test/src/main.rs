@@ -51,6 +51,10 @@ struct Cli {
     /// last few slots used keeps up to 16 MiB of memory resident.
     #[arg(long, global = true, env = "COCO_POOLING")]
     pooling: bool,
+    /// Extra trusted roots (PEM) for every outbound TLS connection: Dropbox, the sinks,
+    /// `register`, PostgreSQL. Added to the system's roots and to SSL_CERT_FILE's.
+    #[arg(long, global = true, env = "COCO_CA_FILE")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,8 +114,16 @@ struct ContentArgs {
 struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:9300")]
     listen: std::net::SocketAddr,
+    /// Serve https with this certificate chain (PEM), for a deployment without a TLS proxy in
+    /// front. The public URL then defaults to https://{listen}.
+    #[arg(long, env = "COCO_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "COCO_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Where browsers reach this service; the redirect URI registered at Dropbox is
-    /// {public-url}/connector/{id}/dropbox/oauth_redirect. Default: http://{listen}.
+    /// {public-url}/connector/{id}/dropbox/oauth_redirect. Default: http://{listen}, or
+    /// https://{listen} with --tls-cert.
     #[arg(long, env = "COCO_PUBLIC_URL")]
     public_url: Option<String>,
     /// Guards the admin API and /metrics (X-API-TOKEN or Bearer); at least 16 characters.
@@ -350,6 +362,12 @@ struct SinkArgs {
     es_password: Option<String>,
     #[arg(long, env = "COCO_ES_API_KEY", hide_env_values = true)]
     es_api_key: Option<String>,
+    /// elasticsearch: a client certificate (PEM) for clusters that require mutual TLS.
+    #[arg(long, env = "COCO_ES_CLIENT_CERT", requires = "es_client_key")]
+    es_client_cert: Option<PathBuf>,
+    /// elasticsearch: the client certificate's private key (PEM).
+    #[arg(long, env = "COCO_ES_CLIENT_KEY", requires = "es_client_cert")]
+    es_client_key: Option<PathBuf>,
     /// elasticsearch: actions per _bulk request.
     #[arg(long, default_value_t = 500)]
     batch_docs: usize,
@@ -394,6 +412,16 @@ impl SinkArgs {
                     auth,
                     max_docs: self.batch_docs.max(1),
                     max_bytes: self.batch_bytes.max(1024),
+                    identity: match (&self.es_client_cert, &self.es_client_key) {
+                        (Some(cert), Some(key)) => {
+                            let id = coco_host::net::tls::ClientIdentity { cert: cert.clone(), key: key.clone() };
+                            // Refused now, with the file and the reason, rather than at the first batch.
+                            let settings = coco_host::net::client::settings()?;
+                            coco_host::net::HttpClient::new(&settings, Some(&id))?;
+                            Some(id)
+                        }
+                        _ => None,
+                    },
                 })
             }
         })
@@ -450,6 +478,35 @@ fn main() -> ExitCode {
         }
         Err(why) => return fail(anyhow::anyhow!(why)),
     }
+    // `--version` names the build and each component it would run (WIT package, sha256).
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 2 && matches!(args[1].as_str(), "--version" | "-V") {
+        println!("coco-host {}", env!("CARGO_PKG_VERSION"));
+        let extractor = std::env::var_os("COCO_DROPBOX_EXTRACTOR_WASM");
+        let connector = std::env::var_os("COCO_DROPBOX_WASM").map(PathBuf::from);
+        println!(
+            "{}",
+            coco_host::paths::describe_component(
+                "connector",
+                &connector.unwrap_or_else(coco_host::paths::connector_wasm)
+            )
+        );
+        println!(
+            "{}",
+            coco_host::paths::describe_component(
+                "extractor",
+                &extractor.map(PathBuf::from).unwrap_or_else(coco_host::paths::extractor_wasm)
+            )
+        );
+        for (label, path) in
+            [("facade", coco_host::paths::facade_wasm()), ("facade-kv", coco_host::paths::facade_kv_wasm())]
+        {
+            if path.is_file() {
+                println!("{}", coco_host::paths::describe_component(label, &path));
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     // The host's admin token and Coco Server's token guard different things; one value for
     // both means whoever reads one (Coco's logs, this host's clients) holds the other.
@@ -458,6 +515,16 @@ fn main() -> ExitCode {
         tracing::warn!(
             "COCO_API_TOKEN and COCO_SERVER_TOKEN are the same: give Coco Server and this host's API different tokens"
         );
+    }
+    // Whom every outbound connection trusts and which proxy it takes, settled once.
+    let net = coco_host::net::NetSettings::from_env(cli.ca_file.as_deref()).and_then(|settings| {
+        if let Some(p) = &settings.proxy.https {
+            tracing::info!(proxy = %coco_host::net::proxy::shown(p), "https requests go through a proxy");
+        }
+        coco_host::net::client::configure(settings)
+    });
+    if let Err(e) = net {
+        return fail(anyhow::anyhow!(e));
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -795,6 +862,10 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         _ => bail!("give both COCO_DROPBOX_CLIENT_ID and COCO_DROPBOX_CLIENT_SECRET, or neither"),
     }
     let mut config = ServeConfig::new(args.listen, Secret::new(token));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(Arc::new(coco_host::net::tls::server_config(cert, key)?));
+        config.public_url = format!("https://{}", args.listen);
+    }
     if let Some(url) = &args.public_url {
         let parsed = url::Url::parse(url).with_context(|| format!("--public-url {url:?} is not a URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") {

@@ -7,37 +7,80 @@ fn workspace() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// `cargo build --target wasm32-wasip2 --release`: the connector component.
-pub fn connector_wasm() -> PathBuf {
-    workspace().join("target/wasm32-wasip2/release/coco_dropbox.wasm")
+/// Where a release keeps its components: `<exe dir>/../lib/coco-dropbox/` (the tarball's and
+/// the container's layout).
+pub fn installed_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+    Some(exe.parent()?.parent()?.join("lib/coco-dropbox"))
 }
 
-/// The extractor component (`--features extractor --target-dir target/extractor`):
-/// `content.fetch-content`. `COCO_DROPBOX_EXTRACTOR_WASM` overrides it.
+/// `name` beside the binary when a release put it there, else the build tree's `built`.
+fn installed_or(name: &str, built: &str) -> PathBuf {
+    installed_dir().map(|d| d.join(name)).filter(|p| p.is_file()).unwrap_or_else(|| workspace().join(built))
+}
+
+/// The connector component: a release's `connector.wasm`, else
+/// `cargo build --target wasm32-wasip2 --release`'s.
+pub fn connector_wasm() -> PathBuf {
+    installed_or("connector.wasm", "target/wasm32-wasip2/release/coco_dropbox.wasm")
+}
+
+/// The extractor component (`content.fetch-content`): `COCO_DROPBOX_EXTRACTOR_WASM`, a
+/// release's `extractor.wasm`, else the build tree's (`--features extractor --target-dir target/extractor`).
 pub fn extractor_wasm() -> PathBuf {
     std::env::var_os("COCO_DROPBOX_EXTRACTOR_WASM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/extractor/wasm32-wasip2/release/coco_dropbox.wasm"))
+        .unwrap_or_else(|| installed_or("extractor.wasm", "target/extractor/wasm32-wasip2/release/coco_dropbox.wasm"))
 }
 
 /// The HTTP facade build (`--features http-handler --target-dir target/facade`).
 pub fn facade_wasm() -> PathBuf {
-    workspace().join("target/facade/wasm32-wasip2/release/coco_dropbox.wasm")
+    installed_or("facade.wasm", "target/facade/wasm32-wasip2/release/coco_dropbox.wasm")
 }
 
 /// The Spin build (`--features spin --target-dir target/spin`).
 pub fn spin_wasm() -> PathBuf {
-    workspace().join("target/spin/wasm32-wasip2/release/coco_dropbox.wasm")
+    installed_or("spin.wasm", "target/spin/wasm32-wasip2/release/coco_dropbox.wasm")
 }
 
 /// The serverless facade for `wasmtime serve -Skeyvalue` (`--features keyvalue --target-dir target/facade-kv`).
 pub fn facade_kv_wasm() -> PathBuf {
-    workspace().join("target/facade-kv/wasm32-wasip2/release/coco_dropbox.wasm")
+    installed_or("facade-kv.wasm", "target/facade-kv/wasm32-wasip2/release/coco_dropbox.wasm")
 }
 
 /// The serverless facade for Spin (`--features spin,keyvalue --target-dir target/spin-kv`).
 pub fn spin_kv_wasm() -> PathBuf {
-    workspace().join("target/spin-kv/wasm32-wasip2/release/coco_dropbox.wasm")
+    installed_or("spin-kv.wasm", "target/spin-kv/wasm32-wasip2/release/coco_dropbox.wasm")
+}
+
+/// What `coco-host --version` says of one component: its WIT package (from the component's
+/// own export names) and its sha256, so an operator can tell which build is running.
+pub fn describe_component(label: &str, path: &Path) -> String {
+    use sha2::Digest as _;
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return format!("{label:<10} {}: {e}", path.display()),
+    };
+    let sha = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let package = wit_package(&bytes).unwrap_or_else(|| "(no coco:dropbox export)".into());
+    format!("{label:<10} {package:<20} sha256:{sha} {}", path.display())
+}
+
+/// `coco:dropbox@x.y.z` from the first `coco:dropbox/…@x.y.z` export of a component.
+fn wit_package(bytes: &[u8]) -> Option<String> {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let Ok(wasmparser::Payload::ComponentExportSection(reader)) = payload {
+            for export in reader.into_iter().flatten() {
+                let name = export.name.name;
+                if let Some(rest) = name.strip_prefix("coco:dropbox/") {
+                    let version = rest.split_once('@').map_or("(unversioned)", |(_, v)| v);
+                    return Some(format!("coco:dropbox@{version}"));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Create `dir` (and parents) readable by its owner only: it holds sealed secrets and

@@ -22,15 +22,15 @@ fn icon_keys() -> Vec<&'static str> {
 /// with the connector JSON on a 404 (Coco's create route is create-only: posting an existing
 /// id is a 500). A set-up server ships `dropbox`, which is then left as it is.
 pub fn register(coco_url: &str, api_token: &str, id: &str) -> anyhow::Result<coco_api::Ensured> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(std::time::Duration::from_secs(30)))
-        .build()
-        .into();
+    let client = crate::net::HttpClient::shared()?;
     let coco = coco_api::Coco { base: coco_url, token: api_token, in_flight: 1, route: coco_api::UpsertRoute::Save };
-    let mut transport = crate::deliver::UreqTransport { agent: &agent };
-    coco.ensure_connector(&mut transport, id, &icon_keys()).map_err(|f| anyhow::anyhow!("{f}"))
+    let mut transport = crate::deliver::HttpTransport::new(&client, std::time::Duration::from_secs(30));
+    let ensured = coco.ensure_connector(&mut transport, id, &icon_keys());
+    match (ensured, transport.permanent) {
+        (Ok(e), _) => Ok(e),
+        (Err(_), Some(why)) => Err(anyhow::anyhow!("{why}")),
+        (Err(f), None) => Err(anyhow::anyhow!("{f}")),
+    }
 }
 
 #[cfg(test)]

@@ -141,12 +141,21 @@ pub enum RuntimeError {
     /// The component broke the WIT's promises (e.g. a span outside its batch).
     #[error("{0}")]
     Malformed(String),
+    /// An outbound request failed in a way retrying cannot fix (a certificate that does not
+    /// verify): the component saw a transport failure, the operator gets the reason.
+    #[error("{0}")]
+    Network(String),
 }
 
-/// Outbound HTTP only to the origins (scheme, host, port) the datasource is configured for.
+/// Outbound HTTP only to the origins (scheme, host, port) the datasource is configured for,
+/// sent through the host's shared client (its trust, its proxy; the allow-list judges the
+/// target, never the proxy).
 struct AllowList {
     allowed: Vec<(String, String, u16)>,
     options: wasmtime_wasi_http::RequestOptions,
+    client: crate::net::HttpClient,
+    /// A failure of this call's requests that no retry fixes, for the call's result.
+    permanent: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 fn origin(scheme: Option<&str>, host: &str, port: Option<u16>) -> (String, String, u16) {
@@ -156,7 +165,7 @@ fn origin(scheme: Option<&str>, host: &str, port: Option<u16>) -> (String, Strin
 }
 
 impl AllowList {
-    fn new(endpoints: &[&str], limits: &Limits) -> Self {
+    fn new(endpoints: &[&str], limits: &Limits, client: crate::net::HttpClient) -> Self {
         let allowed = endpoints
             .iter()
             .filter_map(|e| url::Url::parse(e).ok())
@@ -169,6 +178,8 @@ impl AllowList {
                 first_byte_timeout: Some(limits.first_byte_timeout),
                 between_bytes_timeout: Some(limits.between_bytes_timeout),
             },
+            client,
+            permanent: Arc::default(),
         }
     }
 
@@ -207,15 +218,47 @@ impl WasiHttpHooks for AllowList {
             first_byte_timeout: pick(options.and_then(|o| o.first_byte_timeout), ours.first_byte_timeout),
             between_bytes_timeout: pick(options.and_then(|o| o.between_bytes_timeout), ours.between_bytes_timeout),
         };
+        let client = self.client.clone();
+        let permanent = self.permanent.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
             if !permitted {
                 tracing::warn!(uri = %request.uri(), "outbound request denied: not a configured Dropbox host");
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>))
+            match crate::net::wasi::send(&client, request, options).await {
+                Ok(res) => Ok((res, Box::new(async { Ok(()) }) as Box<dyn std::future::Future<Output = _> + Send>)),
+                Err((code, failure)) => {
+                    // A passing outage is the call's transient failure, logged where it is
+                    // handled; what needs an operator is said here, with the host and why.
+                    match failure {
+                        Some(f) if f.is_permanent() => {
+                            tracing::warn!("{f}");
+                            if let Ok(mut p) = permanent.lock() {
+                                *p = Some(f.to_string());
+                            }
+                        }
+                        Some(f) => tracing::debug!("{f}"),
+                        None => {}
+                    }
+                    Err(code)
+                }
+            }
         })
+    }
+}
+
+/// A call's result, unless one of its requests failed for good: then the reason, for the
+/// operator (the component only saw a transport failure).
+fn escalated<T, E>(
+    store: &Store<Ctx>,
+    result: Result<Result<T, E>, RuntimeError>,
+) -> Result<Result<T, E>, RuntimeError> {
+    match result {
+        Ok(Err(e)) => match store.data().hooks.permanent.lock().ok().and_then(|p| p.clone()) {
+            Some(why) => Err(RuntimeError::Network(why)),
+            None => Ok(Err(e)),
+        },
+        other => other,
     }
 }
 
@@ -330,6 +373,8 @@ pub struct Runtime {
     pub load_time: Duration,
     /// Largest linear memory any call of this runtime grew to, in bytes.
     peak_memory: Arc<std::sync::atomic::AtomicUsize>,
+    /// The host's outbound client: the components' requests go through it.
+    http: crate::net::HttpClient,
     _ticker: EpochTicker,
 }
 
@@ -400,6 +445,7 @@ impl Runtime {
             loaded_from,
             load_time: started.elapsed(),
             peak_memory: Arc::default(),
+            http: crate::net::HttpClient::shared()?,
             _ticker: ticker,
         })
     }
@@ -449,7 +495,7 @@ impl Runtime {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            hooks: AllowList::new(endpoints, limits),
+            hooks: AllowList::new(endpoints, limits, self.http.clone()),
             limits: PeakTracking {
                 inner: StoreLimitsBuilder::new()
                     .memory_size(limits.memory_bytes)
@@ -501,7 +547,14 @@ impl Runtime {
     pub async fn handle_redirect(&self, req: &RedirectRequest) -> Result<Result<Datasource, WitError>, RuntimeError> {
         self.bounded(async {
             let (mut store, stderr, c) = self.instance(&[req.endpoints.api.as_str()]).await?;
-            c.coco_dropbox_oauth_redirect().call_handle_redirect(&mut store, req).await.map_err(|e| trap(e, &stderr))
+            {
+                let r = c
+                    .coco_dropbox_oauth_redirect()
+                    .call_handle_redirect(&mut store, req)
+                    .await
+                    .map_err(|e| trap(e, &stderr));
+                escalated(&store, r)
+            }
         })
         .await
     }
@@ -509,7 +562,11 @@ impl Runtime {
     pub async fn revoke(&self, req: &RevokeRequest) -> Result<Result<(), WitError>, RuntimeError> {
         self.bounded(async {
             let (mut store, stderr, c) = self.instance(&[req.endpoints.api.as_str()]).await?;
-            c.coco_dropbox_oauth_redirect().call_revoke(&mut store, req).await.map_err(|e| trap(e, &stderr))
+            {
+                let r =
+                    c.coco_dropbox_oauth_redirect().call_revoke(&mut store, req).await.map_err(|e| trap(e, &stderr));
+                escalated(&store, r)
+            }
         })
         .await
     }
@@ -519,7 +576,10 @@ impl Runtime {
         let raw = self
             .bounded(async {
                 let (mut store, stderr, c) = self.instance(&[e.api.as_str()]).await?;
-                c.coco_dropbox_sync_page().call_sync(&mut store, req).await.map_err(|e| trap(e, &stderr))
+                {
+                    let r = c.coco_dropbox_sync_page().call_sync(&mut store, req).await.map_err(|e| trap(e, &stderr));
+                    escalated(&store, r)
+                }
             })
             .await?;
         checked(raw)
@@ -531,7 +591,14 @@ impl Runtime {
         let raw = self
             .bounded(async {
                 let (mut store, stderr, c) = self.instance(&[e.api.as_str()]).await?;
-                c.coco_dropbox_sync_page().call_latest_cursor(&mut store, req).await.map_err(|e| trap(e, &stderr))
+                {
+                    let r = c
+                        .coco_dropbox_sync_page()
+                        .call_latest_cursor(&mut store, req)
+                        .await
+                        .map_err(|e| trap(e, &stderr));
+                    escalated(&store, r)
+                }
             })
             .await?;
         checked(raw)
@@ -555,7 +622,11 @@ impl Runtime {
                 .instantiate_async(&mut store)
                 .await
                 .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
-            c.coco_dropbox_watch().call_wait_for_changes(&mut store, req).await.map_err(|e| trap(e, &stderr))
+            {
+                let r =
+                    c.coco_dropbox_watch().call_wait_for_changes(&mut store, req).await.map_err(|e| trap(e, &stderr));
+                escalated(&store, r)
+            }
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
@@ -580,7 +651,11 @@ impl Runtime {
         let work = async {
             let (mut store, stderr) = self.store_with(&[req.content.as_str(), req.endpoints.api.as_str()], &limits);
             let c = pre.instantiate_async(&mut store).await.map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
-            c.coco_dropbox_content().call_fetch_content(&mut store, req).await.map_err(|e| trap(e, &stderr))
+            {
+                let r =
+                    c.coco_dropbox_content().call_fetch_content(&mut store, req).await.map_err(|e| trap(e, &stderr));
+                escalated(&store, r)
+            }
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
@@ -721,7 +796,8 @@ mod tests {
 
     #[test]
     fn allow_list_matches_host_and_effective_port() {
-        let a = AllowList::new(&["https://api.dropboxapi.com", "http://127.0.0.1:8080/"], &Limits::default());
+        let client = crate::net::HttpClient::shared().unwrap();
+        let a = AllowList::new(&["https://api.dropboxapi.com", "http://127.0.0.1:8080/"], &Limits::default(), client);
         let ok = |u: &str| a.permits(&u.parse::<http::Uri>().unwrap());
         assert!(ok("https://api.dropboxapi.com/2/files/list_folder"));
         assert!(ok("https://API.dropboxapi.com:443/2/x"));
@@ -731,5 +807,27 @@ mod tests {
         assert!(!ok("http://api.dropboxapi.com:443/2/x"), "plain http to the TLS port is another origin");
         assert!(!ok("https://127.0.0.1:8080/oauth2/token"), "https where http was configured");
         assert!(!ok("https://evil.example/2/x"));
+    }
+
+    #[tokio::test]
+    async fn a_denied_host_stays_denied_with_a_proxy_and_the_proxy_is_never_asked() {
+        use http_body_util::BodyExt as _;
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        proxy.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", proxy.local_addr().unwrap());
+        let settings = crate::net::NetSettings {
+            trust: Default::default(),
+            proxy: crate::net::proxy::ProxySettings::from_env(|k| (k == "HTTPS_PROXY").then(|| url.clone())).unwrap(),
+        };
+        let client = crate::net::HttpClient::new(&settings, None).unwrap();
+        let mut hooks = AllowList::new(&["https://api.dropboxapi.com"], &Limits::default(), client);
+        // The proxy's own address is no more allowed than any other host.
+        for target in ["https://evil.example/steal", &format!("{url}/")] {
+            let body = http_body_util::Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+            let req = http::Request::builder().uri(target).body(body).unwrap();
+            let sent = Box::into_pin(hooks.send_request(req, None, Box::new(async { Ok(()) }))).await;
+            assert!(matches!(sent, Err(wasmtime_wasi_http::Error::HttpRequestDenied)), "{target}");
+        }
+        assert!(proxy.accept().is_err(), "nothing reached the proxy");
     }
 }

@@ -6,6 +6,7 @@
 //! dialect both accept: `?N` placeholders, `ON CONFLICT … DO …`, `COALESCE`, `CASE`, `CAST`.
 
 mod checkpoint;
+pub mod pg_tls;
 mod postgres;
 mod sqlite;
 mod value;

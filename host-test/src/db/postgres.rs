@@ -12,6 +12,7 @@ use std::sync::{mpsc, Arc};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
+use super::pg_tls;
 use super::{numbered_placeholders, Conn, DbError, DbResult, Dialect, Row, Value};
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
@@ -49,17 +50,58 @@ fn pg_err(e: tokio_postgres::Error) -> DbError {
 }
 
 async fn open(rt: &tokio::runtime::Runtime, url: &str) -> DbResult<Client> {
-    let (client, connection) =
-        tokio_postgres::connect(url, NoTls).await.map_err(|e| DbError::Connect(format!("{}: {e}", redacted(url))))?;
-    rt.spawn(async move {
-        let _ = connection.await;
-    });
+    let failed = |why: String| DbError::Connect(format!("{}: {why}", redacted(url)));
+    let tls = pg_tls::split(url).map_err(failed)?;
+    // A certificate problem in one line naming the server; anything else with its causes.
+    let target = url::Url::parse(url)
+        .map(|u| format!("{}:{}", u.host_str().unwrap_or("?"), u.port().unwrap_or(5432)))
+        .unwrap_or_default();
+    let why = |e: tokio_postgres::Error| {
+        let f = crate::net::NetFailure::classify(&e, target.clone(), None);
+        match f.kind {
+            crate::net::failure::NetFailureKind::Certificate(_)
+            | crate::net::failure::NetFailureKind::Hostname
+            | crate::net::failure::NetFailureKind::Handshake(_) => f.to_string(),
+            _ => crate::net::failure::reasons(&e),
+        }
+    };
+    let client = match pg_tls::connector(&tls).map_err(failed)? {
+        None => {
+            let (client, connection) = tokio_postgres::connect(&tls.url, NoTls).await.map_err(|e| failed(why(e)))?;
+            rt.spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
+        Some(connector) => {
+            let (client, connection) =
+                tokio_postgres::connect(&tls.url, connector).await.map_err(|e| failed(why(e)))?;
+            rt.spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
+    };
     Ok(client)
+}
+
+/// Say once, at start, what `sslmode` protects against (libpq's meanings).
+fn log_tls_mode(url: &str) {
+    match pg_tls::split(url).map(|t| t.mode) {
+        Ok(mode @ (pg_tls::SslMode::Prefer | pg_tls::SslMode::Require)) => tracing::warn!(
+            "PostgreSQL: sslmode={} encrypts when it can but does not verify the server's certificate (libpq's meaning); use sslmode=verify-full",
+            if mode == pg_tls::SslMode::Prefer { "prefer (the default)" } else { "require" }
+        ),
+        Ok(pg_tls::SslMode::Disable) => tracing::warn!("PostgreSQL: sslmode=disable, the connection is not encrypted"),
+        Ok(mode) => tracing::info!(?mode, "PostgreSQL: TLS with the server's certificate verified"),
+        Err(_) => {}
+    }
 }
 
 impl Postgres {
     /// Connect to `url` (`postgres://user:password@host:port/db`).
     pub fn connect(url: &str) -> DbResult<Self> {
+        log_tls_mode(url);
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (ready, started) = mpsc::sync_channel::<DbResult<()>>(1);
         let url = url.to_string();

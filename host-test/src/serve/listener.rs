@@ -52,8 +52,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let app = app.layer(axum::middleware::from_fn_with_state(limits.request_timeout, deadline));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut open = tokio::task::JoinSet::new();
@@ -76,21 +78,43 @@ pub async fn serve(
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut stop = shutdown.clone();
+        let stop = shutdown.clone();
+        let acceptor = acceptor.clone();
         open.spawn(async move {
             let _slot = slot;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            match acceptor {
+                None => connection(stream, service, limits, stop).await,
+                // The handshake counts against the header deadline: a client that opens a
+                // connection and says nothing is closed as soon over TLS as without.
+                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => connection(tls, service, limits, stop).await,
+                    Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
             }
         });
     }
     while open.join_next().await.is_some() {}
+}
+
+/// One connection's requests, until it closes or the service stops.
+async fn connection<I>(
+    io: I,
+    service: hyper_util::service::TowerToHyperService<axum::Router>,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

@@ -64,6 +64,8 @@ pub struct ServeConfig {
     pub content_concurrency: usize,
     /// Connections, header and request deadlines of the HTTP server.
     pub http_limits: listener::Limits,
+    /// Terminate TLS here (`--tls-cert`, `--tls-key`), for a deployment without a proxy in front.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServeConfig {
@@ -91,6 +93,7 @@ impl ServeConfig {
             sinks: Vec::new(),
             content_concurrency: 2,
             http_limits: listener::Limits::default(),
+            tls: None,
         }
     }
 }
@@ -246,8 +249,15 @@ async fn serve_on(
     });
     service.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(%addr, "serving");
-    eprintln!("coco-host serve: listening on http://{addr} (public URL {})", service.config.public_url);
-    let http = listener::serve(listener, app, service.config.http_limits, service.shutdown.subscribe());
+    let scheme = if service.config.tls.is_some() { "https" } else { "http" };
+    eprintln!("coco-host serve: listening on {scheme}://{addr} (public URL {})", service.config.public_url);
+    let http = listener::serve(
+        listener,
+        app,
+        service.config.http_limits,
+        service.config.tls.clone(),
+        service.shutdown.subscribe(),
+    );
     let mut http = std::pin::pin!(async move {
         http.await;
         Ok::<(), std::io::Error>(())

@@ -1,14 +1,18 @@
 //! The host's one test binary: the `coco-host` CLI run as a process against the emulator on
 //! loopback and the real compiled component.
 
+mod browser;
 mod cli;
 mod crash;
+mod pki;
 mod receivers;
 mod register;
+mod release;
 mod replicas;
 mod serve;
 mod sinks;
 mod state_files;
+mod tls;
 
 use std::path::PathBuf;
 

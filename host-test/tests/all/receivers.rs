@@ -46,6 +46,8 @@ pub struct Receiver {
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     kind: Kind,
+    /// Serving https with this configuration.
+    tls: Option<Arc<dropbox_emulator::tls::ServerConfig>>,
 }
 
 #[derive(Clone, Copy)]
@@ -67,11 +69,22 @@ type Shared = Arc<Mutex<Received>>;
 
 impl Receiver {
     pub async fn start(kind: Kind) -> Receiver {
-        let coco = Arc::new(Mutex::new(CocoModel::set_up(COCO_TOKEN)));
-        Self::serve(kind, Arc::default(), coco, "127.0.0.1:0".parse().unwrap()).await
+        Self::start_tls(kind, None).await
     }
 
-    async fn serve(kind: Kind, state: Shared, coco: SharedCoco, addr: SocketAddr) -> Receiver {
+    /// [`Receiver::start`], serving https with `tls` where given.
+    pub async fn start_tls(kind: Kind, tls: Option<Arc<dropbox_emulator::tls::ServerConfig>>) -> Receiver {
+        let coco = Arc::new(Mutex::new(CocoModel::set_up(COCO_TOKEN)));
+        Self::serve(kind, Arc::default(), coco, "127.0.0.1:0".parse().unwrap(), tls).await
+    }
+
+    async fn serve(
+        kind: Kind,
+        state: Shared,
+        coco: SharedCoco,
+        addr: SocketAddr,
+        tls: Option<Arc<dropbox_emulator::tls::ServerConfig>>,
+    ) -> Receiver {
         let app = match kind {
             Kind::Coco => dropbox_emulator::coco::router(coco.clone(), COCO_REFRESH)
                 .layer(axum::middleware::from_fn_with_state(state.clone(), faults_first)),
@@ -80,18 +93,24 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async {
+            let _ = rx.await;
+        };
+        let serving = tls.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+            match serving {
+                Some(tls) => dropbox_emulator::tls::serve(listener, app, tls, stopped).await,
+                None => {
+                    let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
+                }
+            }
         });
-        Receiver { state, coco, addr, stop: Some(tx), kind }
+        Receiver { state, coco, addr, stop: Some(tx), kind, tls }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Down: nothing listens on its port until [`Receiver::up`].
@@ -102,7 +121,7 @@ impl Receiver {
     }
 
     pub async fn up(&mut self) {
-        let again = Self::serve(self.kind, self.state.clone(), self.coco.clone(), self.addr).await;
+        let again = Self::serve(self.kind, self.state.clone(), self.coco.clone(), self.addr, self.tls.clone()).await;
         self.stop = again.stop;
     }
 

@@ -86,6 +86,7 @@ async fn every_sink_converges_under_faults_after_renames_moves_and_subtree_delet
                 auth: EsAuth::None,
                 max_docs: 300,
                 max_bytes: 256 << 10,
+                identity: None,
             },
             _ => SinkConfig::Jsonl { path: jsonl.clone() },
         };
@@ -317,6 +318,7 @@ async fn sinks_follow_no_redirect_and_never_show_url_credentials() {
         auth: EsAuth::None,
         max_docs: 100,
         max_bytes: 1 << 20,
+        identity: None,
     };
     let coco = SinkConfig::Coco {
         url: redirector.clone(),
