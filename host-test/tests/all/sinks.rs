@@ -267,11 +267,23 @@ async fn serve_delivers_to_coco_as_it_syncs() {
     .await;
     // Extracted text keeps arriving after the metadata; each is one more write into Coco.
     until("the backlog drained", Duration::from_secs(60), || {
-        store.sink_backlogs().unwrap().iter().all(|b| b.pending == 0) && synced(&store)
+        store.content_counts(&ds).unwrap().pending == 0
+            && store.sink_backlogs().unwrap().iter().all(|b| b.pending == 0)
+            && synced(&store)
     })
     .await;
-    let one = http("GET", &format!("{}/api/datasources/{ds}", s.base), &[token_header()], None).await.json();
-    assert_eq!(one["sinks"][0]["pending"], 0, "{one}");
+    // The admin API shows the same: a content result written just before the check above
+    // may still be on its way to Coco, so it gets a moment to land too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let one = http("GET", &format!("{}/api/datasources/{ds}", s.base), &[token_header()], None).await.json();
+        if one["sinks"][0]["pending"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the admin API shows the backlog drained: {one}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(synced(&store), "Coco holds the index");
     let metrics = http("GET", &format!("{}/metrics", s.base), &[token_header()], None).await.body;
     assert!(metrics.contains("coco_sink_delivered_total{sink=\"coco:"), "{metrics}");
     assert!(metrics.contains("coco_sink_backlog{sink=\"coco:"));
