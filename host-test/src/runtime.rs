@@ -226,7 +226,13 @@ impl WasiHttpHooks for AllowList {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
             match crate::net::wasi::send(&client, request, options).await {
-                Ok(res) => Ok((res, Box::new(async { Ok(()) }) as Box<dyn std::future::Future<Output = _> + Send>)),
+                Ok(res) => {
+                    // A later answer means the failure passed: the call's own result stands.
+                    if let Ok(mut p) = permanent.lock() {
+                        *p = None;
+                    }
+                    Ok((res, Box::new(async { Ok(()) }) as Box<dyn std::future::Future<Output = _> + Send>))
+                }
                 Err((code, failure)) => {
                     // A passing outage is the call's transient failure, logged where it is
                     // handled; what needs an operator is said here, with the host and why.

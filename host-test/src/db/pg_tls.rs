@@ -57,20 +57,27 @@ pub struct PgTls {
 }
 
 /// Read `sslmode` (default `prefer`, as libpq) and `sslrootcert` from a `postgres://` URL.
+/// The rest of the URL is kept byte for byte (percent-encoding, several hosts).
 pub fn split(url: &str) -> Result<PgTls, String> {
-    let mut parsed = url::Url::parse(url).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, query),
+        None => (url, ""),
+    };
     let mut mode = SslMode::Prefer;
     let mut root_cert = None;
     let mut kept = Vec::new();
-    for (k, v) in parsed.query_pairs() {
-        match k.as_ref() {
+    for segment in query.split('&').filter(|s| !s.is_empty()) {
+        let (key, value) = segment.split_once('=').unwrap_or((segment, ""));
+        let decoded = || percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned();
+        match key {
             "sslmode" => {
+                let v = decoded();
                 mode = SslMode::parse(&v).ok_or_else(|| {
                     format!("sslmode={v} is not one of disable, allow, prefer, require, verify-ca, verify-full")
                 })?
             }
-            "sslrootcert" => root_cert = Some(v.into_owned()),
-            _ => kept.push((k.into_owned(), v.into_owned())),
+            "sslrootcert" => root_cert = Some(decoded()),
+            _ => kept.push(segment),
         }
     }
     // libpq: `require` with a root certificate given verifies the chain, as `verify-ca`.
@@ -78,13 +85,31 @@ pub fn split(url: &str) -> Result<PgTls, String> {
         mode = SslMode::VerifyCa;
     }
     let theirs = match mode {
-        SslMode::Disable => "disable",
-        SslMode::Prefer => "prefer",
-        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "require",
+        SslMode::Disable => "sslmode=disable",
+        SslMode::Prefer => "sslmode=prefer",
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "sslmode=require",
     };
-    kept.push(("sslmode".into(), theirs.into()));
-    parsed.query_pairs_mut().clear().extend_pairs(kept);
-    Ok(PgTls { url: parsed.to_string(), mode, root_cert })
+    kept.push(theirs);
+    Ok(PgTls { url: format!("{base}?{}", kept.join("&")), mode, root_cert })
+}
+
+/// Whom a verifying mode trusts. As libpq: `sslrootcert` alone where it is given. Without it,
+/// `verify-full` checks against the system's and the operator's roots; `verify-ca`, which skips
+/// the name, only against `--ca-file` (a public root would vouch for any server that has any
+/// public certificate, and SSL_CERT_FILE often names the public bundle).
+fn roots(tls: &PgTls) -> Result<rustls::RootCertStore, String> {
+    if let Some(root) = &tls.root_cert {
+        return tls::only_roots(&[root.into()]).map_err(|e| e.to_string());
+    }
+    let trust: Trust = crate::net::client::settings().map(|s| s.trust).map_err(|e| e.to_string())?;
+    match (tls.mode, &trust.ca_file) {
+        (SslMode::VerifyCa, None) => Err(
+            "sslmode=verify-ca needs sslrootcert (or --ca-file): without the name check, public roots would accept any server"
+                .into(),
+        ),
+        (SslMode::VerifyCa, Some(ca)) => tls::only_roots(std::slice::from_ref(ca)).map_err(|e| e.to_string()),
+        _ => tls::root_store(&trust).map_err(|e| e.to_string()),
+    }
 }
 
 /// The rustls connector for `tls` (None for `disable`).
@@ -92,12 +117,12 @@ pub fn connector(tls: &PgTls) -> Result<Option<tokio_postgres_rustls::MakeRustls
     if tls.mode == SslMode::Disable {
         return Ok(None);
     }
-    let mut trust: Trust = crate::net::client::settings().map(|s| s.trust).map_err(|e| e.to_string())?;
-    if let Some(root) = &tls.root_cert {
-        // libpq's sslrootcert names the roots to trust for this server.
-        trust.extra_roots.push(root.into());
-    }
-    let roots = tls::root_store(&trust).map_err(|e| e.to_string())?;
+    // Modes that do not verify still check handshake signatures: any roots will do for them.
+    let roots = if tls.mode.verifies() {
+        roots(tls)?
+    } else {
+        tls::root_store(&Trust::default()).map_err(|e| e.to_string())?
+    };
     let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), tls::provider())
         .build()
         .map_err(|e| format!("TLS: {e}"))?;
@@ -177,10 +202,16 @@ mod tests {
             ("postgres://u@h/db", SslMode::Prefer, "postgres://u@h/db?sslmode=prefer", None),
             ("postgres://u@h/db?sslmode=disable", SslMode::Disable, "postgres://u@h/db?sslmode=disable", None),
             (
-                "postgres://u:p@h:5433/db?application_name=x&sslmode=verify-full&sslrootcert=/etc/pg.pem",
+                "postgres://u:p%40ss@h:5433/db?application_name=my%20app&sslmode=verify-full&sslrootcert=%2Fetc%2Fpg.pem",
                 SslMode::VerifyFull,
-                "postgres://u:p@h:5433/db?application_name=x&sslmode=require",
+                "postgres://u:p%40ss@h:5433/db?application_name=my%20app&sslmode=require",
                 Some("/etc/pg.pem"),
+            ),
+            (
+                "postgres://u@h1:5432,h2:5433/db?target_session_attrs=read-write",
+                SslMode::Prefer,
+                "postgres://u@h1:5432,h2:5433/db?target_session_attrs=read-write&sslmode=prefer",
+                None,
             ),
             ("postgres://u@h/db?sslmode=verify-ca", SslMode::VerifyCa, "postgres://u@h/db?sslmode=require", None),
             ("postgres://u@h/db?sslmode=require", SslMode::Require, "postgres://u@h/db?sslmode=require", None),

@@ -11,8 +11,8 @@ pub enum NetFailureKind {
     Hostname,
     /// The server refused our client certificate, or the TLS handshake failed otherwise.
     Handshake(String),
-    /// The proxy did not open a tunnel (CONNECT) to the target.
-    ProxyRefused,
+    /// The proxy answered the CONNECT with a refusal (with the reason where it gave one).
+    ProxyRefused(Option<String>),
     /// No connection (refused, unreachable, no such host).
     Connect(String),
     Timeout,
@@ -31,7 +31,7 @@ impl NetFailure {
     /// Another attempt cannot succeed until someone acts: a certificate or the trust, or the
     /// proxy's policy (a refused CONNECT is an answer, not an outage).
     pub fn is_permanent(&self) -> bool {
-        matches!(self.kind, NetFailureKind::Certificate(_) | NetFailureKind::Hostname | NetFailureKind::ProxyRefused)
+        matches!(self.kind, NetFailureKind::Certificate(_) | NetFailureKind::Hostname | NetFailureKind::ProxyRefused(_))
     }
 
     /// Classify an error of the HTTP client (its source chain holds rustls' and the
@@ -51,11 +51,13 @@ impl std::fmt::Display for NetFailure {
             ),
             NetFailureKind::Hostname => write!(f, "TLS: the certificate of {t} is not valid for that name"),
             NetFailureKind::Handshake(why) => write!(f, "TLS: the handshake with {t} failed: {why}"),
-            NetFailureKind::ProxyRefused => write!(
-                f,
-                "proxy {} refused to open a tunnel (CONNECT) to {t}",
-                self.proxy.as_deref().unwrap_or("(unknown)")
-            ),
+            NetFailureKind::ProxyRefused(why) => {
+                write!(f, "proxy {} refused to open a tunnel (CONNECT) to {t}", self.proxy.as_deref().unwrap_or("(unknown)"))?;
+                match why {
+                    Some(why) => write!(f, ": {why}"),
+                    None => Ok(()),
+                }
+            }
             NetFailureKind::Connect(why) => match &self.proxy {
                 Some(p) => write!(f, "cannot reach {t} through proxy {p}: {why}"),
                 None => write!(f, "cannot reach {t}: {why}"),
@@ -107,9 +109,17 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> NetFailureKind {
             };
         }
     }
+    // The proxy's answer to CONNECT: a refusal is its policy; anything else about the tunnel
+    // (the proxy down, the connection cut) is an outage like any other.
     let text: Vec<String> = errors.iter().map(|e| e.to_string().to_ascii_lowercase()).collect();
+    if text.iter().any(|t| t.contains("proxy authorization required")) {
+        return NetFailureKind::ProxyRefused(Some("it asks for credentials (407): give them in the proxy URL".into()));
+    }
+    if text.iter().any(|t| t.contains("tunnel error: unsuccessful") || t.contains("unsuccessful tunnel")) {
+        return NetFailureKind::ProxyRefused(None);
+    }
     if text.iter().any(|t| t.contains("tunnel")) {
-        return NetFailureKind::ProxyRefused;
+        return NetFailureKind::Connect(errors.last().map(|e| e.to_string()).unwrap_or_default());
     }
     if let Some(r) = errors.iter().find_map(|e| e.downcast_ref::<reqwest::Error>()) {
         if r.is_timeout() {
@@ -170,14 +180,25 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_tunnel_names_the_proxy() {
-        let e = std::io::Error::other("unsuccessful tunnel");
-        let f = NetFailure::classify(&e, "api.dropboxapi.com:443".into(), Some("http://proxy:3128".into()));
-        assert_eq!(f.kind, NetFailureKind::ProxyRefused);
+    fn a_refused_tunnel_names_the_proxy_and_a_proxy_outage_is_not_a_refusal() {
+        let proxy = || Some("http://proxy:3128".to_string());
+        let e = std::io::Error::other("tunnel error: unsuccessful");
+        let f = NetFailure::classify(&e, "api.dropboxapi.com:443".into(), proxy());
+        assert_eq!(f.kind, NetFailureKind::ProxyRefused(None));
         assert!(f.is_permanent());
         assert_eq!(
             f.to_string(),
             "proxy http://proxy:3128 refused to open a tunnel (CONNECT) to api.dropboxapi.com:443"
         );
+        let e = std::io::Error::other("tunnel error: proxy authorization required");
+        let f = NetFailure::classify(&e, "api.dropboxapi.com:443".into(), proxy());
+        assert!(
+            f.is_permanent() && f.to_string().ends_with("it asks for credentials (407): give them in the proxy URL"),
+            "{f}"
+        );
+        for outage in ["tunnel error: failed to create underlying connection", "tunnel error: unexpected end of file"] {
+            let f = NetFailure::classify(&std::io::Error::other(outage), "api.dropboxapi.com:443".into(), proxy());
+            assert!(!f.is_permanent(), "{outage}: {f}");
+        }
     }
 }

@@ -34,6 +34,8 @@ fn file_error(what: &'static str, path: &Path, why: impl std::fmt::Display) -> T
 #[derive(Clone, Debug, Default)]
 pub struct Trust {
     pub extra_roots: Vec<PathBuf>,
+    /// `--ca-file` alone: named for this program (SSL_CERT_FILE often names the public bundle).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Trust {
@@ -42,7 +44,7 @@ impl Trust {
         let mut extra_roots: Vec<PathBuf> =
             get("SSL_CERT_FILE").filter(|v| !v.trim().is_empty()).map(PathBuf::from).into_iter().collect();
         extra_roots.extend(ca_file.map(Path::to_path_buf));
-        Trust { extra_roots }
+        Trust { extra_roots, ca_file: ca_file.map(Path::to_path_buf) }
     }
 }
 
@@ -84,6 +86,17 @@ pub fn root_store(trust: &Trust) -> Result<rustls::RootCertStore, TlsSetupError>
         None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     for path in &trust.extra_roots {
+        for cert in certificates("CA file", path)? {
+            store.add(cert).map_err(|e| file_error("CA file", path, format!("not a usable CA certificate: {e}")))?;
+        }
+    }
+    Ok(store)
+}
+
+/// Only the roots in `files` (PostgreSQL's `sslrootcert`, as libpq reads it).
+pub fn only_roots(files: &[PathBuf]) -> Result<rustls::RootCertStore, TlsSetupError> {
+    let mut store = rustls::RootCertStore::empty();
+    for path in files {
         for cert in certificates("CA file", path)? {
             store.add(cert).map_err(|e| file_error("CA file", path, format!("not a usable CA certificate: {e}")))?;
         }
@@ -148,11 +161,11 @@ mod tests {
     fn unusable_files_are_named_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let e = root_store(&Trust { extra_roots: vec![missing.clone()] }).unwrap_err().to_string();
+        let e = root_store(&Trust { extra_roots: vec![missing.clone()], ca_file: None }).unwrap_err().to_string();
         assert!(e.starts_with("CA file ") && e.contains("missing.pem"), "{e}");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let e = root_store(&Trust { extra_roots: vec![empty] }).unwrap_err().to_string();
+        let e = root_store(&Trust { extra_roots: vec![empty], ca_file: None }).unwrap_err().to_string();
         assert!(e.contains("no PEM certificate"), "{e}");
         let e = server_config(&missing, &missing).unwrap_err().to_string();
         assert!(e.starts_with("TLS certificate"), "{e}");

@@ -61,7 +61,7 @@ fn code(f: &NetFailure) -> Error {
         NetFailureKind::Handshake(_) => Error::TlsProtocolError,
         NetFailureKind::Connect(_) => Error::ConnectionRefused,
         NetFailureKind::Timeout => Error::ConnectionTimeout,
-        NetFailureKind::ProxyRefused | NetFailureKind::Other(_) => Error::InternalError(Some(f.to_string())),
+        NetFailureKind::ProxyRefused(_) | NetFailureKind::Other(_) => Error::InternalError(Some(f.to_string())),
     }
 }
 

@@ -386,6 +386,10 @@ fn postgres_sslmode_verify_full_and_refusals_that_name_the_reason() {
         let e = coco_host::db::Postgres::connect(&url(mode, &other.ca)).err().expect("refused").to_string();
         assert!(e.contains(&format!("TLS: the certificate of 127.0.0.1:{} does not verify", pg.port)), "{mode}: {e}");
     }
+    // verify-ca skips the name, so public roots alone would vouch for anyone: it needs a root.
+    let bare_ca = format!("postgres://coco@127.0.0.1:{}/postgres?sslmode=verify-ca", pg.port);
+    let e = coco_host::db::Postgres::connect(&bare_ca).err().expect("refused").to_string();
+    assert!(e.contains("verify-ca needs sslrootcert (or --ca-file)"), "{e}");
     // verify-full against a server without TLS (the test run's own PostgreSQL).
     if let Some(plain) = std::env::var("COCO_TEST_POSTGRES").ok().filter(|v| !v.is_empty()) {
         let e =
