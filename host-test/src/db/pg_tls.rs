@@ -117,16 +117,18 @@ pub fn connector(tls: &PgTls) -> Result<Option<tokio_postgres_rustls::MakeRustls
     if tls.mode == SslMode::Disable {
         return Ok(None);
     }
-    // Modes that do not verify still check handshake signatures: any roots will do for them.
-    let roots = if tls.mode.verifies() {
-        roots(tls)?
-    } else {
-        tls::root_store(&Trust::default()).map_err(|e| e.to_string())?
+    let provider = tls::provider();
+    let webpki = match tls.mode.verifies() {
+        true => Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots(tls)?), provider.clone())
+                .build()
+                .map_err(|e| format!("TLS: {e}"))?,
+        ),
+        // Nothing to verify the chain against: no roots are loaded.
+        false => None,
     };
-    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), tls::provider())
-        .build()
-        .map_err(|e| format!("TLS: {e}"))?;
-    let verifier: Arc<dyn ServerCertVerifier> = Arc::new(LibpqVerifier { mode: tls.mode, webpki });
+    let algorithms = provider.signature_verification_algorithms;
+    let verifier: Arc<dyn ServerCertVerifier> = Arc::new(LibpqVerifier { mode: tls.mode, webpki, algorithms });
     let config = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
@@ -142,7 +144,9 @@ pub fn connector(tls: &PgTls) -> Result<Option<tokio_postgres_rustls::MakeRustls
 #[derive(Debug)]
 struct LibpqVerifier {
     mode: SslMode,
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    /// The chain's verifier, for the modes that verify.
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for LibpqVerifier {
@@ -154,18 +158,12 @@ impl ServerCertVerifier for LibpqVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.mode {
-            SslMode::Disable | SslMode::Prefer | SslMode::Require => Ok(ServerCertVerified::assertion()),
-            SslMode::VerifyFull => self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
-            SslMode::VerifyCa => {
-                match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-                    Err(rustls::Error::InvalidCertificate(
-                        rustls::CertificateError::NotValidForName
-                        | rustls::CertificateError::NotValidForNameContext { .. },
-                    )) => Ok(ServerCertVerified::assertion()),
-                    other => other,
-                }
-            }
+        let Some(webpki) = &self.webpki else { return Ok(ServerCertVerified::assertion()) };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
+            )) if self.mode == SslMode::VerifyCa => Ok(ServerCertVerified::assertion()),
+            other => other,
         }
     }
 
@@ -175,7 +173,7 @@ impl ServerCertVerifier for LibpqVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -184,11 +182,11 @@ impl ServerCertVerifier for LibpqVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

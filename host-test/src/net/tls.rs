@@ -85,11 +85,7 @@ pub fn root_store(trust: &Trust) -> Result<rustls::RootCertStore, TlsSetupError>
         }
         None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    for path in &trust.extra_roots {
-        for cert in certificates("CA file", path)? {
-            store.add(cert).map_err(|e| file_error("CA file", path, format!("not a usable CA certificate: {e}")))?;
-        }
-    }
+    store.roots.extend(only_roots(&trust.extra_roots)?.roots);
     Ok(store)
 }
 

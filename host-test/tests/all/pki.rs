@@ -65,11 +65,7 @@ pub struct Answer {
 
 /// One request from the test, trusting `ca` only, following no redirect.
 pub async fn https(method: &str, url: &str, ca: &Pki, headers: &[(&str, &str)], body: Option<String>) -> Answer {
-    let trust = coco_host::net::tls::Trust { extra_roots: vec![ca.ca.clone()], ca_file: None };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in coco_host::net::tls::certificates("CA", &trust.extra_roots[0]).unwrap() {
-        roots.add(c).unwrap();
-    }
+    let roots = coco_host::net::tls::only_roots(std::slice::from_ref(&ca.ca)).unwrap();
     let config = coco_host::net::tls::client_config(&roots, None).unwrap();
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(config)
