@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coco_dropbox::content::format::Format;
+use coco_host::clock::now_unix;
 use coco_host::extract::{drain_content, DrainControl};
-use coco_host::host::now_unix;
 use coco_host::runtime::content_api::{AppCredentials, ContentLimits, ContentRequest, Endpoints, Tokens};
 use coco_host::runtime::{Limits, Runtime};
 use dropbox_emulator::content as synth;

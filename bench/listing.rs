@@ -25,7 +25,7 @@ pub fn cpu_secs(pid: Option<u32>) -> f64 {
 /// An order-independent digest of an index: each document's id, path and rev (the batch
 /// number differs between runs by design), hashed one by one and summed, so it takes no memory
 /// whatever the index's size (the RSS figures are read after it).
-pub fn index_digest(store: &coco_host::store::Store, id: &str) -> anyhow::Result<String> {
+pub fn index_digest(store: &coco_host::state::Store, id: &str) -> anyhow::Result<String> {
     use std::hash::{Hash, Hasher};
     #[derive(serde::Deserialize)]
     struct Doc<'a> {

@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use coco_dropbox::mapping::{map_listing, ListFolderResult, MapContext};
-use coco_host::host::{now_unix, Host};
+use coco_host::clock::now_unix;
+use coco_host::host::Host;
 use coco_host::keys::Keys;
 use coco_host::runtime::{AppCredentials, Endpoints, Limits, PageRequest, Runtime, SyncOptions, Tokens};
 use coco_host::secret::Secret;
-use coco_host::store::{ConnectorRecord, EndpointsRecord};
+use coco_host::state::{ConnectorRecord, EndpointsRecord};
 use dropbox_emulator::model::{generate, Generate, Namespace};
 use serde::{Deserialize, Serialize};
 

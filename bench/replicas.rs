@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use coco_host::keys::Keys;
-use coco_host::store::{StateLocation, Store};
+use coco_host::state::{StateLocation, Store};
 
 const MASTER: &str = "bench-replicas-master-key-0123456789abcdef";
 // Small pages, so a page costs little CPU next to its 200 ms request and the figure is about

@@ -14,7 +14,7 @@ use coco_host::keys::Keys;
 use coco_host::runtime::{Limits, Runtime};
 use coco_host::secret::Secret;
 use coco_host::serve::{self, ServeConfig, Service};
-use coco_host::store::{ConnectorRecord, EndpointsRecord, StateLocation, Store};
+use coco_host::state::{ConnectorRecord, EndpointsRecord, StateLocation, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::APP;
@@ -234,7 +234,7 @@ pub async fn latency_child(component: &Path, emulator: &str, mode: &str) -> anyh
     }
     // Let the interval mode's schedule spread out, as in a service that has been running.
     tokio::time::sleep(Duration::from_secs(if mode == "interval" { 6 } else { 1 })).await;
-    let tag = format!("{mode}-{}", coco_host::host::now_unix());
+    let tag = format!("{mode}-{}", coco_host::clock::now_unix());
     let mut pending: Vec<(usize, String, Instant)> = Vec::new();
     let mut samples = Vec::new();
     let mut next_change = Instant::now();

@@ -7,7 +7,7 @@
 # exist or be empty; it receives:
 #   bin/coco-host
 #   lib/coco-dropbox/{connector,extractor,facade,facade-kv,spin,spin-kv}.wasm
-#   README.md, LICENSE
+#   README.md, LICENSE, docs/*.md (the README links into docs/)
 #   share/coco-dropbox/coco-host.service, share/coco-dropbox/coco-host.env.example
 # The components come from the builds in the repository's target/ (./dev's `components`).
 # coco-host finds connector.wasm and extractor.wasm at <its dir>/../lib/coco-dropbox/.
@@ -34,15 +34,13 @@ if [ -e "$out" ] && [ -n "$(ls -A "$out")" ]; then
     fail "$out exists and is not empty: give a new or empty folder"
 fi
 
-# Installed name → build output (target dir of ./dev's `components`).
-components=(
-    "connector:target/wasm32-wasip2/release/coco_dropbox.wasm"
-    "extractor:target/extractor/wasm32-wasip2/release/coco_dropbox.wasm"
-    "facade:target/facade/wasm32-wasip2/release/coco_dropbox.wasm"
-    "facade-kv:target/facade-kv/wasm32-wasip2/release/coco_dropbox.wasm"
-    "spin:target/spin/wasm32-wasip2/release/coco_dropbox.wasm"
-    "spin-kv:target/spin-kv/wasm32-wasip2/release/coco_dropbox.wasm"
-)
+# Installed name → build output: deploy/components, the one list (./dev's `components` puts
+# each build at target/components/<name>.wasm).
+components=()
+while read -r name _; do
+    case "$name" in ''|'#'*) continue ;; esac
+    components+=("$name:target/components/$name.wasm")
+done <"$root/deploy/components"
 # Everything is checked before anything is written.
 for entry in "${components[@]}"; do
     src="$root/${entry#*:}"
@@ -58,6 +56,8 @@ for entry in "${components[@]}"; do
     install -m 0644 "$root/${entry#*:}" "$out/lib/coco-dropbox/${entry%%:*}.wasm"
 done
 install -m 0644 "$root/README.md" "$out/README.md"
+install -d -m 0755 "$out/docs"
+install -m 0644 "$root"/docs/*.md "$out/docs/"
 install -m 0644 "$root/LICENSE" "$out/LICENSE"
 install -m 0644 "$root/deploy/coco-host.service" "$out/share/coco-dropbox/coco-host.service"
 install -m 0644 "$root/deploy/coco-host.env" "$out/share/coco-dropbox/coco-host.env.example"

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coco_host::host::now_unix;
+use coco_host::clock::now_unix;
 use coco_host::runtime::{
     AppCredentials, Endpoints, PageRequest, RedirectRequest, Runtime, RuntimeError, SyncFailure, SyncOptions, Tokens,
 };

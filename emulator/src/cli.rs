@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::{Config, Emulator, Webhook};
 
-/// The app the demo and the README's examples use.
+/// The app the demo and the examples in docs/operator.md use.
 pub const DEMO_CLIENT_ID: &str = "coco-demo-app";
 pub const DEMO_CLIENT_SECRET: &str = "coco-demo-secret";
 

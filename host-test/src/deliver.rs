@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::net::HttpClient;
-use crate::outbox::{coalesce, Change};
 use crate::redact;
 use crate::secret::Secret;
 use crate::sinks::{self, ItemOutcome, SinkRequest};
-use crate::store::Store;
+use crate::state::outbox::{coalesce, Change};
+use crate::state::Store;
 
 /// Outbox rows read per batch.
 const BATCH_ROWS: usize = 500;
@@ -77,7 +77,7 @@ pub enum DeliverError {
     #[error("sink {sink}: {why}")]
     Refused { sink: String, why: String },
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::state::StoreError),
 }
 
 /// The datasource a delivery is for.
@@ -91,7 +91,7 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    pub fn of(ds: &'a crate::store::DatasourceRecord) -> Self {
+    pub fn of(ds: &'a crate::state::DatasourceRecord) -> Self {
         Target { id: &ds.id, name: &ds.name, connector_id: &ds.connector_id, removed: false }
     }
 }

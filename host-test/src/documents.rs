@@ -4,7 +4,41 @@
 
 use std::ops::Range;
 
-use crate::runtime::{DocumentBatch, Span, SyncFailure};
+/// A stretch of a batch's text (the WIT `span`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+/// A file's facts as spans of the batch text (the WIT `file-facts`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSpans {
+    pub file_id: Span,
+    pub size: u64,
+    pub content_hash: Option<Span>,
+    pub downloadable: bool,
+    pub export_as: Option<Span>,
+    pub export_options: Vec<Span>,
+}
+
+/// One document as spans of the batch text (the WIT `document`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentSpans {
+    pub id: Span,
+    pub path_lower: Span,
+    pub rev: Option<Span>,
+    pub json: Span,
+    pub file: Option<FileSpans>,
+}
+
+/// A page's documents as the component hands them over, not yet checked (the WIT
+/// `document-batch`; the runtime converts it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub text: String,
+    pub documents: Vec<DocumentSpans>,
+}
 
 /// Documents in Dropbox's order; every span was checked against the text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -84,7 +118,7 @@ pub static NO_DOCUMENTS: Documents = Documents { text: String::new(), rows: Vec:
 
 impl Documents {
     /// Check every span of a batch (in range, on character boundaries) once.
-    pub fn check(batch: DocumentBatch) -> Result<Self, Malformed> {
+    pub fn check(batch: Batch) -> Result<Self, Malformed> {
         let text = batch.text;
         let range = |s: Span, what: &str, doc: usize| -> Result<Range<usize>, Malformed> {
             let start = s.start as usize;
@@ -188,46 +222,18 @@ impl Documents {
     }
 }
 
-/// A `sync-page` result with its batch checked.
-#[derive(Clone, Debug)]
-pub struct Page {
-    pub deletes: Vec<String>,
-    pub documents: Documents,
-    pub cursor: String,
-    pub has_more: bool,
-    pub tokens: Option<crate::runtime::Tokens>,
-    pub stats: crate::runtime::PageStats,
-}
-
-impl Page {
-    pub fn check(r: crate::runtime::PageResult) -> Result<Self, Malformed> {
-        Ok(Page {
-            deletes: r.deletes,
-            documents: Documents::check(r.documents)?,
-            cursor: r.cursor,
-            has_more: r.has_more,
-            tokens: r.tokens,
-            stats: r.stats,
-        })
-    }
-}
-
-/// What a `sync-page` call answers once its batch is checked.
-pub type PageOutcome = Result<Page, SyncFailure>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::Document as WitDocument;
 
     fn span(start: u32, len: u32) -> Span {
         Span { start, len }
     }
 
-    fn batch(text: &str, id: Span) -> DocumentBatch {
-        DocumentBatch {
+    fn batch(text: &str, id: Span) -> Batch {
+        Batch {
             text: text.into(),
-            documents: vec![WitDocument { id, path_lower: span(0, 1), rev: None, json: span(0, 1), file: None }],
+            documents: vec![DocumentSpans { id, path_lower: span(0, 1), rev: None, json: span(0, 1), file: None }],
         }
     }
 

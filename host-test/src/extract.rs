@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::content::{ContentJob, Outcome};
-use crate::host::{now_unix, Host, HostError};
+use crate::clock::now_unix;
+use crate::host::{Host, HostError};
 use crate::runtime::content_api::{self as api, AppCredentials, ContentError, Endpoints, RootInfo, Tokens};
 use crate::runtime::{RuntimeError, WitError};
 use crate::secret::Secret;
-use crate::store::{Status, TokensRecord};
+use crate::state::content::{ContentJob, Outcome};
+use crate::state::{Status, TokensRecord};
 
 /// How long a claimed file stays invisible to other workers.
 const CLAIM_SECS: u64 = 300;
@@ -119,7 +120,7 @@ fn failure(e: &WitError, attempts: i64) -> Outcome {
 
 impl Host {
     /// Fetch one claimed file through the component (refreshed tokens are saved at once).
-    /// Returns the outcome for [`crate::store::Store::finish_content`], the bytes received
+    /// Returns the outcome for [`crate::state::Store::finish_content`], the bytes received
     /// and the requests made.
     pub async fn call_content(&self, job: &ContentJob) -> Result<(Outcome, u64, u64), HostError> {
         let ds = self.store.datasource(&job.datasource_id)?;
@@ -211,7 +212,7 @@ pub struct DrainControl {
     pub stop: AtomicBool,
 }
 
-fn store<H: AsRef<Host>>(owner: &Arc<H>) -> &crate::store::Store {
+fn store<H: AsRef<Host>>(owner: &Arc<H>) -> &crate::state::Store {
     &AsRef::<Host>::as_ref(&**owner).store
 }
 

@@ -2,7 +2,7 @@
 //! driver and its retry policy, and a CLI. Its only link to the component is the WIT
 //! (`wit/connector.wit`, bound in `runtime`) and the data file beside it (`info`).
 
-pub mod content;
+pub mod clock;
 pub mod db;
 pub mod deliver;
 pub mod documents;
@@ -11,10 +11,7 @@ pub mod host;
 pub mod info;
 pub mod keys;
 pub mod net;
-pub mod outbox;
-pub mod parallel;
 pub mod paths;
-mod pg_schema;
 pub mod policy;
 pub mod redact;
 pub mod registration;
@@ -22,6 +19,5 @@ pub mod runtime;
 pub mod secret;
 pub mod secret_files;
 pub mod serve;
-pub mod shards;
 pub mod sinks;
-pub mod store;
+pub mod state;

@@ -14,7 +14,7 @@ use coco_host::host::{Host, SyncEvent, SyncReport};
 use coco_host::keys::Keys;
 use coco_host::runtime::{CompileCache, Limits, Runtime};
 use coco_host::secret::Secret;
-use coco_host::store::{ConnectorRecord, EndpointsRecord, StateLocation, Status, Store};
+use coco_host::state::{ConnectorRecord, EndpointsRecord, StateLocation, Status, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -482,27 +482,16 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 2 && matches!(args[1].as_str(), "--version" | "-V") {
         println!("coco-host {}", env!("CARGO_PKG_VERSION"));
-        let extractor = std::env::var_os("COCO_DROPBOX_EXTRACTOR_WASM");
+        // The two the host runs (the environment may point elsewhere), then the facades a
+        // release carries beside them.
         let connector = std::env::var_os("COCO_DROPBOX_WASM").map(PathBuf::from);
-        println!(
-            "{}",
-            coco_host::paths::describe_component(
-                "connector",
-                &connector.unwrap_or_else(coco_host::paths::connector_wasm)
-            )
-        );
-        println!(
-            "{}",
-            coco_host::paths::describe_component(
-                "extractor",
-                &extractor.map(PathBuf::from).unwrap_or_else(coco_host::paths::extractor_wasm)
-            )
-        );
-        for (label, path) in
-            [("facade", coco_host::paths::facade_wasm()), ("facade-kv", coco_host::paths::facade_kv_wasm())]
-        {
+        let connector = connector.unwrap_or_else(coco_host::paths::connector_wasm);
+        println!("{}", coco_host::paths::describe_component("connector", &connector));
+        println!("{}", coco_host::paths::describe_component("extractor", &coco_host::paths::extractor_wasm()));
+        for build in coco_host::paths::component_builds().filter(|c| !matches!(c.name, "connector" | "extractor")) {
+            let path = build.path();
             if path.is_file() {
-                println!("{}", coco_host::paths::describe_component(label, &path));
+                println!("{}", coco_host::paths::describe_component(build.name, &path));
             }
         }
         return ExitCode::SUCCESS;

@@ -7,6 +7,54 @@ fn workspace() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
+/// `deploy/components`: the one list of component builds (name, cargo features).
+const COMPONENT_LIST: &str = include_str!("../../deploy/components");
+
+/// One component build of the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComponentBuild {
+    /// `connector`, `extractor`, `facade`, …: the file is `<name>.wasm`.
+    pub name: &'static str,
+    /// The cargo features it is built with (empty for the connector).
+    pub features: &'static str,
+}
+
+impl ComponentBuild {
+    /// Where the build tree keeps it: `target/components/<name>.wasm`.
+    pub fn built_path(&self) -> PathBuf {
+        workspace().join("target/components").join(format!("{}.wasm", self.name))
+    }
+
+    /// Where it is: a release's `lib/coco-dropbox/<name>.wasm` beside the binary when there,
+    /// else the build tree's.
+    pub fn path(&self) -> PathBuf {
+        installed_dir()
+            .map(|d| d.join(format!("{}.wasm", self.name)))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| self.built_path())
+    }
+
+    /// What to run when it is missing.
+    pub fn build_hint(&self) -> String {
+        format!("build it: ./dev components {} (./dev test and ./dev demo build all)", self.name)
+    }
+}
+
+/// Every component build, in the list's order.
+pub fn component_builds() -> impl Iterator<Item = ComponentBuild> {
+    COMPONENT_LIST.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(|line| {
+        let mut fields = line.split_whitespace();
+        let name = fields.next().unwrap_or_default();
+        let features = fields.next().filter(|f| *f != "-").unwrap_or("");
+        ComponentBuild { name, features }
+    })
+}
+
+/// The build called `name`. Panics on a name the list does not have: callers name them in code.
+pub fn component(name: &str) -> ComponentBuild {
+    component_builds().find(|c| c.name == name).unwrap_or_else(|| panic!("deploy/components has no {name}"))
+}
+
 /// Where a release keeps its components: `<exe dir>/../lib/coco-dropbox/` (the tarball's and
 /// the container's layout).
 pub fn installed_dir() -> Option<PathBuf> {
@@ -15,43 +63,35 @@ pub fn installed_dir() -> Option<PathBuf> {
     Some(exe.parent()?.parent()?.join("lib/coco-dropbox"))
 }
 
-/// `name` beside the binary when a release put it there, else the build tree's `built`.
-fn installed_or(name: &str, built: &str) -> PathBuf {
-    installed_dir().map(|d| d.join(name)).filter(|p| p.is_file()).unwrap_or_else(|| workspace().join(built))
-}
-
-/// The connector component: a release's `connector.wasm`, else
-/// `cargo build --target wasm32-wasip2 --release`'s.
+/// The connector component (`sync-page`, `oauth-redirect`, `watch`).
 pub fn connector_wasm() -> PathBuf {
-    installed_or("connector.wasm", "target/wasm32-wasip2/release/coco_dropbox.wasm")
+    component("connector").path()
 }
 
-/// The extractor component (`content.fetch-content`): `COCO_DROPBOX_EXTRACTOR_WASM`, a
-/// release's `extractor.wasm`, else the build tree's (`--features extractor --target-dir target/extractor`).
+/// The extractor component (`content.fetch-content`): `COCO_DROPBOX_EXTRACTOR_WASM`, else the
+/// list's `extractor`.
 pub fn extractor_wasm() -> PathBuf {
-    std::env::var_os("COCO_DROPBOX_EXTRACTOR_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| installed_or("extractor.wasm", "target/extractor/wasm32-wasip2/release/coco_dropbox.wasm"))
+    std::env::var_os("COCO_DROPBOX_EXTRACTOR_WASM").map(PathBuf::from).unwrap_or_else(|| component("extractor").path())
 }
 
-/// The HTTP facade build (`--features http-handler --target-dir target/facade`).
+/// The HTTP facade (`wasi:http/incoming-handler`, `wasmtime serve`).
 pub fn facade_wasm() -> PathBuf {
-    installed_or("facade.wasm", "target/facade/wasm32-wasip2/release/coco_dropbox.wasm")
+    component("facade").path()
 }
 
-/// The Spin build (`--features spin --target-dir target/spin`).
+/// The facade for Spin (Spin variables).
 pub fn spin_wasm() -> PathBuf {
-    installed_or("spin.wasm", "target/spin/wasm32-wasip2/release/coco_dropbox.wasm")
+    component("spin").path()
 }
 
-/// The serverless facade for `wasmtime serve -Skeyvalue` (`--features keyvalue --target-dir target/facade-kv`).
+/// The serverless facade for `wasmtime serve -Skeyvalue`.
 pub fn facade_kv_wasm() -> PathBuf {
-    installed_or("facade-kv.wasm", "target/facade-kv/wasm32-wasip2/release/coco_dropbox.wasm")
+    component("facade-kv").path()
 }
 
-/// The serverless facade for Spin (`--features spin,keyvalue --target-dir target/spin-kv`).
+/// The serverless facade for Spin (Spin's key-value store).
 pub fn spin_kv_wasm() -> PathBuf {
-    installed_or("spin-kv.wasm", "target/spin-kv/wasm32-wasip2/release/coco_dropbox.wasm")
+    component("spin-kv").path()
 }
 
 /// What `coco-host --version` says of one component: its WIT package (from the component's
@@ -128,7 +168,34 @@ pub fn open_output(path: &Path, append: bool) -> std::io::Result<std::fs::File> 
 
 #[cfg(test)]
 mod tests {
-    use super::open_output;
+    use super::{component_builds, open_output};
+
+    #[test]
+    fn the_component_list_names_each_build_once() {
+        let names: Vec<_> = component_builds().map(|c| c.name).collect();
+        assert_eq!(names, ["connector", "extractor", "facade", "spin", "facade-kv", "spin-kv"]);
+        let features: Vec<_> = component_builds().map(|c| c.features).collect();
+        assert_eq!(features, ["", "extractor", "http-handler", "spin", "keyvalue", "spin,keyvalue"]);
+        assert!(component_builds().all(|c| c.built_path().ends_with(format!("target/components/{}.wasm", c.name))));
+    }
+
+    #[test]
+    fn each_component_package_builds_the_features_the_list_names() {
+        for build in component_builds() {
+            let manifest = super::workspace().join("components").join(build.name).join("Cargo.toml");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            assert!(text.contains(&format!("name = \"coco-dropbox-{}\"", build.name)), "{}", manifest.display());
+            let dependency = text.lines().find(|l| l.starts_with("coco-dropbox = ")).unwrap();
+            let features: Vec<&str> = build.features.split(',').filter(|f| !f.is_empty()).collect();
+            if features.is_empty() {
+                assert_eq!(dependency, "coco-dropbox = { path = \"../..\" }");
+            } else {
+                let quoted: Vec<String> = features.iter().map(|f| format!("\"{f}\"")).collect();
+                let want = format!("coco-dropbox = {{ path = \"../..\", features = [{}] }}", quoted.join(", "));
+                assert_eq!(dependency, want, "{}", manifest.display());
+            }
+        }
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -101,7 +101,7 @@ pub enum Action {
     /// Forget the cursor and list from scratch under a new generation.
     RestartListing { why: String },
     /// Store the account's new root, then list from scratch.
-    SetRootAndRestart { root: crate::store::RootRecord },
+    SetRootAndRestart { root: crate::state::RootRecord },
     /// Stop syncing this datasource until the account is connected again.
     ParkForReauth { detail: String },
     /// Stop this run and mark the datasource failing.

@@ -35,6 +35,8 @@ pub use exports::coco::dropbox::sync_page::{
 };
 pub use exports::coco::dropbox::watch::{Changes, WaitRequest};
 
+use crate::documents::{Batch, Documents, Malformed};
+
 /// The second component's bindings (`world extractor`): its own copy of the shared types.
 mod extractor_world {
     wasmtime::component::bindgen!({
@@ -75,10 +77,64 @@ impl From<content_api::Error> for WitError {
     }
 }
 
-/// Check a page's batch once, so everything after reads it without re-checking.
-fn checked(raw: Result<PageResult, SyncFailure>) -> Result<crate::documents::PageOutcome, RuntimeError> {
+/// A `sync-page` result with its batch checked.
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub deletes: Vec<String>,
+    pub documents: Documents,
+    pub cursor: String,
+    pub has_more: bool,
+    pub tokens: Option<Tokens>,
+    pub stats: PageStats,
+}
+
+impl Page {
+    /// Check the batch once, so everything after reads it without re-checking.
+    pub fn check(r: PageResult) -> Result<Self, Malformed> {
+        Ok(Page {
+            deletes: r.deletes,
+            documents: Documents::check(batch_of(r.documents))?,
+            cursor: r.cursor,
+            has_more: r.has_more,
+            tokens: r.tokens,
+            stats: r.stats,
+        })
+    }
+}
+
+/// What a `sync-page` call answers once its batch is checked.
+pub type PageOutcome = Result<Page, SyncFailure>;
+
+/// The WIT batch as the host's own type (the text moves; spans are copied).
+fn batch_of(b: DocumentBatch) -> Batch {
+    use crate::documents::{DocumentSpans, FileSpans, Span as HostSpan};
+    let span = |s: Span| HostSpan { start: s.start, len: s.len };
+    Batch {
+        text: b.text,
+        documents: b
+            .documents
+            .into_iter()
+            .map(|d| DocumentSpans {
+                id: span(d.id),
+                path_lower: span(d.path_lower),
+                rev: d.rev.map(span),
+                json: span(d.json),
+                file: d.file.map(|f| FileSpans {
+                    file_id: span(f.file_id),
+                    size: f.size,
+                    content_hash: f.content_hash.map(span),
+                    downloadable: f.downloadable,
+                    export_as: f.export_as.map(span),
+                    export_options: f.export_options.into_iter().map(span).collect(),
+                }),
+            })
+            .collect(),
+    }
+}
+
+fn checked(raw: Result<PageResult, SyncFailure>) -> Result<PageOutcome, RuntimeError> {
     match raw {
-        Ok(page) => crate::documents::Page::check(page).map(Ok).map_err(|e| RuntimeError::Malformed(e.to_string())),
+        Ok(page) => Page::check(page).map(Ok).map_err(|e| RuntimeError::Malformed(e.to_string())),
         Err(f) => Ok(Err(f)),
     }
 }
@@ -577,7 +633,7 @@ impl Runtime {
         .await
     }
 
-    pub async fn sync_page(&self, req: &PageRequest) -> Result<crate::documents::PageOutcome, RuntimeError> {
+    pub async fn sync_page(&self, req: &PageRequest) -> Result<PageOutcome, RuntimeError> {
         let e = &req.endpoints;
         let raw = self
             .bounded(async {
@@ -592,7 +648,7 @@ impl Runtime {
     }
 
     /// The cursor of "now" for `req.options` (`get_latest_cursor`): a page without documents.
-    pub async fn latest_cursor(&self, req: &PageRequest) -> Result<crate::documents::PageOutcome, RuntimeError> {
+    pub async fn latest_cursor(&self, req: &PageRequest) -> Result<PageOutcome, RuntimeError> {
         let e = &req.endpoints;
         let raw = self
             .bounded(async {
@@ -718,8 +774,9 @@ impl LazyExtractor {
         let path = self.path.as_deref().ok_or("no extractor component was configured")?;
         let bytes = std::fs::read(path).map_err(|e| {
             format!(
-                "cannot read the extractor component {} ({e}); build it: cargo build --target wasm32-wasip2 --release --features extractor --target-dir target/extractor",
-                path.display()
+                "cannot read the extractor component {} ({e}); {}",
+                path.display(),
+                crate::paths::component("extractor").build_hint()
             )
         })?;
         let cache = self.cache.as_ref().map(|(dir, key)| CompileCache { dir, key: *key });

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::outbox::Change;
+use crate::state::outbox::Change;
 
 /// An HTTP call a sink makes.
 #[derive(Clone, Debug, PartialEq, Eq)]

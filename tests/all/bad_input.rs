@@ -1,7 +1,8 @@
 //! Bad input gets a typed, explained error: no panic, no trap, and the host keeps running.
 
 use coco_e2e::*;
-use coco_host::host::{now_unix, HostError};
+use coco_host::clock::now_unix;
+use coco_host::host::HostError;
 use coco_host::runtime::{
     AppCredentials, ConnectRequest, Endpoints, Limits, PageRequest, RuntimeError, SyncOptions, Tokens, WitError,
 };
@@ -9,7 +10,7 @@ use dropbox_emulator::{Fault, FaultKind};
 
 fn page_request(
     h: &Harness,
-    ds: &coco_host::store::DatasourceRecord,
+    ds: &coco_host::state::DatasourceRecord,
     cursor: Option<&str>,
     limit: Option<u32>,
 ) -> PageRequest {

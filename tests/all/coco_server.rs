@@ -14,7 +14,7 @@ use coco_host::extract::{drain_content, DrainControl};
 use coco_host::host::Host;
 use coco_host::runtime::Limits;
 use coco_host::secret::Secret;
-use coco_host::store::DatasourceRecord;
+use coco_host::state::DatasourceRecord;
 use dropbox_emulator::Config;
 
 use crate::receivers::{indexed as index, Kind, Receiver, COCO_TOKEN};

@@ -156,7 +156,7 @@ async fn a_file_that_exhausts_the_call_memory_is_skipped_and_the_next_one_works(
         .store
         .set_content_settings(
             &id,
-            &coco_host::content::ContentSettings { max_download_bytes: 64 << 20, ..Default::default() },
+            &coco_host::state::content::ContentSettings { max_download_bytes: 64 << 20, ..Default::default() },
         )
         .unwrap();
     upload(&h, "/Big/a huge.csv", "word,".repeat(6 << 20).into_bytes());
@@ -241,7 +241,7 @@ async fn content_can_be_turned_off_and_on() {
     let host = Arc::new(h.host);
     sync_and_fetch(&host, &id).await;
     assert_eq!(documents(&host, &id)["/Docs/a.txt"]["content"], "some words");
-    let off = coco_host::content::ContentSettings { enabled: false, ..Default::default() };
+    let off = coco_host::state::content::ContentSettings { enabled: false, ..Default::default() };
     host.store.set_content_settings(&id, &off).unwrap();
     let report = sync_and_fetch(&host, &id).await;
     assert_eq!(report.calls, 0);

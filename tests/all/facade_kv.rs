@@ -13,7 +13,7 @@ use crate::receivers;
 const SEAL_SECRET: &str = "KV-seal-secret-0123456789abcdef-0123456789";
 
 /// The flags that keep wasmtime 48's in-memory store alive across requests: one instance,
-/// reused, never dropped for idleness, one request at a time (see the README; calls are also
+/// reused, never dropped for idleness, one request at a time (see docs/serverless.md; calls are also
 /// [`paced`]).
 pub const KEEP_ONE_INSTANCE: [&str; 5] = [
     "-Scli",
@@ -24,15 +24,7 @@ pub const KEEP_ONE_INSTANCE: [&str; 5] = [
 ];
 
 fn kv_wasm() -> PathBuf {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/facade-kv/wasm32-wasip2/release/coco_dropbox.wasm"
-    ));
-    assert!(
-        p.exists(),
-        "not built: cargo build --target wasm32-wasip2 --release --features keyvalue --target-dir target/facade-kv (./dev test does)"
-    );
-    p
+    coco_e2e::built("facade-kv")
 }
 
 /// wasmtime 48 frees its request slot when a response starts, and the instance is ready again only

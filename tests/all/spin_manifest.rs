@@ -54,15 +54,16 @@ fn routes_source_and_build_match_the_facade() {
         assert_eq!(t["component"], "dropbox");
     }
     let component = &m["component"]["dropbox"];
-    let command = component["build"]["command"].as_str().unwrap();
-    assert!(command.contains("--target wasm32-wasip2") && command.contains("--release"));
-    assert!(command.contains("--features spin"), "the Spin build reads Spin variables: {command}");
-    let target_dir = command.split("--target-dir ").nth(1).unwrap().split_whitespace().next().unwrap();
+    // Built from the one list's `spin` line (the Spin variables' build), to where ./dev puts it.
+    let spin = coco_host::paths::component("spin");
+    assert_eq!(spin.features, "spin", "the Spin build reads Spin variables");
+    assert_eq!(component["build"]["command"].as_str().unwrap(), "./dev components spin");
     assert_eq!(
         component["source"].as_str().unwrap(),
-        format!("{target_dir}/wasm32-wasip2/release/coco_dropbox.wasm"),
+        "target/components/spin.wasm",
         "source is where the build command writes the component"
     );
+    assert!(spin.built_path().ends_with(component["source"].as_str().unwrap()));
     let hosts: Vec<&str> =
         component["allowed_outbound_hosts"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
     assert!(!hosts.is_empty());
@@ -96,11 +97,7 @@ fn component_variables_are_the_ones_the_facade_reads_and_map_to_declared_secrets
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_spin_build_imports_spin_variables_and_exports_the_http_handler() {
-    let path = coco_e2e::spin_wasm_path();
-    assert!(
-        path.exists(),
-        "build it: cargo build --target wasm32-wasip2 --release --features spin --target-dir target/spin"
-    );
+    let path = coco_e2e::built("spin");
     let engine = wasmtime_engine();
     let component = wasmtime::component::Component::from_file(&engine, &path).expect("a valid component");
     let ty = component.component_type();

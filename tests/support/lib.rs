@@ -12,7 +12,7 @@ use coco_host::runtime::{CompileCache, Limits, Runtime};
 /// Authenticates the tests' shared compile cache (any fixed key will do for tests).
 pub const TEST_CACHE_KEY: &[u8; 32] = b"coco-e2e-compile-cache-key-00001";
 use coco_host::secret::Secret;
-use coco_host::store::{ConnectorRecord, DatasourceRecord, EndpointsRecord, Store};
+use coco_host::state::{ConnectorRecord, DatasourceRecord, EndpointsRecord, Store};
 use dropbox_emulator::{self as emulator, Emulator};
 
 pub const CLIENT_ID: &str = "test-app-key";
@@ -160,21 +160,15 @@ pub fn document_id(datasource_id: &str, entry_id: &str) -> String {
     md5::Md5::digest(format!("{datasource_id}_{entry_id}")).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The other component builds, as `./dev test` makes them.
+/// The HTTP facade build, as `./dev test` makes it.
 pub fn facade_wasm_path() -> PathBuf {
     coco_host::paths::facade_wasm()
 }
 
-pub fn spin_wasm_path() -> PathBuf {
-    coco_host::paths::spin_wasm()
-}
-
 /// A built component, or a failed test that names the command building it.
-pub fn built(path: PathBuf, features: &str, target_dir: &str) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{} is not built: cargo build --target wasm32-wasip2 --release --features {features} --target-dir {target_dir} (./dev test does)",
-        path.display()
-    );
+pub fn built(name: &str) -> PathBuf {
+    let build = coco_host::paths::component(name);
+    let path = build.path();
+    assert!(path.exists(), "{} is not built: {}", path.display(), build.build_hint());
     path
 }

@@ -3,7 +3,7 @@
 //!
 //! SQLite's automatic checkpoint runs inside the `COMMIT` that crosses its threshold: the
 //! listing's writer stops to copy the WAL into the database file (a tenth of a 1M-entry sync's
-//! host CPU, measured in `bench/RESULTS.md`), and in a parallel listing every other page waits
+//! host CPU, measured in `bench/JOURNAL.md`), and in a parallel listing every other page waits
 //! for it. Here the writer tells a thread what it committed; once [`AHEAD_ROWS`] rows are
 //! waiting, the thread copies with `PRAGMA wal_checkpoint(PASSIVE)`, which never blocks a
 //! writer and is as crash-safe as SQLite's own.

@@ -50,7 +50,7 @@ pub async fn run(svc: Arc<Service>, config: SinkConfig) {
             // A removed datasource still has deletes to deliver; it needs no name for them.
             let (name, connector, removed) = match svc.host.store.datasource(&id) {
                 Ok(d) => (d.name, d.connector_id, false),
-                Err(crate::store::StoreError::NoDatasource(_)) => (String::new(), String::new(), true),
+                Err(crate::state::StoreError::NoDatasource(_)) => (String::new(), String::new(), true),
                 Err(e) => {
                     tracing::warn!(%sink, "reading datasource {id} failed: {e}");
                     let _ = svc.host.store.release_delivery(&sink, &id, &svc.host.lease_holder);

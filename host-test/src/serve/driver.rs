@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use super::schedule::{Known, Outcome};
 use super::{locked, Service, Trigger};
-use crate::host::{error_class, now_unix, HostError, Run, Step, SyncReport};
+use crate::clock::now_unix;
+use crate::host::{error_class, HostError, Run, Step, SyncReport};
 use crate::runtime::{WaitRequest, WitError};
-use crate::store::{Status, StoreError};
+use crate::state::{Status, StoreError};
 
 /// Retry delay after a failure of the host itself (the store, the runtime) mid-run.
 const HOST_ERROR_RETRY: Duration = Duration::from_secs(10);
@@ -72,7 +73,7 @@ pub async fn run(svc: Arc<Service>) -> anyhow::Result<()> {
 /// Re-read the datasource list into the schedule (and the account → datasource map).
 pub fn reload(svc: &Service) -> anyhow::Result<()> {
     let overview = svc.host.store.overview()?;
-    let (now, now_unix) = (Instant::now(), crate::store::now_unix());
+    let (now, now_unix) = (Instant::now(), crate::clock::now_unix_i64());
     let me = &svc.host.lease_holder;
     let known: Vec<Known> = overview
         .iter()
@@ -235,7 +236,7 @@ fn synced_elsewhere(svc: &Service, id: &str) -> Option<Outcome> {
         return None;
     }
     svc.metrics.skipped_turns.with_label_values(&["synced"]).inc();
-    let ago = Duration::from_secs(crate::store::now_unix().saturating_sub(at).max(0) as u64);
+    let ago = Duration::from_secs(crate::clock::now_unix_i64().saturating_sub(at).max(0) as u64);
     Some(Outcome::SyncedElsewhere { at, ago })
 }
 

@@ -19,10 +19,11 @@ use super::auth;
 use super::driver::{notice, reload};
 use super::schedule::Waiting;
 use super::{locked, Service, Trigger};
-use crate::host::{now_unix, DisconnectOutcome, HostError};
+use crate::clock::now_unix;
+use crate::host::{DisconnectOutcome, HostError};
 use crate::runtime::WitError;
 use crate::secret::Secret;
-use crate::store::{DatasourceRecord, ProfileRecord, RootRecord, Status, StoreError, TokensRecord};
+use crate::state::{DatasourceRecord, ProfileRecord, RootRecord, Status, StoreError, TokensRecord};
 
 type Svc = State<Arc<Service>>;
 
@@ -343,7 +344,7 @@ async fn connect_link(State(svc): Svc, headers: HeaderMap, body: Bytes) -> Respo
         svc.config.public_url.trim_end_matches('/'),
         body.connector_id
     );
-    let mut r = Json(json!({ "url": url, "expires_at": crate::store::rfc3339(expires) })).into_response();
+    let mut r = Json(json!({ "url": url, "expires_at": crate::clock::rfc3339(expires) })).into_response();
     no_store(&mut r);
     r
 }
@@ -409,7 +410,7 @@ async fn webhook(State(svc): Svc, headers: HeaderMap, body: Bytes) -> Response {
 // ---- admin API -------------------------------------------------------------------------
 
 fn unix_to_rfc3339(t: Option<i64>) -> serde_json::Value {
-    t.map_or(serde_json::Value::Null, |t| crate::store::rfc3339(t.max(0) as u64).into())
+    t.map_or(serde_json::Value::Null, |t| crate::clock::rfc3339(t.max(0) as u64).into())
 }
 
 /// The admin API's view of every datasource (or one), with stable field names.
@@ -434,14 +435,14 @@ fn datasources_json(svc: &Service, only: Option<&str>) -> Result<Vec<serde_json:
         let next_sync_at = match slot {
             Some(s) if !s.paused && !s.parked => {
                 let at = now_unix + s.due.saturating_duration_since(now).as_secs();
-                crate::store::rfc3339(at).into()
+                crate::clock::rfc3339(at).into()
             }
             _ => serde_json::Value::Null,
         };
         let status = if o.schedule.paused { "paused" } else { status_str(o.status) };
         let since = o.last_synced_at.unwrap_or(o.connected_at);
         let last_error = notes.last_error.get(&o.id).map(
-            |(class, message, at)| json!({ "class": class, "message": message, "at": crate::store::rfc3339(*at) }),
+            |(class, message, at)| json!({ "class": class, "message": message, "at": crate::clock::rfc3339(*at) }),
         );
         out.push(json!({
             "id": o.id,

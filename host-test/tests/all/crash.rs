@@ -15,7 +15,7 @@ use coco_host::host::Host;
 use coco_host::keys::Keys;
 use coco_host::runtime::{Limits, Runtime};
 use coco_host::secret::Secret;
-use coco_host::store::{ConnectorRecord, EndpointsRecord, Store};
+use coco_host::state::{ConnectorRecord, EndpointsRecord, Store};
 use rand::{Rng, SeedableRng};
 
 pub(crate) const MASTER_KEY: &str = "crash-test-master-key-0123456789abcdef";
@@ -41,7 +41,7 @@ pub(crate) async fn connected_host(
     emu: &Emulator,
     state: &Path,
     app: (&str, &str),
-) -> (Host, coco_host::store::DatasourceRecord) {
+) -> (Host, coco_host::state::DatasourceRecord) {
     let runtime = Arc::new(Runtime::load(&wasm(), None, Limits::default()).expect("load component"));
     let store = Store::open(&state.join("coco.sqlite"), Keys::from_master(MASTER_KEY.as_bytes()).unwrap()).unwrap();
     let host = Host::new(runtime, store);

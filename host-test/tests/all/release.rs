@@ -27,13 +27,11 @@ async fn the_release_layout_runs_from_a_prefix_outside_the_build_tree() {
         .unwrap();
     assert!(laid.status.success(), "{}", String::from_utf8_lossy(&laid.stderr));
     let bin = prefix.join("bin/coco-host");
-    for file in [
-        "lib/coco-dropbox/connector.wasm",
-        "lib/coco-dropbox/extractor.wasm",
-        "LICENSE",
-        "README.md",
-        "share/coco-dropbox/coco-host.service",
-    ] {
+    for build in coco_host::paths::component_builds() {
+        let file = format!("lib/coco-dropbox/{}.wasm", build.name);
+        assert!(prefix.join(&file).is_file(), "{file} in the layout");
+    }
+    for file in ["LICENSE", "README.md", "share/coco-dropbox/coco-host.service"] {
         assert!(prefix.join(file).is_file(), "{file} in the layout");
     }
 

@@ -11,7 +11,7 @@ use dropbox_emulator::{Config, Emulator};
 use crate::receivers::{Kind, Receiver, COCO_TOKEN};
 use crate::serve::{connect, datasource_id, expected, indexed, serve_on, until, Served, MASTER};
 use coco_host::keys::Keys;
-use coco_host::store::{LeaseEvent, Store};
+use coco_host::state::{LeaseEvent, Store};
 
 const APP: (&str, &str) = ("serve-app", "serve-app-secret");
 const TENANTS: usize = 100;

@@ -11,7 +11,7 @@ use dropbox_emulator::{Config, Emulator, Webhook};
 
 use crate::wasm;
 use coco_host::keys::Keys;
-use coco_host::store::Store;
+use coco_host::state::Store;
 
 const MASTER_KEY: &str = "serve-test-master-key-0123456789abcdef";
 const TOKEN: &str = "serve-test-admin-token-0123456789";
@@ -736,7 +736,7 @@ async fn a_datasource_delivered_by_the_facade_is_adopted_and_synced() {
             "connector": { "id": connector, "config": {
                 "client_id": APP.0, "refresh_token": tokens["refresh_token"],
                 "profile": { "account_id": account["account_id"], "email": account["email"], "name": "Franz Ferdinand", "picture": null } } },
-            "tokens": { "access_token": access, "expires_at": coco_host::host::now_unix() + 3600, "refresh_token": tokens["refresh_token"] },
+            "tokens": { "access_token": access, "expires_at": coco_host::clock::now_unix() + 3600, "refresh_token": tokens["refresh_token"] },
             "root_info": { "is_team": root[".tag"] == "team", "root_namespace_id": root["root_namespace_id"], "home_namespace_id": root["home_namespace_id"] },
         })
         .to_string()

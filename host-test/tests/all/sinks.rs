@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use coco_host::deliver::{DeliverError, Deliverer, EsAuth, SinkConfig, Target};
 use coco_host::host::Host;
-use coco_host::store::DatasourceRecord;
+use coco_host::state::DatasourceRecord;
 use dropbox_emulator::{Config, Emulator};
 
 use crate::crash::{connected_host, MASTER_KEY};
@@ -247,7 +247,7 @@ async fn serve_delivers_to_coco_as_it_syncs() {
     connect(&emu, &s.base, 0).await;
     let ds = datasource_id(&emu, 0);
     let store = open_store(&state);
-    let synced = |store: &coco_host::store::Store| {
+    let synced = |store: &coco_host::state::Store| {
         let mut want = BTreeMap::new();
         store
             .for_each_document(&ds, |id, json| {

@@ -10,7 +10,7 @@
 
 use crate::db::{args, Conn, ConnExt, Tx, Value};
 
-use crate::store::{ds_of, Result, Store};
+use super::{ds_of, Result, Store};
 
 /// What happened to a document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +145,7 @@ impl Store {
         let tx = Tx::begin(&**conn)?;
         let added = tx.execute(
             "INSERT INTO sinks (name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
-            &args![name, crate::store::now_unix()],
+            &args![name, crate::clock::now_unix_i64()],
         )? == 1;
         if added {
             tx.execute(
@@ -177,7 +177,7 @@ impl Store {
     pub fn outbox_pending(&self, sink: &str, datasource_id: &str, limit: usize) -> Result<Vec<Pending>> {
         let conn = self.conn();
         let after = delivered_seq(&**conn, sink, datasource_id)?;
-        use crate::content::{merge, Attached, ATTACHED_COLUMNS};
+        use super::attached::{merge, Attached, ATTACHED_COLUMNS};
         let rows = conn.query(
             &format!(
                 "SELECT o.seq, o.doc_id, o.op, d.json, {ATTACHED_COLUMNS} FROM outbox o
@@ -258,7 +258,7 @@ impl Store {
         holder: &str,
         ttl: std::time::Duration,
     ) -> Result<bool> {
-        let now = crate::store::now_unix();
+        let now = crate::clock::now_unix_i64();
         let conn = self.conn();
         let tx = Tx::begin(&**conn)?;
         tx.lock_datasource(&format!("deliver:{sink}:{datasource_id}"))?;
@@ -268,7 +268,7 @@ impl Store {
         )?;
         if let Some(row) = current {
             let (other, until): (String, i64) = (row.get(0)?, row.get(1)?);
-            if other != holder && until > now && crate::store::lease_holder_alive(&other) {
+            if other != holder && until > now && super::lease_holder_alive(&other) {
                 return Ok(false);
             }
         }
@@ -329,8 +329,8 @@ fn delivered_seq(conn: &dyn Conn, sink: &str, datasource_id: &str) -> Result<i64
 mod tests {
     use super::*;
     use crate::documents::{Document, Documents};
-    use crate::store::tests::datasource;
-    use crate::store::PageApply;
+    use crate::state::tests::datasource;
+    use crate::state::PageApply;
 
     fn doc(id: &str, path: &str) -> Document {
         Document {
@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn pages_record_changes_only_with_a_sink_and_sinks_drain_and_prune() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::tests::open_test_store(dir.path());
+        let store = crate::state::tests::open_test_store(dir.path());
         store.save_connected(&datasource("ds")).unwrap();
         page(&store, &[], &[doc("f", "/f"), doc("x", "/f/x"), doc("y", "/f/y"), doc("fx", "/fx")], true);
         let outbox_rows = |s: &Store| -> i64 { s.conn().value("SELECT COUNT(*) FROM outbox", &[]).unwrap() };

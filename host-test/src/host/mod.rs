@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use crate::keys::Keys;
+
+mod parallel;
 pub use crate::policy::RetryPolicy;
 use crate::policy::{describe, next_action, Action, Counters, Event};
 use crate::runtime::{
@@ -16,7 +18,7 @@ use crate::runtime::{
     RuntimeError, SyncFailure, SyncOptions, Tokens, WitError,
 };
 use crate::secret::Secret;
-use crate::store::{
+use crate::state::{
     Applied, ConnectorRecord, DatasourceRecord, EndpointsRecord, PageApply, ProfileRecord, RootRecord, Status, Store,
     StoreError, SyncState, TokensRecord,
 };
@@ -115,9 +117,7 @@ pub const DEFAULT_LISTING_COMMIT_DOCS: usize = 16_000;
 /// stretch without a renewal (half of it, a 120 s call, a 60 s backoff) stays well inside it.
 const LEASE_TTL: Duration = Duration::from_secs(20 * 60);
 
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use crate::clock::now_unix;
 
 /// Upstream's batch number is a 20-character xid per run; ours has the same shape.
 pub fn new_batch_number() -> String {
@@ -177,7 +177,7 @@ pub(crate) fn tokens_record(t: &Tokens) -> TokensRecord {
 impl Host {
     pub fn new(runtime: Arc<Runtime>, store: Store) -> Self {
         Host {
-            lease_holder: crate::store::new_lease_holder(),
+            lease_holder: crate::state::new_lease_holder(),
             runtime,
             store,
             retry: RetryPolicy::default(),
@@ -363,7 +363,7 @@ impl Host {
             });
         }
         let state = self.store.sync_state(id)?;
-        if run.pending.is_empty() && crate::parallel::applies(self, &ds, &state) {
+        if run.pending.is_empty() && crate::host::parallel::applies(self, &ds, &state) {
             return self.parallel_step(id, &ds, &state, run).await;
         }
         // Pages fetched but not yet applied come first: the next page continues from them.
@@ -484,7 +484,7 @@ impl Host {
                 run.report.rate_limited += 1;
                 run.report.rate_limit_wait += delay;
                 let until = now_unix() + delay.as_secs().max(1);
-                let detail = format!("rate-limited until {}", crate::store::rfc3339(until));
+                let detail = format!("rate-limited until {}", crate::clock::rfc3339(until));
                 self.store.set_status(id, Status::RateLimited, Some(&detail))?;
                 Ok(Step::Wait { delay, capped })
             }
@@ -539,12 +539,12 @@ pub struct Run {
 /// (those are applied at once); its `Debug` shows counts only.
 #[derive(Default)]
 pub struct Pending {
-    pages: Vec<crate::documents::Page>,
+    pages: Vec<crate::runtime::Page>,
     documents: usize,
 }
 
 impl Pending {
-    fn push(&mut self, page: crate::documents::Page) {
+    fn push(&mut self, page: crate::runtime::Page) {
         self.documents += page.documents.len();
         self.pages.push(page);
     }

@@ -224,10 +224,10 @@ pub fn migrate(conn: &dyn Conn) -> DbResult<()> {
         if tx.value_opt::<i64>("SELECT version FROM schema_migrations WHERE version = ?1", &args![*version])?.is_none()
         {
             // `{COPY}`: the copy of old content rows, one text for both stores.
-            tx.batch(&sql.replace("{COPY}", &format!("{};", crate::content::COPY_OLD_TABLE)))?;
+            tx.batch(&sql.replace("{COPY}", &format!("{};", super::content::COPY_OLD_TABLE)))?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-                &args![*version, crate::store::now_unix()],
+                &args![*version, crate::clock::now_unix_i64()],
             )?;
         }
         tx.commit()?;

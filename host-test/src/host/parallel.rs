@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::host::{now_unix, tokens_record, Host, HostError, Run, Step};
+use super::{tokens_record, Host, HostError, Run, Step};
+use crate::clock::now_unix;
 use crate::runtime::WitError;
-use crate::shards::{Shard, ShardPage};
-use crate::store::{DatasourceRecord, Status, StoreError, SyncState};
+use crate::state::shards::{Shard, ShardPage};
+use crate::state::{DatasourceRecord, Status, StoreError, SyncState};
 
 /// Pages one step may start per listing in flight: long enough that calls rarely wait for
 /// each other, short enough that a scheduler interleaves other datasources between steps.

@@ -9,7 +9,7 @@
 use crate::db::{args, Conn, ConnExt, Tx, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ds_of, Result, Store, StoreError};
+use super::{ds_of, Result, Store, StoreError};
 
 /// Transient failures before a file is marked failed (until it changes).
 pub const MAX_ATTEMPTS: i64 = 5;
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS content_settings (
 
 /// `content_state`'s declaration. Comparisons joined by OR, not `IN (…)`: SQLite checks an
 /// `IN` list of more than two values through a temporary b-tree that it builds and drops on
-/// every row written, which cost 8 % of a 1M-entry listing's host CPU (`bench/RESULTS.md`).
+/// every row written, which cost 8 % of a 1M-entry listing's host CPU (`bench/JOURNAL.md`).
 /// Same meaning, NULL included (NULL passes either form).
 pub(crate) const CONTENT_STATE_DECL: &str = "TEXT CHECK (content_state = 'pending' OR content_state = 'done' \
      OR content_state = 'skipped' OR content_state = 'failed')";
@@ -253,9 +253,7 @@ pub fn decide(path_lower: &str, file: &crate::documents::FileFacts<'_>, s: &Cont
     Decision::Fetch { kind: format.into() }
 }
 
-fn now_unix() -> i64 {
-    crate::host::now_unix() as i64
-}
+use crate::clock::now_unix_i64 as now_unix;
 
 pub(crate) fn settings_in(conn: &dyn Conn, id: &str) -> Result<ContentSettings> {
     let row = conn.query_opt(
@@ -280,7 +278,7 @@ pub(crate) fn settings_in(conn: &dyn Conn, id: &str) -> Result<ContentSettings> 
 /// The documents upsert for the files of `docs` while content is on: each row's content
 /// decision is written with it, in the page's transaction. Same bytes (by hash, else by
 /// revision) read the same way keep their outcome and text; anything else starts over.
-/// `ds`: the datasource's key ([`crate::store::ds_key`]). Returns (upserted, queued).
+/// `ds`: the datasource's key ([`super::ds_key`]). Returns (upserted, queued).
 pub(crate) fn upsert_files<'a>(
     tx: &dyn Conn,
     ds: i64,
@@ -486,70 +484,6 @@ pub struct ContentCounts {
     pub bytes_downloaded: u64,
 }
 
-/// A document row's content, as readers merge it into the JSON.
-#[derive(Clone, Debug, Default)]
-pub struct Attached {
-    pub state: Option<String>,
-    pub reason: Option<String>,
-    pub detail: Option<String>,
-    pub text: Option<String>,
-    pub format: Option<String>,
-    pub truncated: bool,
-}
-
-/// The SQL a reader of `documents d` selects to get [`Attached`] (columns in this order).
-pub const ATTACHED_COLUMNS: &str =
-    "d.content_state, d.content_reason, d.content_detail, d.content_text, d.content_format, d.content_truncated";
-
-impl Attached {
-    pub fn from_row(r: &crate::db::Row, first: usize) -> crate::db::DbResult<Self> {
-        Ok(Attached {
-            state: r.get(first)?,
-            reason: r.get(first + 1)?,
-            detail: r.get(first + 2)?,
-            text: r.get(first + 3)?,
-            format: r.get(first + 4)?,
-            truncated: r.get::<Option<bool>>(first + 5)?.unwrap_or(false),
-        })
-    }
-}
-
-/// The document as delivered: Coco's `content` holds the text; `metadata.content_format`
-/// and `content_truncated` say how it was read; `metadata.content_error` says why a file has
-/// none. Pending (or no row): the JSON as the component made it.
-pub fn merge(json: &str, a: &Attached) -> String {
-    let (Some(state), true) = (a.state.as_deref(), matches!(a.state.as_deref(), Some("done" | "skipped" | "failed")))
-    else {
-        return json.to_string();
-    };
-    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_str::<serde_json::Value>(json) else {
-        return json.to_string();
-    };
-    let meta = doc.entry("metadata").or_insert_with(|| serde_json::json!({}));
-    match state {
-        "done" => {
-            if let Some(m) = meta.as_object_mut() {
-                m.insert("content_format".into(), a.format.clone().unwrap_or_default().into());
-                if a.truncated {
-                    m.insert("content_truncated".into(), true.into());
-                }
-            }
-            doc.insert("content".into(), a.text.clone().unwrap_or_default().into());
-        }
-        _ => {
-            if let Some(m) = meta.as_object_mut() {
-                let reason = a.reason.as_deref().unwrap_or("failed");
-                let error = match &a.detail {
-                    Some(d) => format!("{reason}: {d}"),
-                    None => reason.to_string(),
-                };
-                m.insert("content_error".into(), error.into());
-            }
-        }
-    }
-    serde_json::Value::Object(doc).to_string()
-}
-
 impl Store {
     pub fn content_settings(&self, id: &str) -> Result<ContentSettings> {
         settings_in(&**self.conn(), id)
@@ -564,7 +498,7 @@ impl Store {
         let conn = self.conn();
         let tx = Tx::begin(&**conn)?;
         tx.lock_datasource(id)?;
-        crate::store::require_datasource(&tx, id)?;
+        super::require_datasource(&tx, id)?;
         tx.execute(
             "INSERT INTO content_settings (datasource_id, enabled, max_download_bytes, max_text_bytes, formats)
              VALUES (?1, ?2, ?3, ?4, ?5)
@@ -693,7 +627,7 @@ impl Store {
         for (job, outcome) in results {
             let applied = finish_in(&tx, job, outcome, now)?;
             if applied.finished && self.outbox_on() {
-                crate::outbox::record(&tx, &job.datasource_id, &job.doc_id, crate::outbox::Op::Upsert)?;
+                super::outbox::record(&tx, &job.datasource_id, &job.doc_id, super::outbox::Op::Upsert)?;
             }
             recorded.push(applied.recorded);
         }
@@ -787,34 +721,5 @@ mod tests {
         ));
         assert!(ContentSettings { formats: Some(vec!["exe".into()]), ..Default::default() }.validate().is_err());
         assert!(ContentSettings { max_download_bytes: 0, ..Default::default() }.validate().is_err());
-    }
-
-    #[test]
-    fn merge_adds_content_or_the_reason_and_leaves_pending_alone() {
-        let json = r#"{"id":"d","title":"r.pdf","metadata":{"rev":"1"}}"#;
-        assert_eq!(merge(json, &Attached::default()), json);
-        let pending = Attached { state: Some("pending".into()), ..Default::default() };
-        assert_eq!(merge(json, &pending), json);
-        let done = Attached {
-            state: Some("done".into()),
-            text: Some("hello".into()),
-            format: Some("pdf".into()),
-            truncated: true,
-            ..Default::default()
-        };
-        let v: serde_json::Value = serde_json::from_str(&merge(json, &done)).unwrap();
-        assert_eq!(v["content"], "hello");
-        assert_eq!(v["metadata"]["content_format"], "pdf");
-        assert_eq!(v["metadata"]["content_truncated"], true);
-        assert_eq!(v["metadata"]["rev"], "1");
-        let skipped = Attached {
-            state: Some("skipped".into()),
-            reason: Some("too_large".into()),
-            detail: Some("11 bytes".into()),
-            ..Default::default()
-        };
-        let v: serde_json::Value = serde_json::from_str(&merge(json, &skipped)).unwrap();
-        assert_eq!(v["metadata"]["content_error"], "too_large: 11 bytes");
-        assert!(v.get("content").is_none());
     }
 }

@@ -17,7 +17,7 @@
 
 use crate::db::{args, Conn, ConnExt, Tx, Value};
 
-use crate::store::{Applied, Result, Store, StoreError, TokensRecord};
+use super::{Applied, Result, Store, StoreError, TokensRecord};
 
 pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS listing_plans (
@@ -201,7 +201,7 @@ impl Store {
         let conn = self.conn();
         let tx = Tx::begin(&**conn)?;
         tx.lock_datasource(id)?;
-        let leased = crate::store::require_lease(&tx, id, lease)?;
+        let leased = super::require_lease(&tx, id, lease)?;
         let mut out = Vec::with_capacity(pages.len());
         for page in pages {
             out.push(self.apply_one_shard_page(&tx, id, page)?);
@@ -215,7 +215,7 @@ impl Store {
             self.write_tokens(&tx, id, t)?;
         }
         if let Some(holder) = leased {
-            crate::store::log_lease(&tx, id, holder, "page", None)?;
+            super::log_lease(&tx, id, holder, "page", None)?;
         }
         tx.commit()?;
         Ok(out)

@@ -1,0 +1,5 @@
+//! The connector component: oauth-redirect, sync-page, watch (the `connector` world).
+//! The exports are generated in the component crate; linking it is all this crate does.
+
+#[cfg(target_family = "wasm")]
+extern crate coco_dropbox;

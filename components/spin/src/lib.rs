@@ -1,0 +1,5 @@
+//! The HTTP facade for Spin: Spin variables, then the environment.
+//! The exports are generated in the component crate; linking it is all this crate does.
+
+#[cfg(target_family = "wasm")]
+extern crate coco_dropbox;
