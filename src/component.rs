@@ -224,7 +224,7 @@ pub(crate) mod http_handler {
         return super::kv_glue::with_store(config.kv_store.as_deref(), |kv| {
             facade::handle(config, req, &mut WakiTransport, now, random, Some(kv))
         })
-        .unwrap_or_else(|e| facade::Outgoing::error(503, "store-unavailable", &e.to_string()));
+        .unwrap_or_else(|e| facade::Outgoing::error(coco_web::envelope::Kind::StoreUnavailable, &e.to_string()));
         #[cfg(not(feature = "keyvalue"))]
         facade::handle(config, req, &mut WakiTransport, now, random, None)
     }
@@ -269,7 +269,7 @@ pub(crate) mod http_handler {
         let out = match read_body_capped(&headers, limit, |n| req.chunk(n)) {
             Err(ReadCapped::TooLarge) => facade::too_large(limit),
             Err(ReadCapped::Failed(e)) => {
-                facade::Outgoing::error(400, "bad-request", &format!("reading the body: {e}"))
+                facade::Outgoing::error(coco_web::envelope::Kind::InvalidInput, &format!("reading the body: {e}"))
             }
             Ok(body) => {
                 let random = randomness().map_err(|e| waki::ErrorCode::InternalError(Some(e.to_string())))?;

@@ -19,11 +19,8 @@ pub fn now_unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Unix seconds as RFC 3339 UTC, for status texts.
-pub fn rfc3339(unix: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| unix.to_string())
-}
+/// Unix seconds as RFC 3339 UTC, for status texts (the web kit's, as the facade shows them).
+pub use coco_web::encode::rfc3339;
 
 #[cfg(test)]
 mod tests {

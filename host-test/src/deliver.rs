@@ -121,8 +121,8 @@ pub struct Deliverer {
     timeout: Duration,
     /// Attempts per batch before giving up (the changes stay queued).
     pub attempts: u32,
-    pub first_backoff: Duration,
-    pub max_backoff: Duration,
+    /// Between attempts of one batch (a sink's longer `Retry-After` wins).
+    pub backoff: crate::policy::Backoff,
     /// Datasources whose connector and datasource this deliverer has seen in Coco (a new
     /// deliverer, e.g. after a restart, checks again: two `GET`s).
     coco_ready: std::collections::HashSet<String>,
@@ -154,8 +154,7 @@ impl Deliverer {
             client,
             timeout,
             attempts: 8,
-            first_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(30),
+            backoff: crate::policy::Backoff::DELIVERY,
             coco_ready: Default::default(),
             coco_removed: Default::default(),
         }
@@ -191,8 +190,7 @@ impl Deliverer {
                             break Err(DeliverError::GaveUp { sink: sink.clone(), why, attempts: attempt });
                         }
                         drained.retries += 1;
-                        let backoff =
-                            self.first_backoff.saturating_mul(1 << (attempt - 1).min(16)).min(self.max_backoff);
+                        let backoff = self.backoff.delay(attempt - 1, rand::random::<f64>());
                         // Dropbox-style politeness: the sink's Retry-After, if longer, wins.
                         std::thread::sleep(after.map_or(backoff, |a| a.max(backoff)));
                     }

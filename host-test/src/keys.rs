@@ -1,10 +1,7 @@
 //! The host's one secret, `COCO_MASTER_KEY`, and what is derived from it: the OAuth state
 //! secret (signs state, derives PKCE verifiers) and the key that seals secrets at rest.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use coco_web::seal::SealKey;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -27,7 +24,7 @@ pub enum KeyError {
 pub struct Keys {
     state_secret: Vec<u8>,
     cache_key: [u8; 32],
-    cipher: XChaCha20Poly1305,
+    seal_key: SealKey,
 }
 
 impl std::fmt::Debug for Keys {
@@ -51,7 +48,7 @@ impl Keys {
         Ok(Keys {
             state_secret: derive(master, "coco-dropbox/oauth-state/v1").to_vec(),
             cache_key: derive(master, "coco-dropbox/compiled-cache/v1"),
-            cipher: XChaCha20Poly1305::new(&seal_key.into()),
+            seal_key: SealKey::new(&seal_key),
         })
     }
 
@@ -80,28 +77,16 @@ impl Keys {
     }
 
     /// Encrypt `plain`, bound to `context` (e.g. "access_token:<datasource id>") so a sealed
-    /// value cannot be swapped into another row or column. Output: base64(nonce ‖ ciphertext).
+    /// value cannot be swapped into another row or column: the web kit's one format,
+    /// `v1.` + base64url(nonce ‖ ciphertext), shared with the key-value facade.
     pub fn seal(&self, context: &str, plain: &str) -> String {
-        let nonce: [u8; 24] = rand::random();
-        let ct = self
-            .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain.as_bytes(), aad: context.as_bytes() })
-            .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory data");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ct);
-        STANDARD.encode(out)
+        self.seal_key.seal(context, plain.as_bytes(), &rand::random())
     }
 
+    /// A value [`Keys::seal`] made (or, from a state written before that format, standard
+    /// base64 of the same bytes).
     pub fn open(&self, context: &str, sealed: &str) -> Result<String, KeyError> {
-        let raw = STANDARD.decode(sealed).map_err(|_| KeyError::Unseal)?;
-        if raw.len() < 24 {
-            return Err(KeyError::Unseal);
-        }
-        let (nonce, ct) = raw.split_at(24);
-        let plain = self
-            .cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: context.as_bytes() })
-            .map_err(|_| KeyError::Unseal)?;
+        let plain = self.seal_key.open(context, sealed).ok_or(KeyError::Unseal)?;
         String::from_utf8(plain).map_err(|_| KeyError::Unseal)
     }
 }
@@ -114,7 +99,7 @@ mod tests {
     fn sealing_round_trips_and_binds_context() {
         let k = Keys::from_master(b"0123456789abcdef0123456789abcdef").unwrap();
         let sealed = k.seal("refresh_token:ds1", "rt-secret-value");
-        assert!(!sealed.contains("rt-secret-value"));
+        assert!(sealed.starts_with("v1.") && !sealed.contains("rt-secret-value"));
         assert_eq!(k.open("refresh_token:ds1", &sealed).unwrap(), "rt-secret-value");
         assert!(k.open("refresh_token:ds2", &sealed).is_err(), "bound to its row");
         let other = Keys::from_master(b"another-master-key-of-32-bytes!!").unwrap();

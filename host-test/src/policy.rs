@@ -9,6 +9,32 @@ use std::time::Duration;
 
 use crate::runtime::WitError;
 
+/// The one backoff curve of the host: exponential, capped, with "equal jitter" (half fixed,
+/// half random, so retries of many tenants spread out). Sync retries ([`RetryPolicy`]), sink
+/// delivery and the longpoll watcher each use it with their own bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first wait's ceiling; doubles per consecutive failure.
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// A batch to a sink: retried within one drain.
+    pub const DELIVERY: Backoff = Backoff { first: Duration::from_millis(200), max: Duration::from_secs(30) };
+    /// `serve`'s sink task after a drain failed: it tries again later, all datasources at once.
+    pub const SINK_TASK: Backoff = Backoff { first: Duration::from_secs(2), max: Duration::from_secs(64) };
+    /// A failing longpoll: latency only (interval polling still runs).
+    pub const WATCH: Backoff = Backoff { first: Duration::from_secs(10), max: Duration::from_secs(300) };
+
+    /// The wait before retry `attempt` (0: the first retry), `jitter` in [0, 1).
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = self.first.saturating_mul(1u32 << attempt.min(20)).min(self.max);
+        let half = exp / 2;
+        half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
 /// Bounds on retrying. The defaults suit a scheduler; tests shorten them.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -44,9 +70,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Exponential backoff with "equal jitter" (half fixed, half random); `jitter` in [0, 1).
     pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << attempt.min(20)).min(self.max_delay);
-        let half = exp / 2;
-        half + half.mul_f64(jitter.clamp(0.0, 1.0))
+        Backoff { first: self.base_delay, max: self.max_delay }.delay(attempt, jitter)
     }
 }
 
@@ -309,6 +333,12 @@ mod tests {
         assert_eq!(p.backoff(0, 1.0), Duration::from_millis(100));
         assert_eq!(p.backoff(1, 0.5), Duration::from_millis(150));
         assert_eq!(p.backoff(30, 1.0), Duration::from_secs(2), "capped at max_delay");
+        // The other users' bounds, on the same curve.
+        assert_eq!(Backoff::DELIVERY.delay(0, 1.0), Duration::from_millis(200));
+        assert_eq!(Backoff::DELIVERY.delay(0, 0.0), Duration::from_millis(100));
+        assert_eq!(Backoff::SINK_TASK.delay(10, 1.0), Duration::from_secs(64));
+        assert_eq!(Backoff::WATCH.delay(1, 0.5), Duration::from_secs(15));
+        assert_eq!(Backoff::WATCH.delay(9, 1.0), Duration::from_secs(300));
     }
 
     #[test]

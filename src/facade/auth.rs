@@ -1,57 +1,30 @@
-//! Who may call what: the API token for non-browser routes (constant-time), and the cookie
-//! that binds an OAuth flow to the browser that started it.
-
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+//! Who may call what, read from the facade's request: the API token for non-browser routes and
+//! the cookie that binds an OAuth flow to the browser that started it. The rules themselves
+//! are the web kit's, shared with `coco-host serve` ([`coco_web`]).
 
 use super::Incoming;
 use crate::secret::Secret;
 
+pub use coco_web::cookie::set as set_cookie;
+
 /// The token the caller presented: `Authorization: Bearer …` or Coco's `X-API-TOKEN`.
 pub fn presented_token<'a>(req: &'a Incoming<'_>) -> Option<&'a str> {
-    if let Some(v) = req.header("authorization") {
-        let (scheme, token) = v.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
-    }
-    req.header("x-api-token").map(str::trim)
+    coco_web::token::presented(req.header("authorization"), req.header("x-api-token"))
 }
 
 /// Equal in constant time (over SHA-256 digests, so lengths do not leak either).
 pub fn token_matches(expected: &Secret, presented: &str) -> bool {
-    let a = Sha256::digest(expected.expose().as_bytes());
-    let b = Sha256::digest(presented.as_bytes());
-    bool::from(a.ct_eq(&b))
+    coco_web::token::matches(expected.expose(), presented)
 }
 
-/// The session cookie's name: `__Host-` prefixed (Secure, host-only, Path=/) over https.
-pub fn cookie_name(https: bool) -> &'static str {
-    if https {
-        "__Host-coco_dropbox_oauth"
-    } else {
-        "coco_dropbox_oauth"
-    }
-}
-
-/// `Set-Cookie` for a new flow (10 minutes, the state's lifetime), or to clear it (`value` None).
-pub fn set_cookie(https: bool, value: Option<&str>) -> String {
-    let (value, age) = match value {
-        Some(v) => (v, 600),
-        None => ("", 0),
-    };
-    let secure = if https { "; Secure" } else { "" };
-    format!("{}={value}; Max-Age={age}; Path=/; HttpOnly; SameSite=Lax{secure}", cookie_name(https))
-}
-
-/// The session cookie the browser sent back. Over https only the `__Host-` cookie counts: an
-/// unprefixed one could have been planted by a sibling host or over plain http.
+/// The session cookie the browser sent back (any of its `Cookie` headers). Over https only the
+/// `__Host-` cookie counts: an unprefixed one could have been planted by a sibling host or over
+/// plain http.
 pub fn session_cookie<'a>(req: &'a Incoming<'_>, https: bool) -> Option<&'a str> {
-    let header = req.header("cookie")?;
-    header
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == cookie_name(https))
-        .map(|(_, value)| value.trim())
-        .filter(|v| !v.is_empty())
+    coco_web::cookie::session(
+        req.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("cookie")).map(|(_, v)| v.as_str()),
+        https,
+    )
 }
 
 #[cfg(test)]

@@ -13,13 +13,14 @@
 
 mod auth;
 mod config;
-pub mod links;
 pub mod serverless;
 mod shapes;
 
 pub use config::*;
 pub use shapes::{RootJson, TokensJson};
 
+use coco_web::envelope::Kind;
+use coco_web::links;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -90,8 +91,9 @@ impl Outgoing {
         }
     }
 
-    pub fn error(status: u16, kind: &str, message: &str) -> Self {
-        Outgoing::json(status, &serde_json::json!({ "error": { "kind": kind, "message": message } }))
+    /// The web kit's error envelope, with its one status for `kind`.
+    pub fn error(kind: Kind, message: &str) -> Self {
+        Outgoing::json(kind.status(), &coco_web::envelope::body(kind, message, Default::default()))
     }
 
     /// Never cached: it carries a token, a state, or a session cookie.
@@ -109,7 +111,7 @@ impl Outgoing {
 
 /// The answer to a body over the cap; the glue sends it before reading the body.
 pub fn too_large(limit: usize) -> Outgoing {
-    Outgoing::error(413, "too-large", &format!("the request body is larger than {limit} bytes"))
+    Outgoing::error(Kind::TooLarge, &format!("the request body is larger than {limit} bytes"))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -198,9 +200,7 @@ fn redirect_uri(
     let host =
         forwarded("x-forwarded-host").or(req.header("host")).filter(|h| !h.is_empty()).unwrap_or("localhost:9000");
     if !is_loopback(host) && proto.is_none() {
-        return Err(Outgoing::error(
-            503,
-            "not-configured",
+        return Err(Outgoing::error(Kind::NotConfigured,
             &format!(
                 "{ENV_REDIRECT_URI} is not set: a redirect URI is not guessed for the public host {host:?} (set it to the URI registered at Dropbox, e.g. https://{host}/connector/{{id}}/dropbox/oauth_redirect, or {ENV_TRUST_FORWARDED}=1 behind a proxy that sends X-Forwarded-Proto)"
             ),
@@ -223,61 +223,46 @@ fn is_loopback(host: &str) -> bool {
         || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn status_of(e: &Error) -> u16 {
-    match e {
-        Error::InvalidInput(_) => 400,
-        Error::Denied(_) => 403,
-        Error::InvalidClient(_) => 500,
-        Error::ReauthRequired(_) => 401,
-        Error::RateLimited(_) => 429,
-        Error::CursorReset(_) | Error::RootChanged(_) => 409,
-        Error::PathNotFound(_) => 404,
-        Error::Transient(_) => 503,
-        Error::Api(_) => 502,
-    }
-}
-
+/// A connector error in the web kit's envelope: its kind's one status, with what a caller
+/// acts on (the wait of a rate limit, the new root) and any tokens refreshed before it.
 fn error_response(e: &Error, tokens: Option<TokensJson>) -> Outgoing {
-    let status = status_of(e);
-    let mut body = serde_json::json!({ "error": { "kind": e.kind(), "message": e.message() } });
+    let kind = Kind::from_name(e.kind()).unwrap_or(Kind::Api);
+    let mut extra = serde_json::Map::new();
     match e {
-        Error::RateLimited(ms) => body["error"]["retry_after_ms"] = (*ms).into(),
+        Error::RateLimited(ms) => {
+            extra.insert("retry_after_ms".into(), (*ms).into());
+        }
         Error::RootChanged(r) => {
-            body["error"]["root_info"] = serde_json::to_value(RootJson::from(r.clone())).unwrap_or_default()
+            extra.insert("root_info".into(), serde_json::to_value(RootJson::from(r.clone())).unwrap_or_default());
         }
         _ => {}
     }
+    let mut body = coco_web::envelope::body(kind, &e.message(), extra);
     if let Some(t) = tokens {
         body["tokens"] = serde_json::to_value(t).unwrap_or_default();
     }
-    let mut out = Outgoing::json(status, &body);
+    let mut out = Outgoing::json(kind.status(), &body);
     if let Error::RateLimited(ms) = e {
-        out.headers.push(("retry-after", ms.div_ceil(1000).max(1).to_string()));
+        out.headers.push(("retry-after", coco_web::envelope::retry_after_secs(*ms).to_string()));
     }
     out
 }
 
 fn not_configured(e: &Error) -> Outgoing {
-    Outgoing::error(503, "not-configured", &e.message())
+    Outgoing::error(Kind::NotConfigured, &e.message())
 }
 
 /// `401` without the API token; `503` when none is configured (never open by default).
 fn authenticate(config: &FacadeConfig, req: &Incoming<'_>) -> Result<(), Outgoing> {
     let Some(expected) = &config.api_token else {
-        return Err(Outgoing::error(
-            503,
-            "not-configured",
-            &format!("{ENV_API_TOKEN} is not set: this route is closed"),
-        ));
+        return Err(Outgoing::error(Kind::NotConfigured, &format!("{ENV_API_TOKEN} is not set: this route is closed")));
     };
     match auth::presented_token(req) {
         Some(t) if auth::token_matches(expected, t) => Ok(()),
-        _ => Err(Outgoing::error(
-            401,
-            "unauthorized",
-            "send the API token as `Authorization: Bearer …` or `X-API-TOKEN`",
-        )
-        .with("www-authenticate", "Bearer".into())),
+        _ => {
+            Err(Outgoing::error(Kind::Unauthorized, "send the API token as `Authorization: Bearer …` or `X-API-TOKEN`")
+                .with("www-authenticate", "Bearer".into()))
+        }
     }
 }
 
@@ -292,26 +277,25 @@ pub fn handle<T: Transport>(
     kv: Option<&mut dyn KvStore>,
 ) -> Outgoing {
     let Some(route) = route(req.path) else {
-        return Outgoing::error(404, "not-found", "no such route");
+        return Outgoing::error(Kind::NotFound, "no such route");
     };
     // Only the configured connectors have browser routes (each needs its redirect URI
     // registered at Dropbox): any other id is no route at all.
     if let Route::Connect { connector_id, .. } | Route::Redirect { connector_id, .. } = route {
         if !config.connector_ids.iter().any(|c| c == connector_id) {
             return Outgoing::error(
-                404,
-                "not-found",
+                Kind::NotFound,
                 &format!("no connector {connector_id:?} here ({ENV_CONNECTOR_IDS})"),
             );
         }
     }
     let stateful = matches!(route, Route::Datasources | Route::Datasource { .. } | Route::SyncOne { .. });
     if stateful && kv.is_none() {
-        return Outgoing::error(404, "not-found", "no such route (this build keeps no state: use POST /sync)");
+        return Outgoing::error(Kind::NotFound, "no such route (this build keeps no state: use POST /sync)");
     }
     let methods = route.methods();
     if !methods.iter().any(|m| req.method.eq_ignore_ascii_case(m)) {
-        return Outgoing::error(405, "method-not-allowed", &format!("use {}", methods.join(" or ")))
+        return Outgoing::error(Kind::MethodNotAllowed, &format!("use {}", methods.join(" or ")))
             .with("allow", methods.join(", "));
     }
     if req.body.len() > config.max_body_bytes {
@@ -359,7 +343,7 @@ pub fn handle<T: Transport>(
         },
         // Answered above: the list, and every stateful route of a build without a store.
         (Route::Datasources, _) | (Route::Datasource { .. } | Route::SyncOne { .. }, None) => {
-            Outgoing::error(404, "not-found", "no such route")
+            Outgoing::error(Kind::NotFound, "no such route")
         }
     }
 }
@@ -393,17 +377,14 @@ fn connect_route(step: BrowserStep<'_>, kv: Option<&mut dyn KvStore>) -> Outgoin
     }
     let Some(api_token) = &config.api_token else {
         return Outgoing::error(
-            503,
-            "not-configured",
+            Kind::NotConfigured,
             &format!("{ENV_API_TOKEN} is not set: connecting is closed (it takes the token or a link minted with it)"),
         );
     };
     let link = links::from_query(req.query).and_then(|t| links::check(app.state_secret.expose(), t, connector_id, now));
     let by_token = auth::presented_token(req).is_some_and(|p| auth::token_matches(api_token, p));
     if link.is_none() && !by_token {
-        return Outgoing::error(
-            401,
-            "unauthorized",
+        return Outgoing::error(Kind::Unauthorized,
             "starting a connect flow needs the API token or a link from POST /api/connect-links (links expire after 10 minutes)",
         )
         .no_store();
@@ -413,20 +394,19 @@ fn connect_route(step: BrowserStep<'_>, kv: Option<&mut dyn KvStore>) -> Outgoin
         Err(out) => return out,
     };
     let https = is_https(&redirect_uri);
-    let cookie = base64_url(&random.cookie);
+    let cookie = coco_web::encode::base64_url(&random.cookie);
     if let (Some(link), Some(kv)) = (&link, kv) {
         if !by_token {
             match serverless::bind_link(kv, &link.nonce, link.expires_at, auth::session_cookie(req, https), &cookie) {
                 Ok(true) => {}
                 Ok(false) => {
                     return Outgoing::error(
-                        403,
-                        "denied",
+                        Kind::Denied,
                         "this connect link was already opened in another browser: ask for a new one",
                     )
                     .no_store()
                 }
-                Err(e) => return Outgoing::error(503, "store-failed", &e.to_string()),
+                Err(e) => return Outgoing::error(Kind::StoreFailed, &e.to_string()),
             }
         }
     }
@@ -470,12 +450,12 @@ fn connect_links_route(
     } else {
         match serde_json::from_slice(req.body) {
             Ok(b) => b,
-            Err(e) => return Outgoing::error(400, "invalid-input", &format!("request body: {e}")),
+            Err(e) => return Outgoing::error(Kind::InvalidInput, &format!("request body: {e}")),
         }
     };
     let connector_id = body.connector_id.unwrap_or_else(|| config.connector_ids[0].clone());
     if !config.connector_ids.contains(&connector_id) {
-        return Outgoing::error(404, "not-found", &format!("no connector {connector_id:?} here ({ENV_CONNECTOR_IDS})"));
+        return Outgoing::error(Kind::NotFound, &format!("no connector {connector_id:?} here ({ENV_CONNECTOR_IDS})"));
     }
     let expires_at = now + links::LINK_TTL_SECS;
     let ticket = links::mint(app.state_secret.expose(), &connector_id, expires_at, &random.nonce);
@@ -485,7 +465,8 @@ fn connect_links_route(
         Err(out) => return out,
     };
     let url = format!("{}/connect?link={ticket}", back.trim_end_matches("/oauth_redirect"));
-    Outgoing::json(200, &serde_json::json!({ "url": url, "expires_at": links::rfc3339(expires_at) })).no_store()
+    Outgoing::json(200, &serde_json::json!({ "url": url, "expires_at": coco_web::encode::rfc3339(expires_at) }))
+        .no_store()
 }
 
 /// `GET …/oauth_redirect`: only the browser that started the flow (its cookie) gets the code
@@ -511,8 +492,7 @@ fn redirect_route<T: Transport>(step: BrowserStep<'_>, transport: &mut T, kv: Op
     let clear = auth::set_cookie(https, None);
     let Some(cookie) = auth::session_cookie(req, https) else {
         return Outgoing::error(
-            403,
-            "denied",
+            Kind::Denied,
             "this sign-in was not started in this browser (no session cookie): start again at /connect",
         )
         .with("set-cookie", clear)
@@ -542,8 +522,7 @@ fn redirect_route<T: Transport>(step: BrowserStep<'_>, transport: &mut T, kv: Op
         Destination::Callback(callback) => {
             if let Err(why) = deliver(callback, &shapes::datasource_json(ds), transport) {
                 return Outgoing::error(
-                    502,
-                    "callback-failed",
+                    Kind::CallbackFailed,
                     &format!("the connected account could not be delivered: {why}"),
                 )
                 .with("set-cookie", clear)
@@ -581,28 +560,18 @@ fn transport_reason(e: &crate::http::TransportError) -> &'static str {
     }
 }
 
-/// Where the browser lands: `COCO_CONNECTED_URL` with the id and name, or a minimal page.
+/// Where the browser lands: `COCO_CONNECTED_URL` with the id and name, or the web kit's page.
 fn connected_response(config: &FacadeConfig, id: &str, name: &str) -> Outgoing {
-    if let Some(target) = &config.connected_url {
-        if let Ok(mut url) = url::Url::parse(target) {
-            url.query_pairs_mut().append_pair("datasource_id", id).append_pair("name", name);
-            return Outgoing { status: 302, headers: vec![("location", url.into())], body: Vec::new() };
+    use coco_web::landing::{connected, Landing, PAGE_HEADERS, REDIRECT_STATUS};
+    match connected(config.connected_url.as_deref(), id, name) {
+        Landing::Redirect(location) => {
+            Outgoing { status: REDIRECT_STATUS, headers: vec![("location", location)], body: Vec::new() }
         }
-    }
-    let page = format!(
-        "<!doctype html><meta charset=utf-8><title>Dropbox connected</title>\
-         <p>Connected <b>{}</b> (datasource <code>{}</code>). You can close this window.</p>",
-        html_escape(name),
-        html_escape(id)
-    );
-    Outgoing {
-        status: 200,
-        headers: vec![
-            ("content-type", "text/html; charset=utf-8".into()),
-            ("content-security-policy", "default-src 'none'".into()),
-            ("x-content-type-options", "nosniff".into()),
-        ],
-        body: page.into_bytes(),
+        Landing::Page(page) => Outgoing {
+            status: 200,
+            headers: PAGE_HEADERS.iter().map(|(name, value)| (*name, value.to_string())).collect(),
+            body: page.into_bytes(),
+        },
     }
 }
 
@@ -617,7 +586,7 @@ fn exchange_route<T: Transport>(
 ) -> Outgoing {
     let body: ExchangeBody = match serde_json::from_slice(req.body) {
         Ok(b) => b,
-        Err(e) => return Outgoing::error(400, "invalid-input", &format!("request body: {e}")),
+        Err(e) => return Outgoing::error(Kind::InvalidInput, &format!("request body: {e}")),
     };
     let redirect_uri =
         match body.redirect_uri.or_else(|| config.redirect_uri.as_ref().map(|t| t.replace("{id}", &body.connector_id)))
@@ -625,8 +594,7 @@ fn exchange_route<T: Transport>(
             Some(uri) => uri,
             None => {
                 return Outgoing::error(
-                    400,
-                    "invalid-input",
+                    Kind::InvalidInput,
                     &format!("redirect_uri is required (or set {ENV_REDIRECT_URI})"),
                 )
             }
@@ -651,7 +619,7 @@ fn exchange_route<T: Transport>(
 fn sync_route<T: Transport>(app: &App, body: &[u8], transport: &mut T, now: u64) -> Outgoing {
     let body: SyncBody = match serde_json::from_slice(body) {
         Ok(b) => b,
-        Err(e) => return Outgoing::error(400, "invalid-input", &format!("request body: {e}")),
+        Err(e) => return Outgoing::error(Kind::InvalidInput, &format!("request body: {e}")),
     };
     let req = PageRequest {
         datasource_id: body.datasource.id,
@@ -681,7 +649,7 @@ fn sync_route<T: Transport>(app: &App, body: &[u8], transport: &mut T, now: u64)
             let documents: Result<Vec<&RawValue>, _> =
                 r.documents.iter().map(|d| serde_json::from_str::<&RawValue>(d.json)).collect();
             let Ok(documents) = documents else {
-                return Outgoing::error(500, "internal", "a mapped document is not JSON");
+                return Outgoing::error(Kind::Internal, "a mapped document is not JSON");
             };
             Outgoing::json(
                 200,
@@ -698,26 +666,6 @@ fn sync_route<T: Transport>(app: &App, body: &[u8], transport: &mut T, now: u64)
         Err(f) => error_response(&f.error, f.tokens.map(TokensJson::from)),
     };
     out.no_store()
-}
-
-fn base64_url(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

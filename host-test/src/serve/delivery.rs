@@ -48,7 +48,7 @@ pub async fn run(svc: Arc<Service>, config: SinkConfig) {
                 }
             }
             // A removed datasource still has deletes to deliver; it needs no name for them.
-            let (name, connector, removed) = match svc.host.store.datasource(&id) {
+            let (name, connector, removed) = match svc.host.store.datasource_view(&id) {
                 Ok(d) => (d.name, d.connector_id, false),
                 Err(crate::state::StoreError::NoDatasource(_)) => (String::new(), String::new(), true),
                 Err(e) => {
@@ -95,7 +95,7 @@ pub async fn run(svc: Arc<Service>, config: SinkConfig) {
         }
         let wait = if failed {
             failures += 1;
-            Duration::from_secs(1u64 << failures.min(6))
+            crate::policy::Backoff::SINK_TASK.delay(failures - 1, rand::random::<f64>())
         } else {
             failures = 0;
             if more {

@@ -305,7 +305,7 @@ async fn watch(svc: Arc<Service>, id: String) {
         if svc.is_shutting_down() || !locked(&svc.schedule).is_idle(&id) {
             return;
         }
-        let Ok(ds) = svc.host.store.datasource(&id) else { return };
+        let Ok(ds) = svc.host.store.datasource_view(&id) else { return };
         let Ok(state) = svc.host.store.sync_state(&id) else { return };
         let Some(cursor) = state.cursor.filter(|_| !state.listing) else { return };
         let req =
@@ -313,15 +313,14 @@ async fn watch(svc: Arc<Service>, id: String) {
         svc.metrics.longpolls_active.inc();
         let answer = svc.host.runtime.wait_for_changes(&req).await;
         svc.metrics.longpolls_active.dec();
-        let backoff = |secs: u32| {
-            let until = Instant::now() + Duration::from_secs(u64::from(secs));
-            locked(&svc.notes).longpoll_not_before.insert(id.clone(), until);
+        let backoff = |wait: Duration| {
+            locked(&svc.notes).longpoll_not_before.insert(id.clone(), Instant::now() + wait);
         };
         let result = match answer {
             Ok(Ok(c)) => {
                 failures = 0;
                 if let Some(b) = c.backoff_secs {
-                    backoff(b);
+                    backoff(Duration::from_secs(u64::from(b)));
                 }
                 if c.changes {
                     svc.metrics.longpolls.with_label_values(&["changes"]).inc();
@@ -339,7 +338,7 @@ async fn watch(svc: Arc<Service>, id: String) {
             }
             Ok(Err(WitError::RateLimited(ms))) => {
                 svc.metrics.longpolls.with_label_values(&["rate-limited"]).inc();
-                backoff((ms / 1000).max(1) as u32);
+                backoff(Duration::from_millis(ms).max(Duration::from_secs(1)));
                 continue;
             }
             Ok(Err(e)) => (error_class(&e), crate::policy::describe(&e)),
@@ -353,6 +352,6 @@ async fn watch(svc: Arc<Service>, id: String) {
         if failures >= 5 {
             return;
         }
-        backoff(5u32.saturating_mul(1 << failures).min(300));
+        backoff(crate::policy::Backoff::WATCH.delay(failures - 1, rand::random::<f64>()));
     }
 }

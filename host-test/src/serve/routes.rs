@@ -19,6 +19,8 @@ use super::auth;
 use super::driver::{notice, reload};
 use super::schedule::Waiting;
 use super::{locked, Service, Trigger};
+use coco_web::envelope::Kind;
+
 use crate::clock::now_unix;
 use crate::host::{DisconnectOutcome, HostError};
 use crate::runtime::WitError;
@@ -30,9 +32,6 @@ type Svc = State<Arc<Service>>;
 /// Request bodies larger than this are refused (`413`): the largest legitimate one is a
 /// webhook notification or a delivered datasource, a few KiB.
 const MAX_BODY_BYTES: usize = 1 << 20;
-
-/// How long a connect link works.
-const CONNECT_LINK_TTL_SECS: u64 = 600;
 
 pub fn router(svc: Arc<Service>) -> Router {
     let browser = Router::new()
@@ -55,8 +54,10 @@ pub fn router(svc: Arc<Service>) -> Router {
         .with_state(svc)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = json!({ "error": { "code": code, "message": message.into() } });
+/// The web kit's envelope, with its one status for `kind`.
+fn error(kind: Kind, message: impl Into<String>) -> Response {
+    let body = coco_web::envelope::body(kind, &message.into(), Default::default());
+    let status = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = (status, Json(body)).into_response();
     no_store(&mut r);
     r
@@ -67,8 +68,7 @@ fn no_store(r: &mut Response) {
 }
 
 fn unauthorized() -> Response {
-    let mut r =
-        error(StatusCode::UNAUTHORIZED, "unauthorized", "this route needs the API token (X-API-TOKEN or Bearer)");
+    let mut r = error(Kind::Unauthorized, "this route needs the API token (X-API-TOKEN or Bearer)");
     r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
     r
 }
@@ -85,23 +85,21 @@ macro_rules! require_token {
 /// A store or host failure as an HTTP answer, without internals a caller cannot act on.
 fn host_error(e: &HostError) -> Response {
     match e {
-        HostError::Store(StoreError::NoDatasource(id)) => {
-            error(StatusCode::NOT_FOUND, "not-found", format!("no datasource {id}"))
-        }
-        HostError::Connector(WitError::Denied(m)) => error(StatusCode::FORBIDDEN, "denied", m.clone()),
-        HostError::Connector(WitError::InvalidInput(m)) => error(StatusCode::BAD_REQUEST, "invalid-input", m.clone()),
-        HostError::Connector(WitError::InvalidClient(m)) => error(StatusCode::BAD_GATEWAY, "invalid-client", m.clone()),
+        HostError::Store(StoreError::NoDatasource(id)) => error(Kind::NotFound, format!("no datasource {id}")),
+        HostError::Connector(WitError::Denied(m)) => error(Kind::Denied, m.clone()),
+        HostError::Connector(WitError::InvalidInput(m)) => error(Kind::InvalidInput, m.clone()),
+        HostError::Connector(WitError::InvalidClient(m)) => error(Kind::InvalidClient, m.clone()),
         HostError::Connector(WitError::RateLimited(ms)) => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Dropbox asked us to slow down");
-            if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).to_string()) {
+            let mut r = error(Kind::RateLimited, "Dropbox asked us to slow down");
+            if let Ok(v) = HeaderValue::from_str(&coco_web::envelope::retry_after_secs(*ms).to_string()) {
                 r.headers_mut().insert("retry-after", v);
             }
             r
         }
-        HostError::Connector(e) => error(StatusCode::BAD_GATEWAY, "dropbox", crate::policy::describe(e)),
+        HostError::Connector(e) => error(Kind::Dropbox, crate::policy::describe(e)),
         other => {
             tracing::error!("request failed: {other}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the host failed; see its log")
+            error(Kind::Internal, "the host failed; see its log")
         }
     }
 }
@@ -178,38 +176,36 @@ async fn connect(
 ) -> Response {
     let keys = svc.host.store.keys();
     let ticket =
-        q.ticket.as_deref().and_then(|t| auth::ticket_valid(keys.state_secret(), t, &connector_id, now_unix()));
+        q.ticket.as_deref().and_then(|t| coco_web::links::check(keys.state_secret(), t, &connector_id, now_unix()));
     let by_token = auth::has_token(&headers, &svc.config.api_token);
     if !svc.config.open_connect && ticket.is_none() && !by_token {
         return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            Kind::Unauthorized,
             "starting a connect flow needs the API token or a link from POST /api/connect-links",
         );
     }
     let mut connector = match svc.host.store.connector(&connector_id) {
         Ok(Some(c)) => c,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "not-found", format!("no connector {connector_id:?}")),
+        Ok(None) => return error(Kind::NotFound, format!("no connector {connector_id:?}")),
         Err(e) => return host_error(&e.into()),
     };
     connector.redirect_uri = redirect_uri(&svc, route_prefix(&uri), &connector_id);
     let https = connector.redirect_uri.starts_with("https://");
-    let cookie = base64_url(&rand::random::<[u8; 32]>());
+    let cookie = coco_web::encode::base64_url(&rand::random::<[u8; 32]>());
     // A link is single-use: it binds to the first browser that opens it (which may open it
     // again: it sends the cookie it was given); any other browser is refused.
     if let (Some(t), false) = (&ticket, by_token || svc.config.open_connect) {
-        let presented = auth::session_cookie(&headers, https).map(|c| auth::cookie_digest(&c));
+        let presented = auth::session_cookie(&headers, https).map(coco_web::cookie::digest);
         match svc.host.store.bind_connect_link(
             &t.nonce,
             t.expires_at,
             presented.as_deref(),
-            &auth::cookie_digest(&cookie),
+            &coco_web::cookie::digest(&cookie),
         ) {
             Ok(true) => {}
             Ok(false) => {
                 return error(
-                    StatusCode::FORBIDDEN,
-                    "denied",
+                    Kind::Denied,
                     "this connect link was already opened in another browser: ask for a new one",
                 )
             }
@@ -223,7 +219,7 @@ async fn connect(
             if let Ok(v) = HeaderValue::from_str(&url) {
                 h.insert("location", v);
             }
-            if let Ok(v) = HeaderValue::from_str(&auth::set_cookie(https, Some(&cookie))) {
+            if let Ok(v) = HeaderValue::from_str(&coco_web::cookie::set(https, Some(&cookie))) {
                 h.insert("set-cookie", v);
             }
             no_store(&mut r);
@@ -233,23 +229,18 @@ async fn connect(
     }
 }
 
-fn base64_url(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// `GET …/oauth_redirect`: only the browser holding the flow's cookie gets its code exchanged;
 /// the datasource is stored here, the browser learns its id and name.
 async fn oauth_redirect(State(svc): Svc, Path(connector_id): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
     let connector = match svc.host.store.connector(&connector_id) {
         Ok(Some(c)) => c,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "not-found", format!("no connector {connector_id:?}")),
+        Ok(None) => return error(Kind::NotFound, format!("no connector {connector_id:?}")),
         Err(e) => return host_error(&e.into()),
     };
     let mut connector = connector;
     connector.redirect_uri = redirect_uri(&svc, route_prefix(&uri), &connector_id);
     let https = connector.redirect_uri.starts_with("https://");
-    let clear = HeaderValue::from_str(&auth::set_cookie(https, None)).ok();
+    let clear = HeaderValue::from_str(&coco_web::cookie::set(https, None)).ok();
     let with_clear = |mut r: Response| {
         if let Some(c) = &clear {
             r.headers_mut().insert("set-cookie", c.clone());
@@ -258,8 +249,7 @@ async fn oauth_redirect(State(svc): Svc, Path(connector_id): Path<String>, heade
     };
     let Some(cookie) = auth::session_cookie(&headers, https) else {
         return with_clear(error(
-            StatusCode::FORBIDDEN,
-            "denied",
+            Kind::Denied,
             "this sign-in was not started in this browser (no session cookie): start again at /connect",
         ));
     };
@@ -273,49 +263,27 @@ async fn oauth_redirect(State(svc): Svc, Path(connector_id): Path<String>, heade
     with_clear(connected(&svc, &ds.id, &ds.name))
 }
 
-/// Where the browser lands: the configured page with id and name, or a minimal one.
+/// Where the browser lands: the configured page with id and name, or the web kit's page.
 fn connected(svc: &Service, id: &str, name: &str) -> Response {
-    let mut r = match &svc.config.connected_url {
-        Some(base) => {
-            let sep = if base.contains('?') { '&' } else { '?' };
-            let q = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("datasource_id", id)
-                .append_pair("name", name)
-                .finish();
-            let mut r = StatusCode::SEE_OTHER.into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("{base}{sep}{q}")) {
+    use coco_web::landing::{connected, Landing, PAGE_HEADERS, REDIRECT_STATUS};
+    let mut r = match connected(svc.config.connected_url.as_deref(), id, name) {
+        Landing::Redirect(location) => {
+            let mut r = StatusCode::from_u16(REDIRECT_STATUS).unwrap_or(StatusCode::FOUND).into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert("location", v);
             }
             r
         }
-        None => {
-            let page = format!(
-                "<!doctype html><meta charset=utf-8><title>Dropbox connected</title>\
-                 <h1>Connected</h1><p>{} is connected as datasource <code>{}</code>. Indexing has started.</p>",
-                html_escape(name),
-                html_escape(id)
-            );
+        Landing::Page(page) => {
             let mut r = (StatusCode::OK, page).into_response();
-            r.headers_mut().insert("content-type", HeaderValue::from_static("text/html; charset=utf-8"));
-            r.headers_mut().insert("content-security-policy", HeaderValue::from_static("default-src 'none'"));
+            for (name, value) in PAGE_HEADERS {
+                r.headers_mut().insert(name, HeaderValue::from_static(value));
+            }
             r
         }
     };
     no_store(&mut r);
     r
-}
-
-fn html_escape(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '<' => "&lt;".into(),
-            '>' => "&gt;".into(),
-            '&' => "&amp;".into(),
-            '"' => "&quot;".into(),
-            '\'' => "&#39;".into(),
-            c => c.to_string(),
-        })
-        .collect()
 }
 
 #[derive(Deserialize)]
@@ -329,16 +297,16 @@ async fn connect_link(State(svc): Svc, headers: HeaderMap, body: Bytes) -> Respo
     require_token!(svc, headers);
     let body: LinkBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid-input", format!("body: {e}")),
+        Err(e) => return error(Kind::InvalidInput, format!("body: {e}")),
     };
     match svc.host.store.connector(&body.connector_id) {
         Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::NOT_FOUND, "not-found", format!("no connector {:?}", body.connector_id)),
+        Ok(None) => return error(Kind::NotFound, format!("no connector {:?}", body.connector_id)),
         Err(e) => return host_error(&e.into()),
     }
-    let expires = now_unix() + CONNECT_LINK_TTL_SECS;
-    let ticket =
-        auth::connect_ticket(svc.host.store.keys().state_secret(), &body.connector_id, expires, &rand::random());
+    let expires = now_unix() + coco_web::links::LINK_TTL_SECS;
+    let nonce: [u8; 16] = rand::random();
+    let ticket = coco_web::links::mint(svc.host.store.keys().state_secret(), &body.connector_id, expires, &nonce);
     let url = format!(
         "{}/connector/{}/dropbox/connect?ticket={ticket}",
         svc.config.public_url.trim_end_matches('/'),
@@ -359,7 +327,7 @@ struct Challenge {
 /// Dropbox's verification: echo the challenge as plain text.
 async fn webhook_challenge(Query(q): Query<Challenge>) -> Response {
     let Some(challenge) = q.challenge else {
-        return error(StatusCode::BAD_REQUEST, "invalid-input", "missing challenge");
+        return error(Kind::InvalidInput, "missing challenge");
     };
     let mut r = (StatusCode::OK, challenge).into_response();
     let h = r.headers_mut();
@@ -382,13 +350,13 @@ async fn webhook(State(svc): Svc, headers: HeaderMap, body: Bytes) -> Response {
         .collect();
     if signed_by.is_empty() {
         svc.metrics.webhooks.with_label_values(&["bad-signature"]).inc();
-        return error(StatusCode::FORBIDDEN, "bad-signature", "X-Dropbox-Signature does not match any app secret");
+        return error(Kind::BadSignature, "X-Dropbox-Signature does not match any app secret");
     }
     let accounts = match super::webhook::changed_accounts(&body) {
         Ok(a) => a,
         Err(why) => {
             svc.metrics.webhooks.with_label_values(&["unreadable"]).inc();
-            return error(StatusCode::BAD_REQUEST, "invalid-input", why);
+            return error(Kind::InvalidInput, why);
         }
     };
     // Only datasources of the app that signed: another app's tenants are not its business.
@@ -494,7 +462,7 @@ async fn show(State(svc): Svc, headers: HeaderMap, Path(id): Path<String>) -> Re
     require_token!(svc, headers);
     match datasources_json(&svc, Some(&id)) {
         Ok(mut one) if one.len() == 1 => Json(one.remove(0)).into_response(),
-        Ok(_) => error(StatusCode::NOT_FOUND, "not-found", format!("no datasource {id}")),
+        Ok(_) => error(Kind::NotFound, format!("no datasource {id}")),
         Err(e) => host_error(&e),
     }
 }
@@ -502,18 +470,18 @@ async fn show(State(svc): Svc, headers: HeaderMap, Path(id): Path<String>) -> Re
 fn show_now(svc: &Service, id: &str, status: StatusCode) -> Response {
     match datasources_json(svc, Some(id)) {
         Ok(mut one) if one.len() == 1 => (status, Json(one.remove(0))).into_response(),
-        Ok(_) => error(StatusCode::NOT_FOUND, "not-found", format!("no datasource {id}")),
+        Ok(_) => error(Kind::NotFound, format!("no datasource {id}")),
         Err(e) => host_error(&e),
     }
 }
 
 async fn sync_now(State(svc): Svc, headers: HeaderMap, Path(id): Path<String>) -> Response {
     require_token!(svc, headers);
-    if let Err(e) = svc.host.store.datasource(&id) {
+    if let Err(e) = svc.host.store.datasource_view(&id) {
         return host_error(&e.into());
     }
     if !notice(&svc, &id, Trigger::Admin) {
-        return error(StatusCode::CONFLICT, "not-schedulable", "the datasource is paused or must be connected again");
+        return error(Kind::NotSchedulable, "the datasource is paused or must be connected again");
     }
     show_now(&svc, &id, StatusCode::ACCEPTED)
 }
@@ -581,17 +549,17 @@ async fn patch(State(svc): Svc, headers: HeaderMap, Path(id): Path<String>, body
     require_token!(svc, headers);
     let p: Patch = match serde_json::from_slice(&body) {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid-input", format!("body: {e}")),
+        Err(e) => return error(Kind::InvalidInput, format!("body: {e}")),
     };
     if let Some(limit) = p.page_limit.filter(|l| *l > 2000) {
-        return error(StatusCode::BAD_REQUEST, "invalid-input", format!("page_limit {limit} is outside 0..=2000"));
+        return error(Kind::InvalidInput, format!("page_limit {limit} is outside 0..=2000"));
     }
     if let Some(Some(0)) = p.interval_secs {
-        return error(StatusCode::BAD_REQUEST, "invalid-input", "interval_secs must be at least 1");
+        return error(Kind::InvalidInput, "interval_secs must be at least 1");
     }
     if let Some(path) = &p.path {
         if path.chars().any(char::is_control) || (!path.is_empty() && !path.starts_with('/')) {
-            return error(StatusCode::BAD_REQUEST, "invalid-input", "path must be \"\", \"/\" or start with \"/\"");
+            return error(Kind::InvalidInput, "path must be \"\", \"/\" or start with \"/\"");
         }
     }
     let ds = match svc.host.store.datasource(&id) {
@@ -624,7 +592,7 @@ async fn patch(State(svc): Svc, headers: HeaderMap, Path(id): Path<String>, body
             settings.formats = formats;
         }
         if let Err(why) = settings.validate() {
-            return error(StatusCode::BAD_REQUEST, "invalid-input", format!("content: {why}"));
+            return error(Kind::InvalidInput, format!("content: {why}"));
         }
         if settings != before {
             if let Err(e) = svc.host.store.set_content_settings(&id, &settings) {
@@ -701,21 +669,18 @@ async fn adopt(State(svc): Svc, headers: HeaderMap, body: Bytes) -> Response {
         // serde's message may quote a value; this body carries tokens.
         Err(e) => {
             return error(
-                StatusCode::BAD_REQUEST,
-                "invalid-input",
+                Kind::InvalidInput,
                 format!("not a datasource ({:?} error at line {} column {})", e.classify(), e.line(), e.column()),
             )
         }
     };
     let connector = match svc.host.store.connector(&d.connector.id) {
         Ok(Some(c)) => c,
-        Ok(None) => {
-            return error(StatusCode::CONFLICT, "unknown-connector", format!("no connector {:?} here", d.connector.id))
-        }
+        Ok(None) => return error(Kind::UnknownConnector, format!("no connector {:?} here", d.connector.id)),
         Err(e) => return host_error(&e.into()),
     };
     if connector.client_id != d.connector.config.client_id {
-        return error(StatusCode::CONFLICT, "client-mismatch", "the datasource belongs to another Dropbox app");
+        return error(Kind::ClientMismatch, "the datasource belongs to another Dropbox app");
     }
     let expected = crate::registration::datasource_id(
         &connector.id,
@@ -723,7 +688,7 @@ async fn adopt(State(svc): Svc, headers: HeaderMap, body: Bytes) -> Response {
         &d.connector.config.profile.email,
     );
     if d.id != expected {
-        return error(StatusCode::BAD_REQUEST, "invalid-input", "id is not md5(dropbox,connector,account,email)");
+        return error(Kind::InvalidInput, "id is not md5(dropbox,connector,account,email)");
     }
     let p = d.connector.config.profile;
     let record = DatasourceRecord {

@@ -156,6 +156,18 @@ pub struct DatasourceRecord {
     pub status_detail: Option<String>,
 }
 
+/// A datasource without its secrets: what delivery, the watcher and status need. Reading it
+/// unseals no token (only the endpoints' integrity is checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasourceView {
+    pub id: String,
+    pub name: String,
+    pub connector_id: String,
+    pub endpoints: EndpointsRecord,
+    pub path: String,
+    pub status: Status,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncState {
     /// None: the next page starts a full listing.
@@ -287,6 +299,24 @@ impl Store {
             status: Status::parse(&r.get::<String>("status")?),
             status_detail: r.get("status_detail")?,
             id,
+        })
+    }
+
+    /// The datasource without its secrets ([`DatasourceView`]).
+    pub fn datasource_view(&self, id: &str) -> Result<DatasourceView> {
+        let row = self.conn().query_opt(
+            "SELECT id, name, connector_id, endpoints_json, path, status FROM datasources WHERE id = ?1",
+            &args![id],
+        )?;
+        let Some(r) = row else { return Err(StoreError::NoDatasource(id.to_string())) };
+        let endpoints: String = r.get("endpoints_json")?;
+        Ok(DatasourceView {
+            endpoints: self.open_endpoints("datasource", id, &endpoints)?,
+            name: r.get("name")?,
+            connector_id: r.get("connector_id")?,
+            path: r.get("path")?,
+            status: Status::parse(&r.get::<String>("status")?),
+            id: r.get("id")?,
         })
     }
 

@@ -28,8 +28,8 @@ mod sqlite_schema;
 use sqlite_schema::{documents_table, enter_wal, migrate, DOCUMENT_INDEXES, OPEN_BUSY_TIMEOUT, SCHEMA};
 
 pub use datasources::{
-    ConnectorRecord, DatasourceRecord, EndpointsRecord, Overview, ProfileRecord, RootRecord, ScheduleRecord, Status,
-    SyncState, TokensRecord,
+    ConnectorRecord, DatasourceRecord, DatasourceView, EndpointsRecord, Overview, ProfileRecord, RootRecord,
+    ScheduleRecord, Status, SyncState, TokensRecord,
 };
 pub use index::{Applied, PageApply};
 
@@ -394,6 +394,29 @@ pub(crate) mod tests {
             status: Status::Ok,
             status_detail: None,
         }
+    }
+
+    #[test]
+    fn a_datasource_view_reads_no_secret_and_agrees_with_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_test_store(dir.path());
+        store
+            .upsert_connector(&ConnectorRecord {
+                id: "dropbox".into(),
+                client_id: "k".into(),
+                client_secret: Secret::new("s"),
+                redirect_uri: "http://127.0.0.1/cb".into(),
+                endpoints: EndpointsRecord::single("http://127.0.0.1:9"),
+            })
+            .unwrap();
+        store.save_connected(&datasource("dsv")).unwrap();
+        let record = store.datasource("dsv").unwrap();
+        let view = store.datasource_view("dsv").unwrap();
+        assert_eq!(
+            (&view.id, &view.name, &view.connector_id, &view.endpoints, &view.path, view.status),
+            (&record.id, &record.name, &record.connector_id, &record.endpoints, &record.path, record.status)
+        );
+        assert!(matches!(store.datasource_view("nope"), Err(StoreError::NoDatasource(_))));
     }
 
     fn page<'a>(cursor: Option<&'a str>, generation: i64) -> PageApply<'a> {

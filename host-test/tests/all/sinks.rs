@@ -104,7 +104,7 @@ async fn every_sink_converges_under_faults_after_renames_moves_and_subtree_delet
             s.reject_titles_containing = Some("reject-me".into());
         }
         let mut d = Deliverer::with_timeout(config, Duration::from_secs(1));
-        d.first_backoff = Duration::from_millis(50);
+        d.backoff.first = Duration::from_millis(50);
         let (mut d, r) = drain(d, &host, &ds).await;
         let drained = r.unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert!(drained.retries >= 4 || receiver.is_none(), "{kind}: every fault was retried ({})", drained.retries);

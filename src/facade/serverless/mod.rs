@@ -13,6 +13,7 @@ pub mod record;
 pub mod seal;
 pub mod sink;
 
+use coco_web::envelope::Kind;
 use serde::Serialize;
 
 use super::{error_response, App, FacadeConfig, Outgoing, Randomness, RootJson};
@@ -28,24 +29,21 @@ use seal::SealKey;
 use sink::{CocoSink, SinkFailure, Target};
 
 fn store_failed(e: &KvError) -> Outgoing {
-    Outgoing::error(503, "store-failed", &e.to_string())
+    Outgoing::error(Kind::StoreFailed, &e.to_string())
 }
 
 fn busy(retry_after_secs: u64) -> Outgoing {
-    let mut out = Outgoing::json(
-        409,
-        &serde_json::json!({ "error": {
-            "kind": "busy",
-            "message": "another call is working on this datasource",
-            "retry_after_secs": retry_after_secs,
-        }}),
-    );
+    let mut extra = serde_json::Map::new();
+    extra.insert("retry_after_secs".into(), retry_after_secs.into());
+    let kind = Kind::Busy;
+    let body = coco_web::envelope::body(kind, "another call is working on this datasource", extra);
+    let mut out = Outgoing::json(kind.status(), &body);
     out.headers.push(("retry-after", retry_after_secs.max(1).to_string()));
     out
 }
 
 fn not_found(id: &str) -> Outgoing {
-    Outgoing::error(404, "not-found", &format!("no datasource {id}"))
+    Outgoing::error(Kind::NotFound, &format!("no datasource {id}"))
 }
 
 fn holder(random: &Randomness) -> String {
@@ -300,15 +298,11 @@ pub fn remove<T: Transport>(
 }
 
 fn sink_failed(f: &SinkFailure) -> Outgoing {
-    let mut out = Outgoing::json(
-        502,
-        &serde_json::json!({ "error": {
-            "kind": "sink-failed",
-            "message": f.message,
-            "retry_after_secs": f.retry_after_secs,
-            "needs_operator": f.needs_operator,
-        }}),
-    );
+    let mut extra = serde_json::Map::new();
+    extra.insert("retry_after_secs".into(), f.retry_after_secs.into());
+    extra.insert("needs_operator".into(), f.needs_operator.into());
+    let kind = Kind::SinkFailed;
+    let mut out = Outgoing::json(kind.status(), &coco_web::envelope::body(kind, &f.message, extra));
     if let Some(s) = f.retry_after_secs {
         out.headers.push(("retry-after", s.max(1).to_string()));
     }

@@ -1,9 +1,7 @@
-//! Tokens at rest: XChaCha20-Poly1305 under a key derived from the configured seal secret,
-//! bound to the datasource id (a sealed value moved to another record does not open).
+//! Tokens at rest: the web kit's sealing format (`v1.`, XChaCha20-Poly1305, shared with
+//! `coco-host`) under a key derived from the configured seal secret, bound to the datasource id
+//! (a sealed value moved to another record does not open).
 
-use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, KeyInit as _, Mac};
 use sha2::Sha256;
 
@@ -11,20 +9,14 @@ use crate::error::Error;
 use crate::secret::SecretBytes;
 
 /// Random bytes per sealed value.
-pub const NONCE_LEN: usize = 24;
+pub const NONCE_LEN: usize = coco_web::seal::NONCE_LEN;
 const KEY_DOMAIN: &[u8] = b"coco-dropbox/kv-tokens/v1";
-const PREFIX: &str = "v1.";
 /// A weaker secret would be guessable offline from one sealed value.
 pub const MIN_SEAL_SECRET_LEN: usize = 32;
 
 /// The sealing key. Never printed.
-pub struct SealKey([u8; 32]);
-
-impl std::fmt::Debug for SealKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SealKey([redacted])")
-    }
-}
+#[derive(Debug)]
+pub struct SealKey(coco_web::seal::SealKey);
 
 impl SealKey {
     pub fn derive(secret: &SecretBytes) -> Result<SealKey, Error> {
@@ -35,37 +27,20 @@ impl SealKey {
         }
         let mut m = <Hmac<Sha256>>::new_from_slice(secret.expose()).expect("HMAC takes any key length");
         m.update(KEY_DOMAIN);
-        Ok(SealKey(m.finalize().into_bytes().into()))
+        Ok(SealKey(coco_web::seal::SealKey::new(&m.finalize().into_bytes().into())))
     }
 
     /// `v1.` + base64url(nonce ‖ ciphertext ‖ tag).
     pub fn seal(&self, bound_to: &str, plaintext: &[u8], nonce: &[u8; NONCE_LEN]) -> String {
-        let cipher = XChaCha20Poly1305::new((&self.0).into());
-        let sealed = cipher
-            .encrypt(XNonce::from_slice(nonce), Payload { msg: plaintext, aad: bound_to.as_bytes() })
-            .expect("XChaCha20-Poly1305 seals any length we store");
-        let mut raw = nonce.to_vec();
-        raw.extend_from_slice(&sealed);
-        format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+        self.0.seal(bound_to, plaintext, nonce)
     }
 
     pub fn open(&self, bound_to: &str, sealed: &str) -> Result<Vec<u8>, Error> {
-        let unreadable = || {
+        self.0.open(bound_to, sealed).ok_or_else(|| {
             Error::InvalidInput(
                 "stored tokens do not open with this seal secret (was it changed?): reconnect the account".into(),
             )
-        };
-        let raw = sealed
-            .strip_prefix(PREFIX)
-            .and_then(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b).ok())
-            .ok_or_else(unreadable)?;
-        if raw.len() < NONCE_LEN {
-            return Err(unreadable());
-        }
-        let (nonce, body) = raw.split_at(NONCE_LEN);
-        XChaCha20Poly1305::new((&self.0).into())
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: bound_to.as_bytes() })
-            .map_err(|_| unreadable())
+        })
     }
 }
 
@@ -92,5 +67,8 @@ mod tests {
         assert!(k.open("ds1", "v1.").is_err() && k.open("ds1", "plain").is_err());
         assert!(SealKey::derive(&SecretBytes::new("short")).is_err());
         assert!(!format!("{k:?}").contains(|c: char| c.is_ascii_digit()));
+        // The web kit's format: what coco-host seals reads the same way.
+        let host = coco_web::seal::SealKey::new(&[5; 32]);
+        assert_eq!(host.open("ds1", &host.seal("ds1", b"x", &[1; NONCE_LEN])).unwrap(), b"x");
     }
 }
