@@ -73,26 +73,6 @@ impl<'a> FileRef<'a> {
     }
 }
 
-impl DocRef<'_> {
-    /// An owned copy (tests, tools; the hot path stays borrowed).
-    pub fn to_document(&self) -> crate::types::Document {
-        crate::types::Document {
-            id: self.id.to_string(),
-            path_lower: self.path_lower.to_string(),
-            rev: self.rev.map(str::to_string),
-            json: self.json.to_string(),
-            file: self.file.map(|f| crate::types::FileFacts {
-                file_id: f.file_id.to_string(),
-                size: f.size,
-                content_hash: f.content_hash.map(str::to_string),
-                downloadable: f.downloadable,
-                export_as: f.export_as.map(str::to_string),
-                export_options: f.export_options().map(str::to_string).collect(),
-            }),
-        }
-    }
-}
-
 impl DocumentBatch {
     pub fn with_capacity(documents: usize, text_bytes: usize) -> Self {
         DocumentBatch { text: String::with_capacity(text_bytes), rows: Vec::with_capacity(documents) }

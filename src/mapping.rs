@@ -460,7 +460,7 @@ impl PageMapper {
 /// Map one entry on its own (tests, tools): a one-document batch, or None when it has no id.
 pub fn map_entry(ctx: &MapContext<'_>, e: &Entry<'_>) -> Option<Document> {
     let mut batch = DocumentBatch::default();
-    PageMapper::new(ctx).map_into(e, &mut batch).then(|| batch.get(0).expect("one row").to_document())
+    PageMapper::new(ctx).map_into(e, &mut batch).then(|| crate::types::Document::from(batch.get(0).expect("one row")))
 }
 
 /// `path` is `prefix` or inside it (`path_lower`s compare byte-wise).
@@ -877,7 +877,8 @@ mod tests {
         let m = map_entries(&ctx(), &page.entries);
         assert_eq!(m.deletes, vec!["/old".to_string()]);
         assert_eq!(m.skipped, 1);
-        let titles: Vec<_> = m.documents.iter().map(|d| json(&d.to_document())["title"].clone()).collect();
+        let titles: Vec<_> =
+            m.documents.iter().map(|d| json(&crate::types::Document::from(d))["title"].clone()).collect();
         assert_eq!(titles, ["A", ".ds_store", "café.pdf"]);
         assert_eq!(page.cursor, "CUR");
     }

@@ -161,7 +161,7 @@ pub struct PageRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-/// One document, owned: [`crate::batch::DocRef::to_document`].
+/// One document, owned: `Document::from(doc_ref)`.
 pub struct Document {
     pub id: String,
     pub path_lower: String,
@@ -169,6 +169,26 @@ pub struct Document {
     pub json: String,
     /// Files only.
     pub file: Option<FileFacts>,
+}
+
+impl From<crate::batch::DocRef<'_>> for Document {
+    /// An owned copy (tests, tools; the hot path stays borrowed).
+    fn from(d: crate::batch::DocRef<'_>) -> Self {
+        Document {
+            id: d.id.to_string(),
+            path_lower: d.path_lower.to_string(),
+            rev: d.rev.map(str::to_string),
+            json: d.json.to_string(),
+            file: d.file.map(|f| FileFacts {
+                file_id: f.file_id.to_string(),
+                size: f.size,
+                content_hash: f.content_hash.map(str::to_string),
+                downloadable: f.downloadable,
+                export_as: f.export_as.map(str::to_string),
+                export_options: f.export_options().map(str::to_string).collect(),
+            }),
+        }
+    }
 }
 
 /// The WIT `file-facts`: what fetching the file's content later needs.

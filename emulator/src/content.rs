@@ -47,14 +47,6 @@ fn extension(name: &str) -> String {
     name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
 }
 
-/// Whether generated files with this name get a synthetic document (and a small size).
-pub fn has_synthetic_text(name: &str) -> bool {
-    matches!(
-        extension(name).as_str(),
-        "txt" | "md" | "pdf" | "docx" | "xlsx" | "pptx" | "paper" | "gdoc" | "gsheet" | "gslides"
-    )
-}
-
 /// The words of a generated file: deterministic from its id, and a token naming the id so a
 /// test can find the file by its content.
 pub fn synthetic_words(node: &Node) -> Vec<String> {

@@ -581,7 +581,7 @@ pub fn generate(ns: &mut Namespace, spec: &Generate) {
         };
         let size = if rng.random_bool(0.05) { 0 } else { rng.random_range(1..20_000_000) };
         // Documents people search are small; about 1 % stay over the 10 MiB content cap.
-        let size = if size >= 19_800_000 || !crate::content::has_synthetic_text(&path) { size } else { size % 60_000 };
+        let size = if size >= 19_800_000 || !has_synthetic_text(&path) { size } else { size % 60_000 };
         if ns.add(&path, is_folder, size).is_ok() {
             created += 1;
             if is_folder {
@@ -655,6 +655,14 @@ impl Namespace {
         }
         (out, pos as u64)
     }
+}
+
+/// Whether generated files with this name get a synthetic document (and a small size).
+pub fn has_synthetic_text(name: &str) -> bool {
+    matches!(
+        name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default().as_str(),
+        "txt" | "md" | "pdf" | "docx" | "xlsx" | "pptx" | "paper" | "gdoc" | "gsheet" | "gslides"
+    )
 }
 
 #[cfg(test)]
