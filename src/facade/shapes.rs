@@ -142,24 +142,36 @@ impl From<PageStats> for StatsJson {
 
 /// Upstream's datasource document plus the tokens and `root_info` a caller needs to sync;
 /// `client_secret` is left out (the operator configured it). Only ever sent server to server.
+/// The shape is the web kit's, which `coco-host serve` adopts.
 pub fn datasource_json(ds: Datasource) -> serde_json::Value {
-    let p = &ds.config.profile;
-    serde_json::json!({
-        "id": ds.id,
-        "type": "connector",
-        "name": ds.name,
-        "icon": "default",
-        "enabled": true,
-        "sync": { "enabled": true, "interval": "30s" },
-        "connector": {
-            "id": ds.connector_id,
-            "config": {
-                "client_id": ds.config.client_id,
-                "refresh_token": ds.config.refresh_token.expose(),
-                "profile": { "account_id": p.account_id, "email": p.email, "name": p.name, "picture": p.picture },
-            }
+    use coco_web::datasource::{Connector, ConnectorConfig, Delivered, Profile, Root, SyncSetting, Tokens as Held};
+    let p = ds.config.profile;
+    let root = p.root_info;
+    let delivered = Delivered {
+        id: ds.id,
+        kind: "connector".into(),
+        name: ds.name,
+        icon: "default".into(),
+        enabled: true,
+        sync: SyncSetting::default(),
+        connector: Connector {
+            id: ds.connector_id,
+            config: ConnectorConfig {
+                client_id: ds.config.client_id,
+                refresh_token: ds.config.refresh_token.expose().to_string(),
+                profile: Profile { account_id: p.account_id, email: p.email, name: p.name, picture: p.picture },
+            },
         },
-        "tokens": TokensJson::from(ds.tokens),
-        "root_info": RootJson::from(p.root_info.clone()),
-    })
+        tokens: {
+            let t = TokensJson::from(ds.tokens);
+            Held { access_token: t.access_token, expires_at: t.expires_at, refresh_token: t.refresh_token }
+        },
+        root_info: Some(Root {
+            is_team: root.is_team,
+            root_namespace_id: root.root_namespace_id,
+            home_namespace_id: root.home_namespace_id,
+            home_path: root.home_path,
+        }),
+    };
+    serde_json::to_value(delivered).unwrap_or_default()
 }

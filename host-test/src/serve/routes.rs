@@ -621,50 +621,12 @@ async fn remove(State(svc): Svc, headers: HeaderMap, Path(id): Path<String>) -> 
     }
 }
 
-/// The facade's callback body: upstream's datasource JSON plus `tokens` and `root_info`.
-#[derive(Deserialize)]
-struct Delivered {
-    id: String,
-    name: String,
-    connector: DeliveredConnector,
-    tokens: DeliveredTokens,
-    #[serde(default)]
-    root_info: Option<RootRecord>,
-}
-
-#[derive(Deserialize)]
-struct DeliveredConnector {
-    id: String,
-    config: DeliveredConfig,
-}
-
-#[derive(Deserialize)]
-struct DeliveredConfig {
-    client_id: String,
-    profile: DeliveredProfile,
-}
-
-#[derive(Deserialize)]
-struct DeliveredProfile {
-    account_id: String,
-    email: String,
-    name: String,
-    #[serde(default)]
-    picture: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct DeliveredTokens {
-    access_token: String,
-    expires_at: u64,
-    refresh_token: String,
-}
-
 /// `POST /api/datasources`: a datasource the facade connected, delivered by its callback. The
 /// app secret is the registered connector's (the facade never sends it).
 async fn adopt(State(svc): Svc, headers: HeaderMap, body: Bytes) -> Response {
     require_token!(svc, headers);
-    let d: Delivered = match serde_json::from_slice(&body) {
+    // The facade's callback body: the web kit's delivered datasource.
+    let d: coco_web::datasource::Delivered = match serde_json::from_slice(&body) {
         Ok(d) => d,
         // serde's message may quote a value; this body carries tokens.
         Err(e) => {
@@ -707,7 +669,15 @@ async fn adopt(State(svc): Svc, headers: HeaderMap, body: Bytes) -> Response {
             email: p.email,
             name: p.name,
             picture: p.picture,
-            root_info: d.root_info.unwrap_or_default(),
+            root_info: d
+                .root_info
+                .map(|r| RootRecord {
+                    is_team: r.is_team,
+                    root_namespace_id: r.root_namespace_id,
+                    home_namespace_id: r.home_namespace_id,
+                    home_path: r.home_path,
+                })
+                .unwrap_or_default(),
         },
         endpoints: connector.endpoints.clone(),
         path: String::new(),
