@@ -32,14 +32,6 @@ pub struct DocumentSpans {
     pub file: Option<FileSpans>,
 }
 
-/// A page's documents as the component hands them over, not yet checked (the WIT
-/// `document-batch`; the runtime converts it).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Batch {
-    pub text: String,
-    pub documents: Vec<DocumentSpans>,
-}
-
 /// Documents in Dropbox's order; every span was checked against the text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Documents {
@@ -117,9 +109,9 @@ pub struct Malformed(String);
 pub static NO_DOCUMENTS: Documents = Documents { text: String::new(), rows: Vec::new() };
 
 impl Documents {
-    /// Check every span of a batch (in range, on character boundaries) once.
-    pub fn check(batch: Batch) -> Result<Self, Malformed> {
-        let text = batch.text;
+    /// Check every span of a batch (the WIT `document-batch`: one text, spans into it; the
+    /// runtime converts each row as it is read) once: in range, on character boundaries.
+    pub fn check(text: String, documents: impl ExactSizeIterator<Item = DocumentSpans>) -> Result<Self, Malformed> {
         let range = |s: Span, what: &str, doc: usize| -> Result<Range<usize>, Malformed> {
             let start = s.start as usize;
             let end =
@@ -132,8 +124,8 @@ impl Documents {
             }
             Ok(start..end)
         };
-        let mut rows = Vec::with_capacity(batch.documents.len());
-        for (i, d) in batch.documents.into_iter().enumerate() {
+        let mut rows = Vec::with_capacity(documents.len());
+        for (i, d) in documents.enumerate() {
             let file = match d.file {
                 None => None,
                 Some(f) => Some(FileRow {
@@ -230,19 +222,17 @@ mod tests {
         Span { start, len }
     }
 
-    fn batch(text: &str, id: Span) -> Batch {
-        Batch {
-            text: text.into(),
-            documents: vec![DocumentSpans { id, path_lower: span(0, 1), rev: None, json: span(0, 1), file: None }],
-        }
+    fn check(text: &str, id: Span) -> Result<Documents, Malformed> {
+        let row = DocumentSpans { id, path_lower: span(0, 1), rev: None, json: span(0, 1), file: None };
+        Documents::check(text.into(), std::iter::once(row))
     }
 
     #[test]
     fn spans_outside_the_text_or_inside_a_character_are_refused() {
-        assert_eq!(Documents::check(batch("aé", span(0, 1))).unwrap().iter().next().unwrap().id, "a");
-        assert!(Documents::check(batch("aé", span(0, 2))).is_err(), "splits é");
-        assert!(Documents::check(batch("aé", span(2, 9))).is_err(), "past the end");
-        assert!(Documents::check(batch("aé", span(u32::MAX, u32::MAX))).is_err(), "overflow");
+        assert_eq!(check("aé", span(0, 1)).unwrap().iter().next().unwrap().id, "a");
+        assert!(check("aé", span(0, 2)).is_err(), "splits é");
+        assert!(check("aé", span(2, 9)).is_err(), "past the end");
+        assert!(check("aé", span(u32::MAX, u32::MAX)).is_err(), "overflow");
     }
 
     #[test]

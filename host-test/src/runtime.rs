@@ -35,7 +35,7 @@ pub use exports::coco::dropbox::sync_page::{
 };
 pub use exports::coco::dropbox::watch::{Changes, WaitRequest};
 
-use crate::documents::{Batch, Documents, Malformed};
+use crate::documents::{DocumentSpans, Documents, FileSpans, Malformed, Span as HostSpan};
 
 /// The second component's bindings (`world extractor`): its own copy of the shared types.
 mod extractor_world {
@@ -93,7 +93,7 @@ impl Page {
     pub fn check(r: PageResult) -> Result<Self, Malformed> {
         Ok(Page {
             deletes: r.deletes,
-            documents: Documents::check(batch_of(r.documents))?,
+            documents: Documents::check(r.documents.text, r.documents.documents.into_iter().map(spans_of))?,
             cursor: r.cursor,
             has_more: r.has_more,
             tokens: r.tokens,
@@ -105,30 +105,23 @@ impl Page {
 /// What a `sync-page` call answers once its batch is checked.
 pub type PageOutcome = Result<Page, SyncFailure>;
 
-/// The WIT batch as the host's own type (the text moves; spans are copied).
-fn batch_of(b: DocumentBatch) -> Batch {
-    use crate::documents::{DocumentSpans, FileSpans, Span as HostSpan};
+/// One WIT document as the host's own spans (copied; nothing allocated but the file's
+/// export options).
+fn spans_of(d: Document) -> DocumentSpans {
     let span = |s: Span| HostSpan { start: s.start, len: s.len };
-    Batch {
-        text: b.text,
-        documents: b
-            .documents
-            .into_iter()
-            .map(|d| DocumentSpans {
-                id: span(d.id),
-                path_lower: span(d.path_lower),
-                rev: d.rev.map(span),
-                json: span(d.json),
-                file: d.file.map(|f| FileSpans {
-                    file_id: span(f.file_id),
-                    size: f.size,
-                    content_hash: f.content_hash.map(span),
-                    downloadable: f.downloadable,
-                    export_as: f.export_as.map(span),
-                    export_options: f.export_options.into_iter().map(span).collect(),
-                }),
-            })
-            .collect(),
+    DocumentSpans {
+        id: span(d.id),
+        path_lower: span(d.path_lower),
+        rev: d.rev.map(span),
+        json: span(d.json),
+        file: d.file.map(|f| FileSpans {
+            file_id: span(f.file_id),
+            size: f.size,
+            content_hash: f.content_hash.map(span),
+            downloadable: f.downloadable,
+            export_as: f.export_as.map(span),
+            export_options: f.export_options.into_iter().map(span).collect(),
+        }),
     }
 }
 

@@ -6,15 +6,9 @@ use serde_json::value::RawValue;
 
 use crate::types::{Datasource, PageStats, RootInfo, Tokens};
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RootJson {
-    pub is_team: bool,
-    pub root_namespace_id: String,
-    pub home_namespace_id: String,
-    #[serde(default)]
-    pub home_path: Option<String>,
-}
+/// The account's root namespace and its tokens as JSON: the web kit's shapes, which
+/// `coco-host serve` reads too.
+pub use coco_web::datasource::{Root as RootJson, Tokens as TokensJson};
 
 impl From<RootJson> for RootInfo {
     fn from(r: RootJson) -> Self {
@@ -35,20 +29,6 @@ impl From<RootInfo> for RootJson {
             home_namespace_id: r.home_namespace_id,
             home_path: r.home_path,
         }
-    }
-}
-
-#[derive(Serialize, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct TokensJson {
-    pub access_token: String,
-    pub expires_at: u64,
-    pub refresh_token: String,
-}
-
-impl std::fmt::Debug for TokensJson {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokensJson").field("expires_at", &self.expires_at).finish_non_exhaustive()
     }
 }
 
@@ -144,9 +124,8 @@ impl From<PageStats> for StatsJson {
 /// `client_secret` is left out (the operator configured it). Only ever sent server to server.
 /// The shape is the web kit's, which `coco-host serve` adopts.
 pub fn datasource_json(ds: Datasource) -> serde_json::Value {
-    use coco_web::datasource::{Connector, ConnectorConfig, Delivered, Profile, Root, SyncSetting, Tokens as Held};
+    use coco_web::datasource::{Connector, ConnectorConfig, Delivered, Profile, SyncSetting};
     let p = ds.config.profile;
-    let root = p.root_info;
     let delivered = Delivered {
         id: ds.id,
         kind: "connector".into(),
@@ -162,16 +141,8 @@ pub fn datasource_json(ds: Datasource) -> serde_json::Value {
                 profile: Profile { account_id: p.account_id, email: p.email, name: p.name, picture: p.picture },
             },
         },
-        tokens: {
-            let t = TokensJson::from(ds.tokens);
-            Held { access_token: t.access_token, expires_at: t.expires_at, refresh_token: t.refresh_token }
-        },
-        root_info: Some(Root {
-            is_team: root.is_team,
-            root_namespace_id: root.root_namespace_id,
-            home_namespace_id: root.home_namespace_id,
-            home_path: root.home_path,
-        }),
+        tokens: TokensJson::from(ds.tokens),
+        root_info: Some(RootJson::from(p.root_info)),
     };
     serde_json::to_value(delivered).unwrap_or_default()
 }

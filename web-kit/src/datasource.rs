@@ -62,15 +62,18 @@ pub struct Profile {
     pub picture: Option<String>,
 }
 
+/// The account's tokens. Unknown fields are refused; `Debug` shows the expiry only.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tokens {
     pub access_token: String,
     pub expires_at: u64,
     pub refresh_token: String,
 }
 
-/// The account's root namespace (team spaces).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The account's root namespace (team spaces). Unknown fields are refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Root {
     pub is_team: bool,
     pub root_namespace_id: String,
@@ -89,6 +92,12 @@ fn default_icon() -> String {
 
 fn yes() -> bool {
     true
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Delivered {
@@ -156,7 +165,7 @@ mod tests {
         });
         let d: Delivered = serde_json::from_value(minimal).unwrap();
         assert!(d.root_info.is_none() && d.enabled && d.kind == "connector");
-        let shown = format!("{:?}", delivered());
+        let shown = format!("{:?} {:?}", delivered(), delivered().tokens);
         assert!(!shown.contains("ACCESS") && !shown.contains("REFRESH"), "{shown}");
     }
 }
